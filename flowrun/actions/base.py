@@ -1,0 +1,143 @@
+"""What every action module provides; the engine only ever talks to this."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowrun.errors import Problem, YamlPath
+from flowrun.templating import Template, TemplateSyntax, parse_template
+
+Schema = dict[str, Any]
+TEMPLATED: Schema = {"type": "string", "description": "text; may use {{ }} templates"}
+CATEGORY: Schema = {
+    "enum": ["marketing", "transactional"],
+    "description": "transactional messages (order, shipping) pass marketing suppression and caps",
+}
+
+
+@dataclass
+class CompileContext:
+    """What an action needs to compile its parameters: where the flow lives, where to report."""
+
+    flow_file: Path
+    path: YamlPath
+    problems: list[Problem] = field(default_factory=list)
+    locate: Any = None  # callable(path) -> (line, column)
+
+    def report(self, path: YamlPath, message: str, hint: str = "") -> None:
+        line, column = self.locate(path) if self.locate else (1, 1)
+        self.problems.append(Problem(str(self.flow_file), line, column, path, message, hint))
+
+    def template(self, source: str, path: YamlPath, *, html: bool = False) -> Template | None:
+        where = f"{self.flow_file}:{_fmt(path)}"
+        try:
+            return parse_template(source, where, html=html)
+        except TemplateSyntax as exc:
+            self.report(path, f"template syntax error: {exc.message}", "check the {{ }} and {% %} pairs")
+            return None
+
+    def template_file(self, name: str, path: YamlPath) -> Template | None:
+        file = (self.flow_file.parent / name).resolve()
+        try:
+            source = file.read_text(encoding="utf-8")
+        except OSError:
+            self.report(path, f"template file {name!r} not found (looked for {file})",
+                        "template paths are relative to the flow file")
+            return None
+        html = ".htm" in file.name
+        try:
+            return parse_template(source, str(file), html=html)
+        except TemplateSyntax as exc:
+            self.report(path, f"template {name}: syntax error at its line {exc.line}: {exc.message}")
+            return None
+
+
+def _fmt(path: YamlPath) -> str:
+    from flowrun.errors import format_path
+
+    return format_path(path)
+
+
+class ActionType:
+    """Base of the action modules. Subclasses set the class attributes and may override hooks."""
+
+    name: str = ""
+    summary: str = ""
+    channel: str | None = None  # email | sms | push | slack: subject to guardrails
+    params_schema: Schema = {}
+    result_schema: Schema = {"type": "object", "properties": {}}
+    retry_by_default: bool = True
+
+    def step_schema(self) -> Schema:
+        return self.params_schema
+
+    def compile_params(self, raw: Any, ctx: CompileContext) -> Any:
+        """Turn the YAML value into a tree whose strings are Templates. Override for files."""
+        return compile_tree(raw, ctx.path, ctx)
+
+    def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """Hook run after rendering (derive a text part, set defaults...)."""
+        if self.channel is not None:
+            params.setdefault("category", "marketing")
+        return params
+
+    def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
+        """The result a dry-run records for `as:`; deterministic in the idempotency key."""
+        return {}
+
+    def result_has(self, path: tuple[str, ...]) -> bool:
+        schema = self.result_schema
+        for part in path:
+            props = schema.get("properties")
+            if props is None:
+                return bool(schema.get("additionalProperties", False))
+            if part not in props:
+                return False
+            schema = props[part]
+        return True
+
+
+def compile_tree(raw: Any, path: YamlPath, ctx: CompileContext) -> Any:
+    if isinstance(raw, str):
+        return ctx.template(raw, path) or raw
+    if isinstance(raw, Mapping):
+        return {k: compile_tree(v, (*path, k), ctx) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [compile_tree(v, (*path, i), ctx) for i, v in enumerate(raw)]
+    return raw
+
+
+def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, Template):
+        return value.render(context)
+    if isinstance(value, Mapping):
+        return {k: render_tree(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_tree(v, context) for v in value]
+    return value
+
+
+def templates_in(value: Any) -> list[Template]:
+    if isinstance(value, Template):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in templates_in(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in templates_in(v)]
+    return []
+
+
+def stable_token(key: str, size: int = 8) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:size].upper()
+
+
+def obj(required: list[str], **props: Schema) -> Schema:
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+def result(**props: Schema) -> Schema:
+    return {"type": "object", "properties": props}

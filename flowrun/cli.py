@@ -1,0 +1,261 @@
+"""The command line. Errors are formatted here and nowhere else; imports are lazy so
+`flowrun --help` starts fast."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from flowrun.errors import Problem
+
+app = typer.Typer(
+    name="flowrun",
+    help="Store automation flows as YAML in git: validate them, dry-run them, serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+STATE: dict[str, bool] = {"debug": False}
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class RunFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False) -> None:
+    STATE["debug"] = debug
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _problem_line(p: Problem) -> str:
+    from flowrun.errors import format_path
+
+    hint = f"\n    fix: {p.hint}" if p.hint else ""
+    return f"{p.file}:{p.line}:{p.column}: {p.message} [at {format_path(p.path)}]{hint}"
+
+
+def _fail(error: BaseException) -> NoReturn:
+    from flowrun.errors import SourceError, UsageError
+
+    if isinstance(error, SourceError):
+        for problem in error.problems:
+            print(_problem_line(problem), file=sys.stderr)
+        raise typer.Exit(EXIT_PROBLEMS)
+    print(f"error: {error}", file=sys.stderr)
+    raise typer.Exit(EXIT_USAGE if isinstance(error, UsageError) else EXIT_PROBLEMS)
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from flowrun.errors import FlowrunError
+
+    try:
+        return fn(*args, **kwargs)
+    except FlowrunError as exc:
+        _fail(exc)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # the last line of defence: no traceback unless asked
+        if STATE["debug"]:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(EXIT_PROBLEMS) from None
+
+
+def _existing(paths: list[Path]) -> list[Path]:
+    from flowrun.errors import UsageError
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    return paths
+
+
+# -- validate ----------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: flows/).")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", help="text, json, or github annotations.")] = OutputFormat.text,
+) -> None:
+    """Check flows against the schema and the semantic rules."""
+    _guard(_validate, paths or [Path("flows")], output)
+
+
+def _validate(paths: list[Path], output: OutputFormat) -> None:
+    from flowrun.flow.loader import load_flows
+
+    result = load_flows(_existing(paths))
+    if output is OutputFormat.json:
+        from flowrun.jsonout import dumps
+
+        print(dumps({"ok": not result.problems, "files": result.files,
+                     "errors": [p.as_dict() for p in result.problems]}))
+    elif output is OutputFormat.github:
+        for p in result.problems:
+            message = (p.message + (f" — fix: {p.hint}" if p.hint else "")).replace("%", "%25").replace("\n", "%0A")
+            print(f"::error file={p.file},line={p.line},col={p.column},title=flowrun validate::{message}")
+    else:
+        for p in result.problems:
+            print(_problem_line(p))
+        noun = "file" if result.files == 1 else "files"
+        if result.problems:
+            print(f"{result.files} {noun} checked, {len(result.problems)} problem(s).")
+        else:
+            print(f"{result.files} {noun} checked, {len(result.flows)} flow(s) valid.")
+    raise typer.Exit(EXIT_PROBLEMS if result.problems or result.files == 0 else EXIT_OK)
+
+
+# -- dry-run -----------------------------------------------------------------------------
+
+
+@app.command("dry-run")
+def dry_run(
+    path: Annotated[Path, typer.Argument(help="A flow file or a folder of flows.")],
+    event: Annotated[list[Path] | None, typer.Option("--event", "-e", help="Event file (JSON), played at the start.")] = None,
+    timeline: Annotated[Path | None, typer.Option(help="Timeline YAML: events at offsets.")] = None,
+    source: Annotated[str | None, typer.Option(help="Raw store body: shopify or woocommerce.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Raw store body's topic, e.g. orders/create.")] = None,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Stop the clock here (offset like 3d, or ISO); runs left show `waiting`.")] = None,
+    output: Annotated[RunFormat, typer.Option("--format", help="text or json.")] = RunFormat.text,
+) -> None:
+    """Play flows against sample events on a simulated clock. Nothing is sent."""
+    _guard(_dry_run, path, event or [], timeline, source, topic, start, until, output)
+
+
+def _dry_run(path: Path, events: list[Path], timeline: Path | None, source: str | None, topic: str | None,
+             start_text: str | None, until_text: str | None, output: RunFormat) -> None:
+    from flowrun.dryrun.session import play
+    from flowrun.errors import UsageError
+
+    if not events and timeline is None:
+        raise UsageError("give at least one --event FILE or a --timeline FILE")
+    if (source is None) != (topic is None) and source not in (None, "custom"):
+        raise UsageError("--source shopify|woocommerce needs --topic (e.g. --topic orders/create)")
+    result = play([path], events, timeline, source, topic, start_text, until_text)
+    failed = [r for r in result.runs if r.status.value == "failed"]
+    if output is RunFormat.json:
+        from flowrun.dryrun.report import as_json
+        from flowrun.jsonout import dumps
+
+        print(dumps(as_json(result)))
+    else:
+        from flowrun.dryrun.report import render_text
+
+        render_text(result, _console())
+    for run in failed:
+        print(f"error: run {run.id} of flow {run.flow_id} failed: {run.reason}", file=sys.stderr)
+    raise typer.Exit(EXIT_PROBLEMS if failed else EXIT_OK)
+
+
+# -- test --------------------------------------------------------------------------------
+
+
+@app.command("test")
+def test_flows(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Folders or *.test.yaml files (default: flows/).")] = None,
+) -> None:
+    """Run the tests that live next to flows (*.test.yaml)."""
+    _guard(_test, paths or [Path("flows")])
+
+
+def _test(paths: list[Path]) -> None:
+    from flowrun.testing import run_tests
+
+    outcome = run_tests(_existing(paths))
+    console = _console()
+    for case in outcome.cases:
+        mark = "[green]PASS[/]" if case.passed else "[red]FAIL[/]"
+        console.print(f"{mark} {case.file}::{case.name}")
+        for line in case.diff:
+            console.print(f"    {line}", markup=False)
+    console.print(f"{outcome.passed} passed, {outcome.failed} failed")
+    raise typer.Exit(EXIT_PROBLEMS if outcome.failed or not outcome.cases else EXIT_OK)
+
+
+# -- catalogue, schema, scaffolding ------------------------------------------------------
+
+
+@app.command()
+def events(name: Annotated[str | None, typer.Argument(help="One event type, e.g. order.created.")] = None) -> None:
+    """List the canonical event types and their fields."""
+    _guard(_events, name)
+
+
+def _events(name: str | None) -> None:
+    from flowrun.errors import UsageError
+    from flowrun.events.catalogue import all_types, field_names, lookup_type
+
+    types = all_types() if name is None else [t for t in [lookup_type(name)] if t is not None]
+    if not types:
+        raise UsageError(f"unknown event type {name!r}; run `flowrun events` for the list")
+    for event_type in types:
+        print(f"{event_type.name}: {event_type.description}")
+        if name is not None:
+            for field_name in field_names(event_type):
+                print(f"    {field_name}")
+        else:
+            print(f"    {', '.join(event_type.parts)}")
+
+
+@app.command()
+def schema(
+    write: Annotated[Path | None, typer.Option(help="Write flow.schema.json and events/*.json into this folder.")] = None,
+) -> None:
+    """Print the flow JSON Schema (for editors), or write every schema to a folder."""
+    _guard(_schema, write)
+
+
+def _schema(write: Path | None) -> None:
+    from flowrun.schemas import render_all
+
+    files = render_all()
+    if write is None:
+        print(files["flow.schema.json"], end="")
+        return
+    for relative, text in files.items():
+        target = write / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    print(f"wrote {len(files)} schema files to {write}")
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Where to create the flows repository.")]) -> None:
+    """Scaffold a flows repository: a flow, its test, a sample event and a CI snippet."""
+    _guard(_init, directory)
+
+
+def _init(directory: Path) -> None:
+    from flowrun.scaffold import scaffold
+
+    for path in scaffold(directory):
+        print(f"created {path}")
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()

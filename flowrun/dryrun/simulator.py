@@ -1,0 +1,125 @@
+"""The simulated clock: a queue of due items, the clock jumping from one to the next."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flowrun.actions import REGISTRY
+from flowrun.derive import AbandonmentWatcher, InventoryWatcher
+from flowrun.engine.state import Perform, RunState, Transition, Wake
+from flowrun.events import Event
+from flowrun.flow.model import Flow, ScheduleTrigger
+from flowrun.runtime.manager import Manager
+from flowrun.runtime.store import MemoryStore
+
+
+@dataclass(frozen=True)
+class RecordedAction:
+    at: datetime
+    run_id: str
+    flow_id: str
+    step: str
+    type: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+
+
+@dataclass
+class SimulationResult:
+    start: datetime
+    runs: list[RunState]
+    actions: list[RecordedAction]
+    horizon: datetime | None
+    events_played: int = 0
+
+
+@dataclass
+class Simulator:
+    flows: list[Flow]
+    start: datetime
+    abandonment_idle: timedelta = timedelta(hours=1)
+    low_stock_threshold: int = 5
+    store: MemoryStore = field(default_factory=MemoryStore)
+
+    def __post_init__(self) -> None:
+        self.manager = Manager(self.flows, self.store)
+        self._queue: list[tuple[datetime, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._run_order: list[str] = []
+        self._seen: set[str] = set()
+        self._actions: list[RecordedAction] = []
+        self._abandon = AbandonmentWatcher(self.abandonment_idle)
+        self._stock = InventoryWatcher(self.low_stock_threshold)
+        self._played = 0
+
+    def _push(self, at: datetime, kind: str, payload: Any) -> None:
+        heapq.heappush(self._queue, (at, next(self._seq), kind, payload))
+
+    def add_event(self, at: datetime, event: Event) -> None:
+        self._push(at, "event", event)
+
+    def run(self, until: datetime | None = None) -> SimulationResult:
+        if until is not None:
+            self._schedule_ticks(until)
+        while self._queue:
+            at, _, kind, payload = self._queue[0]
+            if until is not None and at > until:
+                break
+            heapq.heappop(self._queue)
+            self._dispatch(at, kind, payload)
+        runs = [self.store.runs[i] for i in self._run_order]
+        return SimulationResult(self.start, runs, self._actions, until, self._played)
+
+    def _dispatch(self, now: datetime, kind: str, payload: Any) -> None:
+        if kind == "event":
+            self._played += 1
+            for check in self._abandon.observe(payload, now):
+                self._push(check.at, "abandon", check)
+            self._follow(self.manager.on_event(payload, now), now)
+            for derived in self._stock.observe(payload, now):
+                self._follow(self.manager.on_event(derived, now), now)
+        elif kind == "abandon":
+            derived = self._abandon.check(payload.key, payload.marker, now)
+            if derived is not None:
+                self._dispatch(now, "event", derived)
+        elif kind == "timer":
+            run_id, due = payload
+            self._follow(self.manager.on_timer(run_id, due, now), now)
+        elif kind == "tick":
+            self._follow(self.manager.on_tick(payload, now, now), now)
+
+    def _follow(self, transitions: list[Transition], now: datetime) -> None:
+        pending = list(transitions)
+        while pending:
+            transition = pending.pop(0)
+            if transition.run.id not in self._seen:
+                self._seen.add(transition.run.id)
+                self._run_order.append(transition.run.id)
+            for command in transition.commands:
+                if isinstance(command, Wake):
+                    self._push(command.at, "timer", (command.run_id, command.at))
+                elif isinstance(command, Perform):
+                    result = REGISTRY[command.action].simulate(command.params, command.key)
+                    self._actions.append(RecordedAction(now, command.run_id, transition.run.flow_id, command.step,
+                                                        command.action, dict(command.params), result))
+                    pending.extend(self.manager.on_result(command.run_id, command.key, result, None, now))
+
+    def _schedule_ticks(self, until: datetime) -> None:
+        for flow in self.flows:
+            trigger = flow.trigger
+            if not isinstance(trigger, ScheduleTrigger):
+                continue
+            at = self.start
+            while True:
+                if trigger.cron is not None:
+                    at = trigger.cron.next_after(at)
+                else:
+                    assert trigger.every is not None
+                    at = at + trigger.every
+                if at > until:
+                    break
+                self._push(at, "tick", flow.id)

@@ -1,0 +1,80 @@
+"""Timeline files: events at offsets (`0s`, `3h`, `2d`) or ISO times, as files or inline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flowrun.durations import DurationSyntaxError, parse_duration
+from flowrun.errors import EventFileError, Problem
+from flowrun.events import Event
+from flowrun.events.normalise import load_event_file, normalise_file_body
+from flowrun.events.values import timestamp
+from flowrun.yamlsource import Document, YamlSyntaxError, load_document
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    at: datetime
+    events: tuple[Event, ...]
+
+
+def resolve_at(value: Any, start: datetime) -> datetime | None:
+    if isinstance(value, (int, float)):
+        return start + timedelta(seconds=value)
+    text = str(value)
+    try:
+        return start + parse_duration(text)
+    except DurationSyntaxError:
+        return timestamp(text)
+
+
+def load_timeline(path: Path, start: datetime) -> list[Scheduled]:
+    file = str(path)
+    try:
+        doc = load_document(path.read_text(encoding="utf-8"), file)
+    except OSError as exc:
+        raise EventFileError([Problem(file, 1, 1, (), f"cannot read timeline: {exc.strerror}")]) from None
+    except YamlSyntaxError as exc:
+        raise EventFileError([exc.problem]) from None
+    items = doc.data.get("events") if isinstance(doc.data, dict) else doc.data
+    if not isinstance(items, list):
+        raise EventFileError([doc.problem((), "a timeline is a list of {at, event} entries",
+                                          "e.g. - {at: 0s, event: events/checkout.json}")])
+    return parse_entries(items, doc, path.parent, start, ("events",) if isinstance(doc.data, dict) else ())
+
+
+def parse_entries(items: list[Any], doc: Document, base: Path, start: datetime,
+                  prefix: tuple[str | int, ...] = ()) -> list[Scheduled]:
+    out = []
+    for i, item in enumerate(items):
+        here = (*prefix, i)
+        if not isinstance(item, dict) or "event" not in item:
+            raise EventFileError([doc.problem(here, "each entry needs `event` (a file path or an inline envelope)")])
+        at = resolve_at(item.get("at", "0s"), start)
+        if at is None:
+            raise EventFileError([doc.problem((*here, "at"), f"{item.get('at')!r} is neither an offset nor an ISO time",
+                                              "write an offset such as 0s, 90m, 3h, 2d, or 2026-03-01T10:00:00Z")])
+        source, topic = item.get("source"), item.get("topic")
+        event = item["event"]
+        if isinstance(event, str):
+            events = load_event_file(base / event, source=source, topic=topic, received_at=at)
+        else:
+            events = normalise_file_body(_decimals(event), f"{doc.file}:{doc.where((*here, 'event'))[0]}",
+                                         source=source, topic=topic, received_at=at)
+        out.append(Scheduled(at, tuple(events)))
+    return out
+
+
+def _decimals(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _decimals(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decimals(v) for v in value]
+    return value

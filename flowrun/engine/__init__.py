@@ -1,0 +1,1 @@
+"""The pure engine: `advance(flow, run, input, now) -> Transition`. No I/O, no wall clock."""

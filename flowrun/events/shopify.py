@@ -1,0 +1,203 @@
+"""Shopify webhook bodies (Admin REST resource shapes) to canonical events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from flowrun.events import Event, customer_key
+from flowrun.events.catalogue import complete_event_data
+from flowrun.events.values import ident, integer, iso, money, tags, text, timestamp
+from flowrun.errors import UnknownTopicError
+
+Body = Mapping[str, Any]
+
+
+def customer(body: Body) -> dict[str, Any]:
+    c = body.get("customer") or {}
+    address = body.get("billing_address") or body.get("shipping_address") or c.get("default_address") or {}
+    consent = (c.get("email_marketing_consent") or {}).get("state")
+    accepts = c.get("accepts_marketing")
+    if accepts is None and consent is not None:
+        accepts = consent == "subscribed"
+    if accepts is None and "buyer_accepts_marketing" in body:
+        accepts = bool(body["buyer_accepts_marketing"])
+    return {
+        "id": ident(c.get("id")),
+        "email": text(c.get("email") or body.get("email") or body.get("contact_email")),
+        "first_name": text(c.get("first_name") or address.get("first_name")),
+        "last_name": text(c.get("last_name") or address.get("last_name")),
+        "phone": text(c.get("phone") or body.get("phone") or address.get("phone")),
+        "orders_count": integer(c.get("orders_count")),
+        "total_spent": money(c.get("total_spent")),
+        "accepts_marketing": accepts,
+        "tags": tags(c.get("tags")),
+        "timezone": None,
+        "created_at": iso(c.get("created_at")),
+    }
+
+
+def line_items(items: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "sku": text(item.get("sku")),
+            "title": text(item.get("title") or item.get("name")),
+            "quantity": integer(item.get("quantity")),
+            "price": money(item.get("price")),
+            "product_id": ident(item.get("product_id")),
+            "variant_id": ident(item.get("variant_id")),
+        }
+        for item in items or []
+    ]
+
+
+def order(body: Body) -> dict[str, Any]:
+    return {
+        "id": ident(body.get("id")),
+        "number": text(body.get("order_number") or body.get("number")),
+        "name": text(body.get("name")),
+        "total_price": money(body.get("total_price")),
+        "subtotal_price": money(body.get("subtotal_price")),
+        "currency": text(body.get("currency")),
+        "financial_status": text(body.get("financial_status")),
+        "fulfillment_status": text(body.get("fulfillment_status")),
+        "line_items": line_items(body.get("line_items")),
+        "discount_codes": [str(d.get("code")) for d in body.get("discount_codes") or [] if d.get("code")],
+        "landing_site": text(body.get("landing_site")),
+        "referring_site": text(body.get("referring_site")),
+        "source_name": text(body.get("source_name")),
+        "tags": tags(body.get("tags")),
+        "note": text(body.get("note")),
+        "status_url": text(body.get("order_status_url")),
+        "created_at": iso(body.get("created_at")),
+    }
+
+
+def checkout(body: Body) -> dict[str, Any]:
+    return {
+        "id": ident(body.get("id")),
+        "token": text(body.get("token")),
+        "total_price": money(body.get("total_price")),
+        "currency": text(body.get("currency") or body.get("presentment_currency")),
+        "recovery_url": text(body.get("abandoned_checkout_url")),
+        "line_items": line_items(body.get("line_items")),
+        "created_at": iso(body.get("created_at")),
+        "updated_at": iso(body.get("updated_at")),
+        "completed_at": iso(body.get("completed_at")),
+    }
+
+
+def product(body: Body) -> dict[str, Any]:
+    variants = body.get("variants") or [{}]
+    first = variants[0] or {}
+    return {
+        "id": ident(body.get("id")),
+        "title": text(body.get("title")),
+        "sku": text(first.get("sku")),
+        "price": money(first.get("price")),
+        "status": text(body.get("status")),
+        "inventory_quantity": integer(first.get("inventory_quantity")),
+        "url": None,
+    }
+
+
+def shipment(body: Body) -> dict[str, Any]:
+    return {
+        "id": ident(body.get("id")),
+        "order_id": ident(body.get("order_id")),
+        "status": text(body.get("shipment_status") or body.get("status")),
+        "tracking_number": text(body.get("tracking_number")),
+        "tracking_url": text(body.get("tracking_url")),
+        "carrier": text(body.get("tracking_company")),
+    }
+
+
+def _order_event(body: Body) -> dict[str, Any]:
+    return {"customer": customer(body), "order": order(body)}
+
+
+def _fulfillment(body: Body) -> dict[str, Any]:
+    destination = body.get("destination") or {}
+    person = {"email": body.get("email"), "customer": {}, "billing_address": destination}
+    return {"customer": customer(person), "order": {"id": ident(body.get("order_id"))}, "shipment": shipment(body)}
+
+
+def _refund(body: Body) -> dict[str, Any]:
+    transactions = body.get("transactions") or []
+    amount = sum((money(t.get("amount")) or 0 for t in transactions), start=money("0"))
+    currency = next((t.get("currency") for t in transactions if t.get("currency")), None)
+    return {
+        "customer": {},
+        "order": {"id": ident(body.get("order_id"))},
+        "refund": {
+            "id": ident(body.get("id")),
+            "order_id": ident(body.get("order_id")),
+            "amount": amount,
+            "currency": text(currency),
+            "note": text(body.get("note")),
+        },
+    }
+
+
+def _inventory(body: Body) -> dict[str, Any]:
+    # Shopify's inventory_levels/update body names no SKU; the poller enriches it when it can.
+    return {
+        "inventory": {
+            "sku": text(body.get("sku")),
+            "available": integer(body.get("available")),
+            "inventory_item_id": ident(body.get("inventory_item_id")),
+            "location_id": ident(body.get("location_id")),
+            "threshold": None,
+            "product_title": text(body.get("product_title")),
+        },
+        "product": {},
+    }
+
+
+def _fulfillment_update_type(body: Body) -> str:
+    return "shipment.delivered" if body.get("shipment_status") == "delivered" else "shipment.updated"
+
+
+TOPICS: dict[str, tuple[str | Callable[[Body], str], Callable[[Body], dict[str, Any]]]] = {
+    "orders/create": ("order.created", _order_event),
+    "orders/updated": ("order.updated", _order_event),
+    "orders/paid": ("order.paid", _order_event),
+    "orders/fulfilled": ("order.fulfilled", _order_event),
+    "orders/cancelled": ("order.cancelled", _order_event),
+    "checkouts/create": ("checkout.created", lambda b: {"customer": customer(b), "checkout": checkout(b)}),
+    "checkouts/update": ("checkout.updated", lambda b: {"customer": customer(b), "checkout": checkout(b)}),
+    "customers/create": ("customer.created", lambda b: {"customer": customer({"customer": b})}),
+    "customers/update": ("customer.updated", lambda b: {"customer": customer({"customer": b})}),
+    "products/update": ("product.updated", lambda b: {"product": product(b)}),
+    "inventory_levels/update": ("inventory.changed", _inventory),
+    "fulfillments/create": ("shipment.created", _fulfillment),
+    "fulfillments/update": (_fulfillment_update_type, _fulfillment),
+    "refunds/create": ("refund.created", _refund),
+}
+
+
+def normalise(topic: str, body: Body, *, delivery_id: str | None = None,
+              received_at: datetime | None = None) -> list[Event]:
+    if topic not in TOPICS:
+        raise UnknownTopicError("shopify", topic, TOPICS)
+    type_or_fn, build = TOPICS[topic]
+    event_type = type_or_fn if isinstance(type_or_fn, str) else type_or_fn(body)
+    data = complete_event_data(event_type, build(body))
+    resource = body.get("id") or body.get("inventory_item_id")
+    changed = body.get("updated_at") or body.get("created_at") or ""
+    occurred = timestamp(body.get("updated_at") or body.get("created_at")) or received_at
+    if occurred is None:
+        raise ValueError("the body has no created_at/updated_at and no delivery time was given")
+    return [
+        Event(
+            type=event_type,
+            source="shopify",
+            id=delivery_id or f"shopify:{topic}:{resource}:{changed}",
+            occurred_at=occurred,
+            data=data,
+            raw=body,
+            topic=topic,
+            customer_key=customer_key(data),
+        )
+    ]

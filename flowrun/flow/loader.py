@@ -1,0 +1,119 @@
+"""Read flow files: YAML with positions, schema check, then the model and semantic checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from flowrun.errors import FlowError, Problem
+from flowrun.flow.build import Builder
+from flowrun.flow.diagnose import explain
+from flowrun.flow.model import Flow
+from flowrun.flow.schema import flow_schema
+from flowrun.yamlsource import YamlSyntaxError, load_document
+
+TEST_SUFFIXES = (".test.yaml", ".test.yml")
+CONFIG_NAMES = ("flowrun.yaml", "flowrun.yml")
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(flow_schema())
+
+
+def is_flow_file(path: Path) -> bool:
+    name = path.name
+    return (
+        name.endswith((".yaml", ".yml"))
+        and not name.endswith(TEST_SUFFIXES)
+        and name not in CONFIG_NAMES
+        and not name.startswith(".")
+    )
+
+
+def discover(paths: Iterable[Path]) -> list[Path]:
+    """Flow files under the given files and folders, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and is_flow_file(p)
+                         and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        else:
+            found.append(path)
+    return found
+
+
+def load_flow(path: Path) -> Flow:
+    """One flow file to a Flow; raises FlowError carrying every problem found."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError([Problem(file, 1, 1, (), f"cannot read flow file: {exc}")]) from None
+    try:
+        doc = load_document(text, file)
+    except YamlSyntaxError as exc:
+        raise FlowError([exc.problem]) from None
+    if not isinstance(doc.data, dict):
+        raise FlowError([doc.problem((), "a flow file must be a mapping with `flow`, `on` and `steps`",
+                                     "start from `flowrun init`, or see flows/ for examples")])
+    problems = []
+    for error in sorted(_validator().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
+        for path_, message, hint, at_key in explain(error, flow_schema()):
+            problems.append(doc.problem(path_, message, hint, key=at_key))
+    if problems:
+        raise FlowError(_unique(problems))
+    builder = Builder(doc, text)
+    flow = builder.build()
+    if flow is None:
+        raise FlowError(_unique(builder.problems))
+    return flow
+
+
+def _unique(problems: Sequence[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        key = (p.line, p.column, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return sorted(out, key=lambda p: (p.file, p.line, p.column))
+
+
+@dataclass
+class FlowSet:
+    flows: list[Flow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: int = 0
+
+
+def load_flows(paths: Iterable[Path]) -> FlowSet:
+    """Every flow under the paths; problems are collected, not raised, and ids must be unique."""
+    result = FlowSet()
+    first_seen: dict[str, Flow] = {}
+    for path in discover(paths):
+        result.files += 1
+        try:
+            flow = load_flow(path)
+        except FlowError as exc:
+            result.problems.extend(exc.problems)
+            continue
+        if flow.id in first_seen:
+            line, column = _id_position(path)
+            result.problems.append(Problem(
+                str(path), line, column, ("flow",), f"duplicate flow id {flow.id!r}",
+                f"already used by {first_seen[flow.id].file}; flow ids must be unique",
+            ))
+            continue
+        first_seen[flow.id] = flow
+        result.flows.append(flow)
+    return result
+
+
+def _id_position(path: Path) -> tuple[int, int]:
+    doc = load_document(path.read_text(encoding="utf-8"), str(path))
+    return doc.where(("flow",))

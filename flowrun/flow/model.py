@@ -1,0 +1,168 @@
+"""A loaded flow: frozen dataclasses with compiled conditions and templates.
+
+Nothing here is a raw YAML dict; the loader builds these and the engine reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any, Union
+
+from flowrun.actions.base import ActionType
+from flowrun.errors import YamlPath
+from flowrun.templating import Condition, Template
+from flowrun.timing import CronSchedule
+
+
+@dataclass(frozen=True)
+class EventTrigger:
+    events: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+
+    def matches(self, event_type: str, source: str) -> bool:
+        return (event_type in self.events or ("custom.*" in self.events and event_type.startswith("custom."))) and (
+            not self.sources or source in self.sources
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleTrigger:
+    """`schedule: cron` or `every: 30m`; `missed` says what happens to ticks missed while down."""
+
+    cron: CronSchedule | None
+    every: timedelta | None
+    missed: str = "skip"  # skip | run_once
+
+    @property
+    def label(self) -> str:
+        if self.cron is not None:
+            return f"schedule {self.cron.expression!r} ({self.cron.tz.key})"
+        return f"every {self.every}"
+
+
+Trigger = Union[EventTrigger, ScheduleTrigger]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """`until`: a later event for the same customer ends the run as converted."""
+
+    events: tuple[str, ...]
+    where: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Reentry:
+    mode: str = "always"  # always | once | window
+    window: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    key: Template | None
+    mode: str = "parallel"  # single | restart | queue | parallel
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    backoff: timedelta = timedelta(seconds=30)
+    max_backoff: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Step:
+    path: YamlPath
+    name: str | None
+
+
+@dataclass(frozen=True)
+class ActionStep(Step):
+    action: ActionType
+    params: Any
+    as_name: str | None = None
+    on_error: str = "fail"  # fail | continue
+    retry: RetryPolicy = RetryPolicy()
+    timeout: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class DelayStep(Step):
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class WaitUntilStep(Step):
+    at: time
+    timezone: str | None  # None: the flow's zone; "customer": the customer's, else the flow's
+
+
+@dataclass(frozen=True)
+class WaitForStep(Step):
+    events: tuple[str, ...]
+    timeout: timedelta
+    where: Condition | None
+    as_name: str | None
+    then: tuple[AnyStep, ...]
+    otherwise: tuple[AnyStep, ...]
+
+
+@dataclass(frozen=True)
+class IfStep(Step):
+    condition: Condition
+    then: tuple[AnyStep, ...]
+    otherwise: tuple[AnyStep, ...]
+
+
+@dataclass(frozen=True)
+class ChooseOption:
+    when: Condition
+    steps: tuple[AnyStep, ...]
+
+
+@dataclass(frozen=True)
+class ChooseStep(Step):
+    options: tuple[ChooseOption, ...]
+    otherwise: tuple[AnyStep, ...]
+
+
+@dataclass(frozen=True)
+class SplitBranch:
+    name: str
+    weight: float
+    steps: tuple[AnyStep, ...]
+
+
+@dataclass(frozen=True)
+class SplitStep(Step):
+    branches: tuple[SplitBranch, ...]
+
+
+@dataclass(frozen=True)
+class StopStep(Step):
+    reason: str
+
+
+AnyStep = Union[ActionStep, DelayStep, WaitUntilStep, WaitForStep, IfStep, ChooseStep, SplitStep, StopStep]
+
+
+@dataclass(frozen=True)
+class Flow:
+    id: str
+    file: Path
+    version: str
+    description: str
+    trigger: Trigger
+    condition: Condition | None
+    goal: Goal | None
+    reentry: Reentry
+    concurrency: Concurrency
+    timezone: str
+    steps: tuple[AnyStep, ...]
+    program: tuple[Any, ...] = field(default=(), compare=False)
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return self.trigger.events if isinstance(self.trigger, EventTrigger) else ("schedule.tick",)

@@ -1,0 +1,1 @@
+"""Above the engine: which runs an event starts or moves, over a store of runs."""
