@@ -17,6 +17,8 @@ A test file:
               - {at: 1h, type: email, params: {subject: "You left something behind, Ada"}}
 
 `params` is a subset match; `actions` must match in count and order; `at` is an offset.
+Runs of flows the expectation does not name are ignored, unless the case says
+`exhaustive: true`; extra runs of a named flow always count as differences.
 """
 
 from __future__ import annotations
@@ -100,21 +102,21 @@ def run_file(test_file: Path, flows: list[Any]) -> list[CaseResult]:
             scheduled = parse_entries(case.get("timeline", []), doc, test_file.parent, start, ("tests", i, "timeline"))
             until = resolve_at(case["until"], start) if case.get("until") else None
             played = as_json(simulate(flows, scheduled, start, until))
-            result.diff = compare(case.get("expect", []), played["runs"])
+            result.diff = compare(case.get("expect", []), played["runs"], exhaustive=bool(case.get("exhaustive")))
         except FlowrunError as exc:
             result.diff = [f"error: {exc}"]
         results.append(result)
     return results
 
 
-def compare(expected: list[Mapping[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+def compare(expected: list[Mapping[str, Any]], runs: list[dict[str, Any]], *, exhaustive: bool = False) -> list[str]:
     """Lines describing each difference; empty when the runs match the expectation."""
     diff: list[str] = []
-    expected_flows = [e["flow"] for e in expected]
-    actual_flows = [r["flow"] for r in runs]
-    for flow_id in sorted(set(actual_flows) - set(expected_flows)):
-        diff.append(f"+ unexpected run of {flow_id} ({_statuses(runs, flow_id)})")
-    remaining = list(runs)
+    named = {e["flow"] for e in expected}
+    if exhaustive:
+        for flow_id in sorted({r["flow"] for r in runs} - named):
+            diff.append(f"+ unexpected run of {flow_id} ({_statuses(runs, flow_id)})")
+    remaining = [r for r in runs if r["flow"] in named]
     for want in expected:
         match = next((r for r in remaining if r["flow"] == want["flow"]), None)
         if match is None:
@@ -130,6 +132,8 @@ def compare(expected: list[Mapping[str, Any]], runs: list[dict[str, Any]]) -> li
             diff.append(f"  {label}: reason should contain {want['reason']!r}, was {match['reason']!r}")
         if "actions" in want:
             diff.extend(_compare_actions(label, want["actions"], match["actions"], match["steps"]))
+    for extra in remaining:
+        diff.append(f"+ unexpected extra run of {extra['flow']} ({extra['status']}, trigger {extra['trigger']['type']})")
     return diff
 
 

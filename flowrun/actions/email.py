@@ -14,7 +14,8 @@ _SPACE = re.compile(r"[ \t]+")
 
 
 def html_to_text(html: str) -> str:
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</li>|</tr>", "\n", html)
+    text = re.sub(r"(?i)<li[^>]*>", "\n- ", html)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</tr>|</ul>|</ol>", "\n", text)
     text = re.sub(r"(?is)<(script|style).*?</\1>", "", text)
     text = _TAGS.sub("", text)
     lines = [_SPACE.sub(" ", line).strip() for line in html_lib.unescape(text).splitlines()]

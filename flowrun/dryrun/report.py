@@ -9,7 +9,8 @@ from flowrun.dryrun.simulator import RecordedAction, SimulationResult
 from flowrun.engine.state import RunState, Status
 from flowrun.jsonout import iso, plain
 
-SHOWN_PARAMS = ("to", "subject", "text", "title", "url", "code", "add", "note", "points", "supplier", "message")
+SHOWN_PARAMS = ("to", "subject", "title", "percent", "amount", "add", "note", "points", "supplier", "items", "message",
+                "url", "method")
 
 
 def public_status(run: RunState) -> str:
@@ -58,6 +59,11 @@ def _offset(at: datetime, start: datetime) -> int:
     return int((at - start).total_seconds())
 
 
+def _short(value: Any, limit: int = 70) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _human_offset(seconds: int) -> str:
     from datetime import timedelta
 
@@ -84,7 +90,11 @@ def render_text(result: SimulationResult, console: Any) -> None:
         console.print(head)
         for action in run["actions"]:
             params = action["params"]
-            shown = ", ".join(f"{k}={params[k]!r}" for k in SHOWN_PARAMS if k in params)
+            shown = ", ".join(f"{k}={_short(params[k])}" for k in SHOWN_PARAMS if k in params)
+            if action["type"] in ("sms", "slack") and "text" in params:
+                shown += f", text={_short(params['text'])}"
+            if action["result"]:
+                shown += f"  → {_short(action['result'])}"
             console.print(f"  {_human_offset(action['offset_s']):>8}  {action['type']:<15} {shown}")
         console.print()
     counts: dict[str, int] = {}

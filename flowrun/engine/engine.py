@@ -95,8 +95,10 @@ def advance(flow: Flow, run: RunState, given: Input, now: datetime) -> Transitio
 
 
 def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transition:
+    """Goals and waits match the same customer's events; a wait with `where` matches any event."""
     goal = flow.goal
-    if goal is not None and event.type in goal.events and _where(goal.where, flow, run, event, now):
+    same_customer = event.customer_key is not None and event.customer_key == run.customer_key
+    if goal is not None and same_customer and event.type in goal.events and _where(goal.where, flow, run, event, now):
         entry = TraceEntry(now, "until", "goal", "reached", {"event": event.type, "event_id": event.id})
         done = replace(run, status=Status.CONVERTED, reason=f"goal reached: {event.type}", wake_at=None,
                        updated_at=now, trace=(*run.trace, entry))
@@ -104,6 +106,8 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
     if run.status is Status.AWAITING and event.type in run.awaiting:
         ins = flow.program[run.pc]
         assert isinstance(ins, p.Await)
+        if ins.step.where is None and not same_customer:
+            return Transition(run, (), changed=False)
         if not _where(ins.step.where, flow, run, event, now):
             return Transition(run, (), changed=False)
         variables = {**run.vars, ins.step.as_name: event.context()} if ins.step.as_name else run.vars

@@ -55,11 +55,13 @@ class Manager:
 
     def on_event(self, event: Event, now: datetime) -> list[Transition]:
         out: list[Transition] = []
+        candidates = {r.id: r for r in self.store.awaiting(event.type)}
         if event.customer_key:
-            for run in self.store.active_for_customer(event.customer_key):
-                flow = self.flow_of(run)
-                if flow is not None and run.trigger.id != event.id:
-                    out.extend(self._apply(flow, engine.advance(flow, run, EventArrived(event), now), now))
+            candidates.update((r.id, r) for r in self.store.active_for_customer(event.customer_key))
+        for run in sorted(candidates.values(), key=lambda r: (r.started_at, r.id)):
+            flow = self.flow_of(run)
+            if flow is not None and run.trigger.id != event.id:
+                out.extend(self._apply(flow, engine.advance(flow, run, EventArrived(event), now), now))
         for flow in self._triggered(event):
             out.extend(self._start(flow, event, now))
         return out

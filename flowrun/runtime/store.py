@@ -19,6 +19,8 @@ class RunStore(Protocol):
 
     def last_started(self, flow_id: str, customer_key: str) -> RunState | None: ...
 
+    def awaiting(self, event_type: str) -> list[RunState]: ...
+
 
 class MemoryStore:
     """Everything in dicts; the same contract as the SQL store."""
@@ -28,12 +30,20 @@ class MemoryStore:
         self._by_customer: dict[str, set[str]] = defaultdict(set)
         self._by_key: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._last: dict[tuple[str, str], str] = {}
+        self._awaiting: dict[str, set[str]] = defaultdict(set)
 
     def get(self, run_id: str) -> RunState | None:
         return self.runs.get(run_id)
 
     def save(self, run: RunState) -> None:
+        previous = self.runs.get(run.id)
+        if previous is not None:
+            for event_type in previous.awaiting:
+                self._awaiting[event_type].discard(run.id)
         self.runs[run.id] = run
+        if run.status is Status.AWAITING:
+            for event_type in run.awaiting:
+                self._awaiting[event_type].add(run.id)
         active = not run.status.final
         for index, key in ((self._by_customer, run.customer_key),
                            (self._by_key, (run.flow_id, run.concurrency_key) if run.concurrency_key else None)):
@@ -58,6 +68,9 @@ class MemoryStore:
     def last_started(self, flow_id: str, customer_key: str) -> RunState | None:
         run_id = self._last.get((flow_id, customer_key))
         return self.runs[run_id] if run_id else None
+
+    def awaiting(self, event_type: str) -> list[RunState]:
+        return sorted((self.runs[i] for i in self._awaiting.get(event_type, ())), key=_order)
 
 
 def _order(run: RunState) -> tuple[object, str]:
