@@ -82,7 +82,9 @@ def load_document(text: str, file: str) -> Document:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"YAML syntax error: {exc.problem or exc}"
         if exc.context:
-            message += f" ({exc.context})"
+            started = exc.context_mark
+            where = f" that starts at line {started.line + 1}, column {started.column + 1}" if started else ""
+            message += f" ({exc.context}{where})"
         raise YamlSyntaxError(
             Problem(file, line, column, (), message, "check indentation and quoting near here")
         ) from None

@@ -87,10 +87,26 @@ def _check_in_types(path: FieldPath, types: tuple[EventType, ...], prefix: str =
                     "guard it with `is defined` or `| default(...)`")
         if not has_field(event_type, path):
             dotted = prefix + ".".join(path)
-            candidates = [prefix + f.replace("[]", "") for f in field_names(event_type)]
-            close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.7)
-            hint = f"did you mean `{close[0]}`?" if close else f"see `flowrun events {event_type.name}`"
+            close = _closest(path, [f.replace("[]", "") for f in field_names(event_type)])
+            hint = f"did you mean `{prefix}{close}`?" if close else f"see `flowrun events {event_type.name}`"
             return f"field `{dotted}` does not exist in {event_type.name} events", hint
+    return None
+
+
+def _closest(path: FieldPath, fields: list[str]) -> str | None:
+    """The likeliest intended field: a sibling sharing the typo's first letters, else the closest."""
+    for depth in range(len(path), 0, -1):
+        parent = ".".join(path[: depth - 1])
+        siblings = {f[len(parent) + 1 if parent else 0:].split(".")[0] for f in fields
+                    if not parent or f.startswith(parent + ".")}
+        typo = path[depth - 1]
+        if typo in siblings:
+            continue
+        prefixed = sorted(s for s in siblings if len(typo) >= 3 and s.startswith(typo[:3]))
+        close = prefixed[:1] or difflib.get_close_matches(typo, sorted(siblings), n=1, cutoff=0.6)
+        if close:
+            return ".".join((*path[: depth - 1], close[0]))
+        return None
     return None
 
 
