@@ -51,8 +51,14 @@ class AbandonmentWatcher:
         seen = self.checkouts.get(key)
         if seen is None or seen.id != marker or key in self.ordered:
             return None  # updated since, or an order followed
-        return replace(seen, type="checkout.abandoned", id=f"derived:checkout.abandoned:{key}:{marker}",
-                       source="flowrun", occurred_at=now, meta={"derived_from": seen.id})
+        return replace(
+            seen,
+            type="checkout.abandoned",
+            id=f"derived:checkout.abandoned:{key}:{marker}",
+            source="flowrun",
+            occurred_at=now,
+            meta={"derived_from": seen.id},
+        )
 
 
 @dataclass
@@ -79,5 +85,14 @@ class InventoryWatcher:
         if kind == "inventory.restocked" and key not in self.low:
             return []
         data = {**event.data, "inventory": {**inventory, "threshold": threshold}}
-        return [replace(event, type=kind, id=f"derived:{kind}:{key}:{event.id}", source="flowrun",
-                        occurred_at=now, data=data, meta={"derived_from": event.id})]
+        return [
+            replace(
+                event,
+                type=kind,
+                id=f"derived:{kind}:{key}:{event.id}",
+                source="flowrun",
+                occurred_at=now,
+                data=data,
+                meta={"derived_from": event.id},
+            )
+        ]

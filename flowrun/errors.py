@@ -63,8 +63,7 @@ class SourceError(FlowrunError):
 
     def __str__(self) -> str:
         return "\n".join(
-            f"{p.file}:{p.line}:{p.column}: {p.message}" + (f" ({p.hint})" if p.hint else "")
-            for p in self.problems
+            f"{p.file}:{p.line}:{p.column}: {p.message}" + (f" ({p.hint})" if p.hint else "") for p in self.problems
         )
 
 
@@ -83,9 +82,7 @@ class ConfigError(SourceError):
 class UnknownTopicError(FlowrunError):
     def __init__(self, source: str, topic: str, known: Sequence[str]) -> None:
         self.source, self.topic, self.known = source, topic, tuple(known)
-        super().__init__(
-            f"unknown {source} topic {topic!r}; flowrun normalises: {', '.join(sorted(known))}"
-        )
+        super().__init__(f"unknown {source} topic {topic!r}; flowrun normalises: {', '.join(sorted(known))}")
 
 
 class RenderError(FlowrunError):

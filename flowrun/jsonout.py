@@ -11,7 +11,7 @@ from typing import Any
 
 def plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, Mapping):

@@ -41,9 +41,7 @@ def _make_env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     )
     env.filters["default"] = _default
     env.filters["d"] = _default
-    env.filters["money"] = lambda v, currency="": (
-        f"{float(v):,.2f} {currency}".strip() if v is not None else ""
-    )
+    env.filters["money"] = lambda v, currency="": f"{float(v):,.2f} {currency}".strip() if v is not None else ""
     return env
 
 
@@ -189,19 +187,29 @@ def lookup(context: Mapping[str, Any], path: FieldPath) -> Any:
     return value
 
 
-def parse_template(source: str, where: str, *, html: bool = False) -> Template:
-    if "{" not in source:
-        return Template(source, where, html)
-    tree = _parse(HTML_ENV if html else TEXT_ENV, source)
-    return Template(source, where, html, frozenset(referenced_fields(tree)))
+@lru_cache(maxsize=8192)
+def _template_fields(source: str, html: bool) -> frozenset[FieldPath]:
+    return frozenset(referenced_fields(_parse(HTML_ENV if html else TEXT_ENV, source)))
 
 
-def parse_condition(source: str, where: str) -> Condition:
+@lru_cache(maxsize=8192)
+def _condition_fields(source: str) -> frozenset[FieldPath]:
     try:
         expr = TEXT_ENV.parse(f"{{{{ ({source}) }}}}")
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntax(exc.message or str(exc), 1) from None
-    return Condition(source, where, frozenset(referenced_fields(expr)))
+    return frozenset(referenced_fields(expr))
+
+
+def parse_template(source: str, where: str, *, html: bool = False) -> Template:
+    """Parse once per distinct source (flows repeat `{{ customer.email }}` endlessly)."""
+    if "{" not in source:
+        return Template(source, where, html)
+    return Template(source, where, html, _template_fields(source, html))
+
+
+def parse_condition(source: str, where: str) -> Condition:
+    return Condition(source, where, _condition_fields(source))
 
 
 def iter_fields(items: Iterator[Template | Condition]) -> set[FieldPath]:

@@ -133,12 +133,15 @@ def compare(expected: list[Mapping[str, Any]], runs: list[dict[str, Any]], *, ex
         if "actions" in want:
             diff.extend(_compare_actions(label, want["actions"], match["actions"], match["steps"]))
     for extra in remaining:
-        diff.append(f"+ unexpected extra run of {extra['flow']} ({extra['status']}, trigger {extra['trigger']['type']})")
+        diff.append(
+            f"+ unexpected extra run of {extra['flow']} ({extra['status']}, trigger {extra['trigger']['type']})"
+        )
     return diff
 
 
-def _compare_actions(label: str, want: list[Mapping[str, Any]], got: list[dict[str, Any]],
-                     steps: list[dict[str, Any]]) -> list[str]:
+def _compare_actions(
+    label: str, want: list[Mapping[str, Any]], got: list[dict[str, Any]], steps: list[dict[str, Any]]
+) -> list[str]:
     diff: list[str] = []
     for index in range(max(len(want), len(got))):
         w = want[index] if index < len(want) else None

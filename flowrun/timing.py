@@ -58,13 +58,21 @@ def next_time_of_day(now: datetime, at: time, tz: ZoneInfo) -> datetime:
 
 
 _NAMES = {
-    "month": {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)},
-    "dow": {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())},
+    "month": {
+        m: i
+        for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
+    },
+    "dow": {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
 }
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("dow", 0, 7))
 _ALIASES = {
-    "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *",
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
 }
 CRON_HINT = "five fields: minute hour day-of-month month day-of-week, e.g. '0 8 * * 1-5'"
 
@@ -122,8 +130,15 @@ class CronSchedule:
             raise TimeSpecError(f"cron expression {expression!r} has {len(parts)} fields, not 5", CRON_HINT)
         minute, hour, dom, month, dow = (_field(p, *spec) for p, spec in zip(parts, _FIELDS, strict=True))
         return cls(
-            expression, zone(tz_name), minute, hour, dom, month,
-            frozenset(d % 7 for d in dow), parts[2] != "*", parts[4] != "*",
+            expression,
+            zone(tz_name),
+            minute,
+            hour,
+            dom,
+            month,
+            frozenset(d % 7 for d in dow),
+            parts[2] != "*",
+            parts[4] != "*",
         )
 
     def _day_matches(self, day: date) -> bool:

@@ -20,11 +20,11 @@ def flow_from(tmp_path: Path, text: str, name: str = "flow.yaml") -> Flow:
     return load_flow(path)
 
 
-def event(type_: str, email: str = "ada@example.com", id_: str | None = None, at: datetime = T0,
-          **parts: Any) -> Event:
+def event(type_: str, email: str = "ada@example.com", id_: str | None = None, at: datetime = T0, **parts: Any) -> Event:
     data = {"customer": {"email": email}, **parts}
-    return from_envelope({"type": type_, "id": id_ or f"{type_}-{email}-{at.isoformat()}", "data": data,
-                          "occurred_at": at.isoformat()})
+    return from_envelope(
+        {"type": type_, "id": id_ or f"{type_}-{email}-{at.isoformat()}", "data": data, "occurred_at": at.isoformat()}
+    )
 
 
 def hours(n: float) -> timedelta:

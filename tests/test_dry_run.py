@@ -87,8 +87,16 @@ def test_text_output_is_a_readable_timeline(cli) -> None:
 
 
 def test_until_leaves_runs_waiting(cli) -> None:
-    result = cli("dry-run", "flows/", "--event", "examples/events/canonical/checkout.abandoned.json",
-                 "--until", "2h", "--format", "json")
+    result = cli(
+        "dry-run",
+        "flows/",
+        "--event",
+        "examples/events/canonical/checkout.abandoned.json",
+        "--until",
+        "2h",
+        "--format",
+        "json",
+    )
     [run] = [r for r in _runs(result.stdout) if r["flow"] == "abandoned-checkout"]
     assert run["status"] == "waiting"
     assert run["wake_at"] == "2026-01-06T08:00:00Z"
@@ -96,13 +104,21 @@ def test_until_leaves_runs_waiting(cli) -> None:
 
 def test_skipped_run_shows_the_values_the_condition_saw(cli, tmp_path: Path) -> None:
     event = tmp_path / "small.json"
-    event.write_text(json.dumps({"type": "checkout.abandoned", "data": {
-        "customer": {"email": "a@example.com"}, "checkout": {"total_price": 12.5}}}))
+    event.write_text(
+        json.dumps(
+            {
+                "type": "checkout.abandoned",
+                "data": {"customer": {"email": "a@example.com"}, "checkout": {"total_price": 12.5}},
+            }
+        )
+    )
     result = cli("dry-run", "flows/abandoned-checkout.yaml", "--event", str(event), "--format", "json")
     [run] = _runs(result.stdout)
     assert run["status"] == "skipped"
-    assert run["reason"] == ("entry condition `checkout.total_price >= 20 and customer.email` was false; "
-                             "it saw checkout.total_price=12.5, customer.email='a@example.com'")
+    assert run["reason"] == (
+        "entry condition `checkout.total_price >= 20 and customer.email` was false; "
+        "it saw checkout.total_price=12.5, customer.email='a@example.com'"
+    )
 
 
 def test_event_file_that_is_not_json(cli, tmp_path: Path) -> None:
@@ -115,8 +131,16 @@ def test_event_file_that_is_not_json(cli, tmp_path: Path) -> None:
 
 
 def test_unknown_topic(cli) -> None:
-    result = cli("dry-run", "flows/", "--event", "examples/events/shopify/orders/create.json",
-                 "--source", "shopify", "--topic", "orders/explode")
+    result = cli(
+        "dry-run",
+        "flows/",
+        "--event",
+        "examples/events/shopify/orders/create.json",
+        "--source",
+        "shopify",
+        "--topic",
+        "orders/explode",
+    )
     assert result.exit_code == 1
     assert "unknown shopify topic 'orders/explode'; flowrun normalises: checkouts/create" in result.output
 
@@ -169,7 +193,7 @@ def test_a_wrong_expectation_fails_with_a_diff(cli, tmp_path: Path) -> None:
 tests:
   - name: wrong subject and timing
     timeline:
-      - {{at: 0s, event: {EXAMPLES / 'canonical/checkout.abandoned.json'}}}
+      - {{at: 0s, event: {EXAMPLES / "canonical/checkout.abandoned.json"}}}
     expect:
       - flow: abandoned-checkout
         status: converted

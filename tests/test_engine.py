@@ -59,9 +59,14 @@ def test_late_timer_still_fires_and_records_lateness(tmp_path: Path) -> None:
 
 def test_goal_converts_only_for_the_same_customer(tmp_path: Path) -> None:
     flow = flow_from(tmp_path, REMINDER.format(extra=""))
-    result = play([flow], [(T0, event("checkout.abandoned")),
-                           (T0 + hours(0.5), event("order.created", email="someone@else.com")),
-                           (T0 + hours(0.7), event("order.created"))])
+    result = play(
+        [flow],
+        [
+            (T0, event("checkout.abandoned")),
+            (T0 + hours(0.5), event("order.created", email="someone@else.com")),
+            (T0 + hours(0.7), event("order.created")),
+        ],
+    )
     [run] = result.runs
     assert run.status is Status.CONVERTED
     assert result.actions == []
@@ -77,7 +82,9 @@ def test_replayed_event_starts_no_second_run(tmp_path: Path) -> None:
 
 def test_concurrency_single_skips_while_a_run_is_active(tmp_path: Path) -> None:
     flow = flow_from(tmp_path, REMINDER.format(extra="concurrency: {mode: single}"))
-    result = play([flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))])
+    result = play(
+        [flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))]
+    )
     assert [r.status for r in result.runs] == [Status.COMPLETED, Status.SKIPPED]
     assert result.runs[1].reason.startswith("concurrency single: run ")
     assert len(result.actions) == 1
@@ -85,36 +92,53 @@ def test_concurrency_single_skips_while_a_run_is_active(tmp_path: Path) -> None:
 
 def test_concurrency_restart_cancels_the_older_run(tmp_path: Path) -> None:
     flow = flow_from(tmp_path, REMINDER.format(extra="concurrency: {mode: restart}"))
-    result = play([flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))])
+    result = play(
+        [flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))]
+    )
     assert [r.status for r in result.runs] == [Status.CANCELLED, Status.COMPLETED]
     assert [a.at for a in result.actions] == [T0 + hours(1.5)]
 
 
 def test_concurrency_queue_runs_one_after_the_other(tmp_path: Path) -> None:
     flow = flow_from(tmp_path, REMINDER.format(extra="concurrency: {mode: queue}"))
-    result = play([flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))])
+    result = play(
+        [flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))]
+    )
     assert [r.status for r in result.runs] == [Status.COMPLETED, Status.COMPLETED]
     assert [a.at for a in result.actions] == [T0 + hours(1), T0 + hours(2)]
 
 
 def test_concurrency_parallel_by_default(tmp_path: Path) -> None:
     flow = flow_from(tmp_path, REMINDER.format(extra=""))
-    result = play([flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))])
+    result = play(
+        [flow], [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(0.5), event("checkout.abandoned", id_="b"))]
+    )
     assert [a.at for a in result.actions] == [T0 + hours(1), T0 + hours(1.5)]
 
 
 def test_reentry_once_and_window(tmp_path: Path) -> None:
     once = flow_from(tmp_path, REMINDER.format(extra="reentry: once"), "once.yaml")
     window = flow_from(tmp_path, REMINDER.format(extra="reentry: 2d").replace("flow: remind", "flow: window"), "w.yaml")
-    events = [(T0, event("checkout.abandoned", id_="a")), (T0 + hours(24), event("checkout.abandoned", id_="b")),
-              (T0 + hours(72), event("checkout.abandoned", id_="c"))]
+    events = [
+        (T0, event("checkout.abandoned", id_="a")),
+        (T0 + hours(24), event("checkout.abandoned", id_="b")),
+        (T0 + hours(72), event("checkout.abandoned", id_="c")),
+    ]
     statuses = Counter((r.flow_id, r.status) for r in play([once, window], events).runs)
-    assert statuses == Counter({("remind", Status.COMPLETED): 1, ("remind", Status.SKIPPED): 2,
-                                ("window", Status.COMPLETED): 2, ("window", Status.SKIPPED): 1})
+    assert statuses == Counter(
+        {
+            ("remind", Status.COMPLETED): 1,
+            ("remind", Status.SKIPPED): 2,
+            ("window", Status.COMPLETED): 2,
+            ("window", Status.SKIPPED): 1,
+        }
+    )
 
 
 def test_wait_for_event_or_timeout(tmp_path: Path) -> None:
-    flow = flow_from(tmp_path, """
+    flow = flow_from(
+        tmp_path,
+        """
 flow: delivered
 on: order.created
 steps:
@@ -123,9 +147,15 @@ steps:
       - log: {message: "delivered by {{ delivery.shipment.carrier }}"}
     else:
       - log: {message: "no delivery after 3 days"}
-""")
-    received = play([flow], [(T0, event("order.created", id_="o1")),
-                             (T0 + hours(30), event("shipment.delivered", shipment={"carrier": "UPS"}))])
+""",
+    )
+    received = play(
+        [flow],
+        [
+            (T0, event("order.created", id_="o1")),
+            (T0 + hours(30), event("shipment.delivered", shipment={"carrier": "UPS"})),
+        ],
+    )
     assert [a.params["message"] for a in received.actions] == ["delivered by UPS"]
     timed_out = play([flow], [(T0, event("order.created", id_="o1"))])
     assert [(a.at - T0, a.params["message"]) for a in timed_out.actions] == [(hours(72), "no delivery after 3 days")]
@@ -152,14 +182,17 @@ steps:
 
 
 def test_split_is_deterministic_and_follows_the_weights(tmp_path: Path) -> None:
-    flow = flow_from(tmp_path, """
+    flow = flow_from(
+        tmp_path,
+        """
 flow: ab
 on: customer.created
 steps:
   - split:
       - {name: a, weight: 80, steps: [{log: {message: a}}]}
       - {name: b, weight: 20, steps: [{log: {message: b}}]}
-""")
+""",
+    )
     events = [(T0, event("customer.created", email=f"c{i}@example.com", id_=f"c{i}")) for i in range(2000)]
     first = Counter(a.params["message"] for a in play([flow], events).actions)
     second = Counter(a.params["message"] for a in play([flow], events).actions)
@@ -180,7 +213,9 @@ def test_runs_in_flight_finish_on_the_flow_version_they_started_with(tmp_path: P
 
 
 def test_choose_and_stop(tmp_path: Path) -> None:
-    flow = flow_from(tmp_path, """
+    flow = flow_from(
+        tmp_path,
+        """
 flow: tiers
 on: order.created
 steps:
@@ -192,7 +227,8 @@ steps:
     otherwise:
       - log: {message: small}
   - log: {message: after}
-""")
+""",
+    )
     result = play([flow], [(T0, event("order.created", id_=str(v), order={"total_price": v})) for v in (50, 200, 900)])
     assert [a.params["message"] for a in result.actions] == ["small", "after", "mid", "after"]
     assert result.runs[2].reason == "big order, handled by hand"

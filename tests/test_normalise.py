@@ -40,12 +40,15 @@ def test_shopify_abandoned_checkout_2025_07(fixtures: Path) -> None:
     assert all(isinstance(i["price"], Decimal) for i in checkout["line_items"])
 
 
-@pytest.mark.parametrize(("file", "topic", "types"), [
-    ("order.created.json", "order.created", ["order.created", "order.paid"]),
-    ("order.updated.json", "order.updated", ["order.fulfilled"]),
-    ("customer.created.json", "customer.created", ["customer.created"]),
-    ("product.updated.json", "product.updated", ["product.updated"]),
-])
+@pytest.mark.parametrize(
+    ("file", "topic", "types"),
+    [
+        ("order.created.json", "order.created", ["order.created", "order.paid"]),
+        ("order.updated.json", "order.updated", ["order.fulfilled"]),
+        ("customer.created.json", "customer.created", ["customer.created"]),
+        ("product.updated.json", "product.updated", ["product.updated"]),
+    ],
+)
 def test_woocommerce_payloads(fixtures: Path, file: str, topic: str, types: list[str]) -> None:
     body = load(fixtures / "woocommerce/payloads" / file)
     events = normalise(body, source="woocommerce", topic=topic)
@@ -70,8 +73,11 @@ def test_ids_above_2_pow_53_keep_every_digit() -> None:
     assert event.data["customer"]["id"] == "7362947358123456789"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples/events").rglob("*.json")),
-                         ids=lambda p: str(p.relative_to(ROOT / "examples/events")))
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "examples/events").rglob("*.json")),
+    ids=lambda p: str(p.relative_to(ROOT / "examples/events")),
+)
 def test_every_example_normalises_to_its_schema(path: Path) -> None:
     from jsonschema import Draft202012Validator
 

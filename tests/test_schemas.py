@@ -35,8 +35,9 @@ def test_the_schema_is_valid_draft_2020_12() -> None:
     Draft202012Validator.check_schema(flow_schema())
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "flows").glob("*.yaml") if ".test." not in p.name),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted(p for p in (ROOT / "flows").glob("*.yaml") if ".test." not in p.name), ids=lambda p: p.stem
+)
 def test_library_flows_pass_the_published_schema_as_an_editor_sees_it(path: Path) -> None:
     schema = json.loads((ROOT / "schemas/flow.schema.json").read_text())
     data = load_document(path.read_text(), str(path)).data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -43,20 +44,26 @@ def test_wait_until_now_exactly_is_now() -> None:
 
 
 def test_cron_0230_fires_once_on_spring_forward_day_shifted_past_the_gap() -> None:
-    got = fires("30 2 * * *", "Europe/Berlin", datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC))
+    got = fires(
+        "30 2 * * *", "Europe/Berlin", datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC)
+    )
     local = [g.astimezone(BERLIN).strftime("%m-%d %H:%M") for g in got]
     assert local == ["03-29 03:30", "03-30 02:30"]
 
 
 def test_cron_0230_fires_once_on_fall_back_day() -> None:
-    got = fires("30 2 * * *", "Europe/Berlin", datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC))
+    got = fires(
+        "30 2 * * *", "Europe/Berlin", datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC)
+    )
     assert got == [datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 26, 1, 30, tzinfo=UTC)]
 
 
 def test_hourly_cron_on_spring_forward_day_has_no_double_fire() -> None:
-    got = fires("0 * * * *", "Europe/Berlin", datetime(2026, 3, 28, 23, tzinfo=UTC), datetime(2026, 3, 29, 3, tzinfo=UTC))
+    got = fires(
+        "0 * * * *", "Europe/Berlin", datetime(2026, 3, 28, 23, tzinfo=UTC), datetime(2026, 3, 29, 3, tzinfo=UTC)
+    )
     assert len(got) == len(set(got)) == 4
-    assert all(b - a == timedelta(hours=1) for a, b in zip(got, got[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(got))
 
 
 def test_weekday_mornings() -> None:
@@ -75,13 +82,16 @@ def test_steps_ranges_and_aliases() -> None:
     assert CronSchedule.parse("0 0 * * 7").weekdays == frozenset({0})
 
 
-@pytest.mark.parametrize(("expr", "message"), [
-    ("0 25 * * *", "cron hour field: 25 is outside 0-23"),
-    ("0 8 * *", "has 4 fields, not 5"),
-    ("x 8 * * *", "cron minute field: 'x' is not a number"),
-    ("0 8 5-1 * *", "range 5-1 runs backwards"),
-    ("0 0 31 2 *", "never fires"),
-])
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("0 25 * * *", "cron hour field: 25 is outside 0-23"),
+        ("0 8 * *", "has 4 fields, not 5"),
+        ("x 8 * * *", "cron minute field: 'x' is not a number"),
+        ("0 8 5-1 * *", "range 5-1 runs backwards"),
+        ("0 0 31 2 *", "never fires"),
+    ],
+)
 def test_bad_cron(expr: str, message: str) -> None:
     with pytest.raises(TimeSpecError, match=message):
         CronSchedule.parse(expr).next_after(datetime(2026, 1, 1, tzinfo=UTC))

@@ -54,10 +54,15 @@ def test_json_output_shape(cli) -> None:
     assert result.exit_code == 1
     data = json.loads(result.output)
     assert data["ok"] is False and data["files"] == 1
-    assert data["errors"] == [{
-        "file": "tests/broken/unknown-event.yaml", "line": 3, "column": 5, "path": "on",
-        "message": "unknown event type 'order.craeted' (did you mean 'order.created'?)",
-    }]
+    assert data["errors"] == [
+        {
+            "file": "tests/broken/unknown-event.yaml",
+            "line": 3,
+            "column": 5,
+            "path": "on",
+            "message": "unknown event type 'order.craeted' (did you mean 'order.created'?)",
+        }
+    ]
 
 
 def test_json_output_when_valid(cli) -> None:

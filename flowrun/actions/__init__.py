@@ -20,8 +20,19 @@ from flowrun.actions.update_stock import UpdateStock
 REGISTRY: dict[str, ActionType] = {
     action.name: action
     for action in (
-        Email(), Sms(), Push(), Slack(), Http(), Log(), TagCustomer(), Discount(), UpdateStock(),
-        OrderNote(), LoyaltyPoints(), PurchaseOrder(), SupportTicket(),
+        Email(),
+        Sms(),
+        Push(),
+        Slack(),
+        Http(),
+        Log(),
+        TagCustomer(),
+        Discount(),
+        UpdateStock(),
+        OrderNote(),
+        LoyaltyPoints(),
+        PurchaseOrder(),
+        SupportTicket(),
     )
 }
 

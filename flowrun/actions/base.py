@@ -45,8 +45,11 @@ class CompileContext:
         try:
             source = file.read_text(encoding="utf-8")
         except OSError:
-            self.report(path, f"template file {name!r} not found (looked for {file})",
-                        "template paths are relative to the flow file")
+            self.report(
+                path,
+                f"template file {name!r} not found (looked for {file})",
+                "template paths are relative to the flow file",
+            )
             return None
         html = ".htm" in file.name
         try:

@@ -24,9 +24,7 @@ class Discount(ActionType):
         usage_limit={"type": "integer", "minimum": 1},
         customer_email=TEMPLATED,
     )
-    params_schema["oneOf"] = [
-        {"required": ["percent"]}, {"required": ["amount"]}, {"required": ["free_shipping"]}
-    ]
+    params_schema["oneOf"] = [{"required": ["percent"]}, {"required": ["amount"]}, {"required": ["free_shipping"]}]
     result_schema = result(
         code={"type": "string"},
         percent={"type": ["number", "null"]},
@@ -51,4 +49,3 @@ class Discount(ActionType):
             "expires_at": params.get("expires_at"),
             "id": stable_token("id" + key, 10).lower(),
         }
-

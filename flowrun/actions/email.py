@@ -7,7 +7,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import CATEGORY, TEMPLATED, ActionType, CompileContext, compile_tree, obj, result, stable_token
+from flowrun.actions.base import (
+    CATEGORY,
+    TEMPLATED,
+    ActionType,
+    CompileContext,
+    compile_tree,
+    obj,
+    result,
+    stable_token,
+)
 
 _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"[ \t]+")

@@ -13,8 +13,10 @@ class LoyaltyPoints(ActionType):
     summary = "add points to the customer's loyalty balance (negative to redeem); emits loyalty.points_earned"
     params_schema = obj(
         ["points"],
-        points={"description": "a whole number, or a template such as '{{ (order.total_price * 10) | int }}'",
-                "type": ["integer", "string"]},
+        points={
+            "description": "a whole number, or a template such as '{{ (order.total_price * 10) | int }}'",
+            "type": ["integer", "string"],
+        },
         reason=TEMPLATED,
         customer=TEMPLATED,
     )

@@ -9,6 +9,8 @@ class OrderNote(ActionType):
     name = "order_note"
     summary = "add a note to an order (Shopify order note, WooCommerce order note)"
     params_schema = obj(
-        ["note"], note=TEMPLATED, order_id=TEMPLATED,
+        ["note"],
+        note=TEMPLATED,
+        order_id=TEMPLATED,
         customer_visible={"type": "boolean", "description": "WooCommerce: show the note to the customer"},
     )

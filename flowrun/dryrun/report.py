@@ -9,8 +9,21 @@ from flowrun.dryrun.simulator import RecordedAction, SimulationResult
 from flowrun.engine.state import RunState, Status
 from flowrun.jsonout import iso, plain
 
-SHOWN_PARAMS = ("to", "subject", "title", "percent", "amount", "add", "note", "points", "supplier", "items", "message",
-                "url", "method")
+SHOWN_PARAMS = (
+    "to",
+    "subject",
+    "title",
+    "percent",
+    "amount",
+    "add",
+    "note",
+    "points",
+    "supplier",
+    "items",
+    "message",
+    "url",
+    "method",
+)
 
 
 def public_status(run: RunState) -> str:
@@ -23,21 +36,33 @@ def as_json(result: SimulationResult) -> dict[str, Any]:
         by_run.setdefault(action.run_id, []).append(action)
     runs = []
     for run in result.runs:
-        runs.append({
-            "flow": run.flow_id,
-            "run_id": run.id,
-            "trigger": {"type": run.trigger.type, "source": run.trigger.source, "id": run.trigger.id,
-                        "at": iso(run.started_at)},
-            "status": public_status(run),
-            "reason": _reason(run),
-            "actions": [_action(a, result.start) for a in by_run.get(run.id, [])],
-            "steps": [
-                {"at": iso(t.at), "offset_s": _offset(t.at, result.start), "step": t.step, "kind": t.kind,
-                 "outcome": t.outcome, **({"detail": plain(dict(t.detail))} if t.detail else {})}
-                for t in run.trace
-            ],
-            **({"wake_at": iso(run.wake_at)} if run.wake_at and not run.status.final else {}),
-        })
+        runs.append(
+            {
+                "flow": run.flow_id,
+                "run_id": run.id,
+                "trigger": {
+                    "type": run.trigger.type,
+                    "source": run.trigger.source,
+                    "id": run.trigger.id,
+                    "at": iso(run.started_at),
+                },
+                "status": public_status(run),
+                "reason": _reason(run),
+                "actions": [_action(a, result.start) for a in by_run.get(run.id, [])],
+                "steps": [
+                    {
+                        "at": iso(t.at),
+                        "offset_s": _offset(t.at, result.start),
+                        "step": t.step,
+                        "kind": t.kind,
+                        "outcome": t.outcome,
+                        **({"detail": plain(dict(t.detail))} if t.detail else {}),
+                    }
+                    for t in run.trace
+                ],
+                **({"wake_at": iso(run.wake_at)} if run.wake_at and not run.status.final else {}),
+            }
+        )
     return {"start": iso(result.start), "events": result.events_played, "runs": runs}
 
 
@@ -51,8 +76,14 @@ def _reason(run: RunState) -> str:
 
 
 def _action(action: RecordedAction, start: datetime) -> dict[str, Any]:
-    return {"at": iso(action.at), "offset_s": _offset(action.at, start), "step": action.step,
-            "type": action.type, "params": plain(action.params), "result": plain(action.result)}
+    return {
+        "at": iso(action.at),
+        "offset_s": _offset(action.at, start),
+        "step": action.step,
+        "type": action.type,
+        "params": plain(action.params),
+        "result": plain(action.result),
+    }
 
 
 def _offset(at: datetime, start: datetime) -> int:
@@ -101,4 +132,5 @@ def render_text(result: SimulationResult, console: Any) -> None:
     for run in data["runs"]:
         counts[run["status"]] = counts.get(run["status"], 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    console.print(f"{len(data['runs'])} run(s): {summary}; {sum(len(r['actions']) for r in data['runs'])} action(s); nothing was sent.")
+    actions = sum(len(r["actions"]) for r in data["runs"])
+    console.print(f"{len(data['runs'])} run(s): {summary}; {actions} action(s); nothing was sent.")

@@ -38,12 +38,20 @@ def load_all_flows(paths: Sequence[Path]) -> list[Flow]:
     return result.flows
 
 
-def play(flow_paths: Sequence[Path], event_files: Sequence[Path], timeline: Path | None,
-         source: str | None, topic: str | None, start_text: str | None, until_text: str | None) -> SimulationResult:
+def play(
+    flow_paths: Sequence[Path],
+    event_files: Sequence[Path],
+    timeline: Path | None,
+    source: str | None,
+    topic: str | None,
+    start_text: str | None,
+    until_text: str | None,
+) -> SimulationResult:
     start = parse_start(start_text)
     flows = load_all_flows(flow_paths)
-    scheduled = [Scheduled(start, tuple(load_event_file(f, source=source, topic=topic, received_at=start)))
-                 for f in event_files]
+    scheduled = [
+        Scheduled(start, tuple(load_event_file(f, source=source, topic=topic, received_at=start))) for f in event_files
+    ]
     if timeline is not None:
         scheduled.extend(load_timeline(timeline, start))
     until = None
@@ -54,8 +62,9 @@ def play(flow_paths: Sequence[Path], event_files: Sequence[Path], timeline: Path
     return simulate(flows, scheduled, start, until)
 
 
-def simulate(flows: list[Flow], scheduled: Sequence[Scheduled], start: datetime,
-             until: datetime | None = None) -> SimulationResult:
+def simulate(
+    flows: list[Flow], scheduled: Sequence[Scheduled], start: datetime, until: datetime | None = None
+) -> SimulationResult:
     simulator = Simulator(flows, start)
     for item in scheduled:
         for event in item.events:

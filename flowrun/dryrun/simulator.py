@@ -80,8 +80,8 @@ class Simulator:
             for check in self._abandon.observe(payload, now):
                 self._push(check.at, "abandon", check)
             self._follow(self.manager.on_event(payload, now), now)
-            for derived in self._stock.observe(payload, now):
-                self._follow(self.manager.on_event(derived, now), now)
+            for stock_event in self._stock.observe(payload, now):
+                self._follow(self.manager.on_event(stock_event, now), now)
         elif kind == "abandon":
             derived = self._abandon.check(payload.key, payload.marker, now)
             if derived is not None:
@@ -104,8 +104,17 @@ class Simulator:
                     self._push(command.at, "timer", (command.run_id, command.at))
                 elif isinstance(command, Perform):
                     result = REGISTRY[command.action].simulate(command.params, command.key)
-                    self._actions.append(RecordedAction(now, command.run_id, transition.run.flow_id, command.step,
-                                                        command.action, dict(command.params), result))
+                    self._actions.append(
+                        RecordedAction(
+                            now,
+                            command.run_id,
+                            transition.run.flow_id,
+                            command.step,
+                            command.action,
+                            dict(command.params),
+                            result,
+                        )
+                    )
                     pending.extend(self.manager.on_result(command.run_id, command.key, result, None, now))
 
     def _schedule_ticks(self, until: datetime) -> None:

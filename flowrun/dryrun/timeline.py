@@ -41,13 +41,19 @@ def load_timeline(path: Path, start: datetime) -> list[Scheduled]:
         raise EventFileError([exc.problem]) from None
     items = doc.data.get("events") if isinstance(doc.data, dict) else doc.data
     if not isinstance(items, list):
-        raise EventFileError([doc.problem((), "a timeline is a list of {at, event} entries",
-                                          "e.g. - {at: 0s, event: events/checkout.json}")])
+        raise EventFileError(
+            [
+                doc.problem(
+                    (), "a timeline is a list of {at, event} entries", "e.g. - {at: 0s, event: events/checkout.json}"
+                )
+            ]
+        )
     return parse_entries(items, doc, path.parent, start, ("events",) if isinstance(doc.data, dict) else ())
 
 
-def parse_entries(items: list[Any], doc: Document, base: Path, start: datetime,
-                  prefix: tuple[str | int, ...] = ()) -> list[Scheduled]:
+def parse_entries(
+    items: list[Any], doc: Document, base: Path, start: datetime, prefix: tuple[str | int, ...] = ()
+) -> list[Scheduled]:
     out = []
     for i, item in enumerate(items):
         here = (*prefix, i)
@@ -55,15 +61,27 @@ def parse_entries(items: list[Any], doc: Document, base: Path, start: datetime,
             raise EventFileError([doc.problem(here, "each entry needs `event` (a file path or an inline envelope)")])
         at = resolve_at(item.get("at", "0s"), start)
         if at is None:
-            raise EventFileError([doc.problem((*here, "at"), f"{item.get('at')!r} is neither an offset nor an ISO time",
-                                              "write an offset such as 0s, 90m, 3h, 2d, or 2026-03-01T10:00:00Z")])
+            raise EventFileError(
+                [
+                    doc.problem(
+                        (*here, "at"),
+                        f"{item.get('at')!r} is neither an offset nor an ISO time",
+                        "write an offset such as 0s, 90m, 3h, 2d, or 2026-03-01T10:00:00Z",
+                    )
+                ]
+            )
         source, topic = item.get("source"), item.get("topic")
         event = item["event"]
         if isinstance(event, str):
             events = load_event_file(base / event, source=source, topic=topic, received_at=at)
         else:
-            events = normalise_file_body(_decimals(event), f"{doc.file}:{doc.where((*here, 'event'))[0]}",
-                                         source=source, topic=topic, received_at=at)
+            events = normalise_file_body(
+                _decimals(event),
+                f"{doc.file}:{doc.where((*here, 'event'))[0]}",
+                source=source,
+                topic=topic,
+                received_at=at,
+            )
         out.append(Scheduled(at, tuple(events)))
     return out
 

@@ -8,13 +8,23 @@ from datetime import datetime
 from typing import Any
 
 from flowrun.actions.base import render_tree
-from flowrun.errors import RenderError, format_path
-from flowrun.events import Event
 from flowrun.engine import program as p
 from flowrun.engine.state import (
-    ActionFailed, ActionSucceeded, Command, EventArrived, Finished, Input, Perform, RunState, Status,
-    TimerFired, TraceEntry, Transition, Wake,
+    ActionSucceeded,
+    Command,
+    EventArrived,
+    Finished,
+    Input,
+    Perform,
+    RunState,
+    Status,
+    TimerFired,
+    TraceEntry,
+    Transition,
+    Wake,
 )
+from flowrun.errors import RenderError, format_path
+from flowrun.events import Event
 from flowrun.flow.model import Flow
 from flowrun.jsonout import plain as _jsonish
 from flowrun.templating import Condition
@@ -31,11 +41,24 @@ def context(flow: Flow, run: RunState, now: datetime) -> dict[str, Any]:
     }
 
 
-def new_run(flow: Flow, event: Event, run_id: str, now: datetime, concurrency_key: str | None = None,
-            status: Status = Status.RUNNING) -> RunState:
+def new_run(
+    flow: Flow,
+    event: Event,
+    run_id: str,
+    now: datetime,
+    concurrency_key: str | None = None,
+    status: Status = Status.RUNNING,
+) -> RunState:
     return RunState(
-        id=run_id, flow_id=flow.id, flow_version=flow.version, trigger=event, status=status,
-        started_at=now, updated_at=now, customer_key=event.customer_key, concurrency_key=concurrency_key,
+        id=run_id,
+        flow_id=flow.id,
+        flow_version=flow.version,
+        trigger=event,
+        status=status,
+        started_at=now,
+        updated_at=now,
+        customer_key=event.customer_key,
+        concurrency_key=concurrency_key,
     )
 
 
@@ -57,8 +80,12 @@ def start(flow: Flow, run: RunState, now: datetime) -> Transition:
             return _fail(replace(run, trace=tuple(trace)), now, str(exc), "(entry)")
         if not ok:
             run = replace(run, trace=tuple(trace))
-            return skip(run, now, f"entry condition `{flow.condition.source}` was false",
-                        {"condition": flow.condition.source, "values": _jsonish(flow.condition.observed(ctx))})
+            return skip(
+                run,
+                now,
+                f"entry condition `{flow.condition.source}` was false",
+                {"condition": flow.condition.source, "values": _jsonish(flow.condition.observed(ctx))},
+            )
         trace.append(TraceEntry(now, "if", "condition", "true", {"condition": flow.condition.source}))
     return _play(flow, run, now, trace, [])
 
@@ -100,8 +127,14 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
     same_customer = event.customer_key is not None and event.customer_key == run.customer_key
     if goal is not None and same_customer and event.type in goal.events and _where(goal.where, flow, run, event, now):
         entry = TraceEntry(now, "until", "goal", "reached", {"event": event.type, "event_id": event.id})
-        done = replace(run, status=Status.CONVERTED, reason=f"goal reached: {event.type}", wake_at=None,
-                       updated_at=now, trace=(*run.trace, entry))
+        done = replace(
+            run,
+            status=Status.CONVERTED,
+            reason=f"goal reached: {event.type}",
+            wake_at=None,
+            updated_at=now,
+            trace=(*run.trace, entry),
+        )
         return Transition(done, (Finished(run.id, Status.CONVERTED),))
     if run.status is Status.AWAITING and event.type in run.awaiting:
         ins = flow.program[run.pc]
@@ -112,8 +145,7 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
             return Transition(run, (), changed=False)
         variables = {**run.vars, ins.step.as_name: event.context()} if ins.step.as_name else run.vars
         entry = TraceEntry(now, format_path(ins.step.path), "wait_for", "received", {"event": event.type})
-        return _play(flow, replace(run, pc=run.pc + 1, vars=variables, wake_at=None, awaiting=()),
-                     now, [entry], [])
+        return _play(flow, replace(run, pc=run.pc + 1, vars=variables, wake_at=None, awaiting=()), now, [entry], [])
     return Transition(run, (), changed=False)
 
 
@@ -127,8 +159,7 @@ def _where(cond: Condition | None, flow: Flow, run: RunState, event: Event, now:
         return False
 
 
-def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry],
-          commands: list[Command]) -> Transition:
+def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], commands: list[Command]) -> Transition:
     program, ctx = flow.program, context(flow, run, now)
     pc = run.pc
     try:
@@ -147,8 +178,15 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry],
             elif isinstance(ins, p.Split):
                 index = _bucket(run.id, ins.step)
                 branch = ins.step.branches[index]
-                trace.append(TraceEntry(now, format_path(ins.step.path), "split", branch.name,
-                                        {"weights": {b.name: b.weight for b in ins.step.branches}}))
+                trace.append(
+                    TraceEntry(
+                        now,
+                        format_path(ins.step.path),
+                        "split",
+                        branch.name,
+                        {"weights": {b.name: b.weight for b in ins.step.branches}},
+                    )
+                )
                 pc = ins.targets[index]
             elif isinstance(ins, p.Stop):
                 trace.append(TraceEntry(now, format_path(ins.step.path), "stop", ins.step.reason))
@@ -160,20 +198,42 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry],
                     continue
                 status = Status.AWAITING if isinstance(ins, p.Await) else Status.WAITING
                 awaiting = ins.step.events if isinstance(ins, p.Await) else ()
-                trace.append(TraceEntry(now, format_path(ins.step.path), "wait", "until " + wake.isoformat(),
-                                        {"events": list(awaiting)} if awaiting else {}))
-                blocked = replace(run, pc=pc, status=status, wake_at=wake, awaiting=awaiting, updated_at=now,
-                                  trace=(*run.trace, *trace))
+                trace.append(
+                    TraceEntry(
+                        now,
+                        format_path(ins.step.path),
+                        "wait",
+                        "until " + wake.isoformat(),
+                        {"events": list(awaiting)} if awaiting else {},
+                    )
+                )
+                blocked = replace(
+                    run,
+                    pc=pc,
+                    status=status,
+                    wake_at=wake,
+                    awaiting=awaiting,
+                    updated_at=now,
+                    trace=(*run.trace, *trace),
+                )
                 return Transition(blocked, (*commands, Wake(run.id, wake)))
             else:
                 step = ins.step
                 params = step.action.finish_params(render_tree(step.params, ctx), ctx)
                 key = f"{run.id}/{format_path(step.path)}"
-                trace.append(TraceEntry(now, format_path(step.path), "action", step.action.name,
-                                        {"params": _jsonish(params)}))
+                trace.append(
+                    TraceEntry(now, format_path(step.path), "action", step.action.name, {"params": _jsonish(params)})
+                )
                 acting = replace(run, pc=pc, status=Status.ACTING, updated_at=now, trace=(*run.trace, *trace))
-                perform = Perform(run.id, key, format_path(step.path), step.action.name, params, step.retry,
-                                  step.timeout.total_seconds())
+                perform = Perform(
+                    run.id,
+                    key,
+                    format_path(step.path),
+                    step.action.name,
+                    params,
+                    step.retry,
+                    step.timeout.total_seconds(),
+                )
                 return Transition(acting, (*commands, perform))
     except RenderError as exc:
         failed = replace(run, pc=pc, trace=(*run.trace, *trace))
@@ -181,17 +241,18 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry],
     return _finish(run, pc, now, trace, commands, Status.COMPLETED, "")
 
 
-def _finish(run: RunState, pc: int, now: datetime, trace: list[TraceEntry], commands: list[Command],
-            status: Status, reason: str) -> Transition:
-    done = replace(run, pc=pc, status=status, reason=reason, wake_at=None, awaiting=(), updated_at=now,
-                   trace=(*run.trace, *trace))
+def _finish(
+    run: RunState, pc: int, now: datetime, trace: list[TraceEntry], commands: list[Command], status: Status, reason: str
+) -> Transition:
+    done = replace(
+        run, pc=pc, status=status, reason=reason, wake_at=None, awaiting=(), updated_at=now, trace=(*run.trace, *trace)
+    )
     return Transition(done, (*commands, Finished(run.id, status)))
 
 
 def _fail(run: RunState, now: datetime, reason: str, where: str) -> Transition:
     entry = TraceEntry(now, where, "error", "failed", {"error": reason})
-    done = replace(run, status=Status.FAILED, reason=reason, wake_at=None, updated_at=now,
-                   trace=(*run.trace, entry))
+    done = replace(run, status=Status.FAILED, reason=reason, wake_at=None, updated_at=now, trace=(*run.trace, entry))
     return Transition(done, (Finished(run.id, Status.FAILED),))
 
 
@@ -225,14 +286,11 @@ def _wake_time(flow: Flow, ins: p.Delay | p.WaitUntil | p.Await, ctx: dict[str, 
     return next_time_of_day(now, ins.step.at, zone(name))
 
 
-def _step_at(flow: Flow, pc: int) -> Any:
-    if 0 <= pc < len(flow.program):
-        ins = flow.program[pc]
-        return getattr(ins, "step", None).path if hasattr(ins, "step") else ()
-    return ()
+def _step_at(flow: Flow, pc: int) -> tuple[str | int, ...]:
+    ins = flow.program[pc] if 0 <= pc < len(flow.program) else None
+    step = getattr(ins, "step", None)
+    return step.path if step is not None else ()
 
 
 def _action_key(run: RunState, flow: Flow) -> str:
     return f"{run.id}/{format_path(_step_at(flow, run.pc))}"
-
-

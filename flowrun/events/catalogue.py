@@ -30,37 +30,86 @@ def array_of(item: Schema) -> Schema:
 
 LINE_ITEM = obj(
     "one line of an order or checkout",
-    sku=STR, title=STR, quantity=INT, price=MONEY, product_id=ID, variant_id=ID,
+    sku=STR,
+    title=STR,
+    quantity=INT,
+    price=MONEY,
+    product_id=ID,
+    variant_id=ID,
 )
 CUSTOMER = obj(
     "the customer the event is about",
-    id=ID, email=STR, first_name=STR, last_name=STR, phone=STR,
-    orders_count=INT, total_spent=MONEY, accepts_marketing=BOOL,
-    tags=array_of({"type": "string"}), timezone=STR, created_at=TIME,
+    id=ID,
+    email=STR,
+    first_name=STR,
+    last_name=STR,
+    phone=STR,
+    orders_count=INT,
+    total_spent=MONEY,
+    accepts_marketing=BOOL,
+    tags=array_of({"type": "string"}),
+    timezone=STR,
+    created_at=TIME,
 )
 ORDER = obj(
     "the order",
-    id=ID, number=STR, name=STR, total_price=MONEY, subtotal_price=MONEY, currency=STR,
-    financial_status=STR, fulfillment_status=STR, line_items=array_of(LINE_ITEM),
-    discount_codes=array_of({"type": "string"}), landing_site=STR, referring_site=STR,
-    source_name=STR, tags=array_of({"type": "string"}), note=STR, status_url=STR, created_at=TIME,
+    id=ID,
+    number=STR,
+    name=STR,
+    total_price=MONEY,
+    subtotal_price=MONEY,
+    currency=STR,
+    financial_status=STR,
+    fulfillment_status=STR,
+    line_items=array_of(LINE_ITEM),
+    discount_codes=array_of({"type": "string"}),
+    landing_site=STR,
+    referring_site=STR,
+    source_name=STR,
+    tags=array_of({"type": "string"}),
+    note=STR,
+    status_url=STR,
+    created_at=TIME,
 )
 CHECKOUT = obj(
     "the checkout (cart at the payment step)",
-    id=ID, token=STR, total_price=MONEY, currency=STR, recovery_url=STR,
-    line_items=array_of(LINE_ITEM), created_at=TIME, updated_at=TIME, completed_at=TIME,
+    id=ID,
+    token=STR,
+    total_price=MONEY,
+    currency=STR,
+    recovery_url=STR,
+    line_items=array_of(LINE_ITEM),
+    created_at=TIME,
+    updated_at=TIME,
+    completed_at=TIME,
 )
 PRODUCT = obj(
     "the product",
-    id=ID, title=STR, sku=STR, price=MONEY, status=STR, inventory_quantity=INT, url=STR,
+    id=ID,
+    title=STR,
+    sku=STR,
+    price=MONEY,
+    status=STR,
+    inventory_quantity=INT,
+    url=STR,
 )
 INVENTORY = obj(
     "a stock level",
-    sku=STR, available=INT, inventory_item_id=ID, location_id=ID, threshold=INT, product_title=STR,
+    sku=STR,
+    available=INT,
+    inventory_item_id=ID,
+    location_id=ID,
+    threshold=INT,
+    product_title=STR,
 )
 SHIPMENT = obj(
     "a fulfilment / shipment",
-    id=ID, order_id=ID, status=STR, tracking_number=STR, tracking_url=STR, carrier=STR,
+    id=ID,
+    order_id=ID,
+    status=STR,
+    tracking_number=STR,
+    tracking_url=STR,
+    carrier=STR,
 )
 REFUND = obj("a refund", id=ID, order_id=ID, amount=MONEY, currency=STR, note=STR)
 RETURN = obj("a return request", id=ID, order_id=ID, reason=STR, line_items=array_of(LINE_ITEM))
@@ -122,8 +171,11 @@ def _types() -> dict[str, EventType]:
         ("return.requested", "a customer asked to return items", {**order, "return": RETURN}),
         ("segment.entered", "a customer entered a segment", {"customer": CUSTOMER, "segment": SEGMENT}),
         ("segment.exited", "a customer left a segment", {"customer": CUSTOMER, "segment": SEGMENT}),
-        ("loyalty.points_earned", "loyalty points were added to a customer's balance",
-         {"customer": CUSTOMER, "loyalty": LOYALTY}),
+        (
+            "loyalty.points_earned",
+            "loyalty points were added to a customer's balance",
+            {"customer": CUSTOMER, "loyalty": LOYALTY},
+        ),
         ("schedule.tick", "a schedule or interval trigger fired", {"schedule": SCHEDULE}),
     ]
     return {name: EventType(name, desc, parts) for name, desc, parts in entries}

@@ -23,13 +23,17 @@ def is_envelope(body: Any) -> bool:
     return isinstance(body, Mapping) and isinstance(body.get("type"), str) and "data" in body
 
 
-def from_envelope(body: Mapping[str, Any], *, default_source: str = "custom",
-                  received_at: datetime | None = None) -> Event:
+def from_envelope(
+    body: Mapping[str, Any], *, default_source: str = "custom", received_at: datetime | None = None
+) -> Event:
     type_name = body["type"]
     event_type = lookup_type(type_name)
     if event_type is None:
-        raise EnvelopeError(("type",), f"unknown event type {type_name!r}",
-                            "run `flowrun events` for the catalogue; generic events are named custom.<name>")
+        raise EnvelopeError(
+            ("type",),
+            f"unknown event type {type_name!r}",
+            "run `flowrun events` for the catalogue; generic events are named custom.<name>",
+        )
     data = body.get("data")
     if not isinstance(data, Mapping):
         raise EnvelopeError(("data",), "`data` must be an object")

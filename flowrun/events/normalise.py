@@ -21,13 +21,22 @@ def parse_json(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
-def normalise(body: Any, *, source: str | None = None, topic: str | None = None,
-              delivery_id: str | None = None, received_at: datetime | None = None) -> list[Event]:
+def normalise(
+    body: Any,
+    *,
+    source: str | None = None,
+    topic: str | None = None,
+    delivery_id: str | None = None,
+    received_at: datetime | None = None,
+) -> list[Event]:
     """Raises UnknownTopicError, EnvelopeError or ValueError on bodies it cannot read."""
     if source in (None, "custom") or (topic is None and is_envelope(body)):
         if not is_envelope(body):
-            raise EnvelopeError((), "not a canonical envelope",
-                                'give {"type": ..., "data": {...}}, or name the store with --source and --topic')
+            raise EnvelopeError(
+                (),
+                "not a canonical envelope",
+                'give {"type": ..., "data": {...}}, or name the store with --source and --topic',
+            )
         return [from_envelope(body, default_source=source or "custom", received_at=received_at)]
     if not isinstance(body, dict):
         raise ValueError(f"a {source} body must be a JSON object")
@@ -40,8 +49,9 @@ def normalise(body: Any, *, source: str | None = None, topic: str | None = None,
     raise UnknownTopicError(source, topic, [])
 
 
-def load_event_file(path: Path, *, source: str | None = None, topic: str | None = None,
-                    received_at: datetime | None = None) -> list[Event]:
+def load_event_file(
+    path: Path, *, source: str | None = None, topic: str | None = None, received_at: datetime | None = None
+) -> list[Event]:
     """Read an event file (canonical envelope or raw store body) and normalise it."""
     file = str(path)
     try:
@@ -57,8 +67,9 @@ def load_event_file(path: Path, *, source: str | None = None, topic: str | None 
     return normalise_file_body(body, file, source=source, topic=topic, received_at=received_at)
 
 
-def normalise_file_body(body: Any, file: str, *, source: str | None, topic: str | None,
-                        received_at: datetime | None) -> list[Event]:
+def normalise_file_body(
+    body: Any, file: str, *, source: str | None, topic: str | None, received_at: datetime | None
+) -> list[Event]:
     try:
         return normalise(body, source=source, topic=topic, received_at=received_at)
     except EnvelopeError as exc:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from flowrun.errors import UnknownTopicError
 from flowrun.events import Event, customer_key
 from flowrun.events.catalogue import complete_event_data
 from flowrun.events.values import ident, integer, iso, money, tags, text, timestamp
-from flowrun.errors import UnknownTopicError
 
 Body = Mapping[str, Any]
 
@@ -125,7 +126,7 @@ def _fulfillment(body: Body) -> dict[str, Any]:
 
 def _refund(body: Body) -> dict[str, Any]:
     transactions = body.get("transactions") or []
-    amount = sum((money(t.get("amount")) or 0 for t in transactions), start=money("0"))
+    amount = sum((money(t.get("amount")) or Decimal(0) for t in transactions), Decimal(0))
     currency = next((t.get("currency") for t in transactions if t.get("currency")), None)
     return {
         "customer": {},
@@ -177,10 +178,11 @@ TOPICS: dict[str, tuple[str | Callable[[Body], str], Callable[[Body], dict[str, 
 }
 
 
-def normalise(topic: str, body: Body, *, delivery_id: str | None = None,
-              received_at: datetime | None = None) -> list[Event]:
+def normalise(
+    topic: str, body: Body, *, delivery_id: str | None = None, received_at: datetime | None = None
+) -> list[Event]:
     if topic not in TOPICS:
-        raise UnknownTopicError("shopify", topic, TOPICS)
+        raise UnknownTopicError("shopify", topic, list(TOPICS))
     type_or_fn, build = TOPICS[topic]
     event_type = type_or_fn if isinstance(type_or_fn, str) else type_or_fn(body)
     data = complete_event_data(event_type, build(body))

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from flowrun.errors import UnknownTopicError
 from flowrun.events import Event, customer_key
 from flowrun.events.catalogue import complete_event_data
 from flowrun.events.values import ident, integer, iso, money, text, timestamp
-from flowrun.errors import UnknownTopicError
 
 Body = Mapping[str, Any]
 
@@ -125,8 +125,11 @@ def _types_and_data(topic: str, body: Body) -> list[tuple[str, dict[str, Any]]]:
         out = [("product.updated", {"product": prod})]
         if body.get("manage_stock") and body.get("stock_quantity") is not None:
             inventory = {
-                "sku": prod["sku"], "available": prod["inventory_quantity"],
-                "inventory_item_id": prod["id"], "location_id": None, "threshold": None,
+                "sku": prod["sku"],
+                "available": prod["inventory_quantity"],
+                "inventory_item_id": prod["id"],
+                "location_id": None,
+                "threshold": None,
                 "product_title": prod["title"],
             }
             out.append(("inventory.changed", {"inventory": inventory, "product": prod}))
@@ -134,11 +137,10 @@ def _types_and_data(topic: str, body: Body) -> list[tuple[str, dict[str, Any]]]:
     raise UnknownTopicError("woocommerce", topic, TOPICS)
 
 
-def normalise(topic: str, body: Body, *, delivery_id: str | None = None,
-              received_at: datetime | None = None) -> list[Event]:
-    occurred = (
-        timestamp(_gmt(body, "date_modified")) or timestamp(_gmt(body, "date_created")) or received_at
-    )
+def normalise(
+    topic: str, body: Body, *, delivery_id: str | None = None, received_at: datetime | None = None
+) -> list[Event]:
+    occurred = timestamp(_gmt(body, "date_modified")) or timestamp(_gmt(body, "date_created")) or received_at
     if occurred is None:
         raise ValueError("the body has no date_created/date_modified and no delivery time was given")
     events = []

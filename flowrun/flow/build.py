@@ -54,7 +54,9 @@ class Builder:
             if lookup_type(name) is None:
                 where = path if isinstance(value, str) else (*path, i)
                 close = difflib.get_close_matches(name, sorted(EVENT_TYPES), n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}?" if close else "see `flowrun events`; generic events are custom.<name>"
+                hint = (
+                    f"did you mean {close[0]!r}?" if close else "see `flowrun events`; generic events are custom.<name>"
+                )
                 self.report(where, f"unknown event type {name!r}", hint)
         return names
 
@@ -62,7 +64,11 @@ class Builder:
         try:
             cond = parse_condition(source, f"{self.file}:{_fmt(path)}")
         except TemplateSyntax as exc:
-            self.report(path, f"condition syntax error: {exc.message}", "conditions are Jinja2 expressions, e.g. order.total_price > 100")
+            self.report(
+                path,
+                f"condition syntax error: {exc.message}",
+                "conditions are Jinja2 expressions, e.g. order.total_price > 100",
+            )
             return None
         self.check_fields([(path, cond)], scope)
         return cond
@@ -89,8 +95,11 @@ class Builder:
         condition = self.condition(data["if"], ("if",), scope) if "if" in data else None
         goal = self.goal(data["until"], scope) if "until" in data else None
         if goal is not None and isinstance(trigger, m.ScheduleTrigger):
-            self.report(("until",), "`until` needs a customer, and scheduled runs have none",
-                        "remove `until`, or start the flow on an event")
+            self.report(
+                ("until",),
+                "`until` needs a customer, and scheduled runs have none",
+                "remove `until`, or start the flow on an event",
+            )
         reentry = self.reentry(data.get("reentry", "always"))
         concurrency = self.concurrency(data.get("concurrency", {}), scope)
         steps = self.steps(data["steps"], ("steps",), scope)
@@ -99,9 +108,17 @@ class Builder:
         from flowrun.engine.program import compile_program
 
         flow = m.Flow(
-            id=data["flow"], file=self.file, version=self.version, description=data.get("description", ""),
-            trigger=trigger, condition=condition, goal=goal, reentry=reentry, concurrency=concurrency,
-            timezone=timezone, steps=steps,
+            id=data["flow"],
+            file=self.file,
+            version=self.version,
+            description=data.get("description", ""),
+            trigger=trigger,
+            condition=condition,
+            goal=goal,
+            reentry=reentry,
+            concurrency=concurrency,
+            timezone=timezone,
+            steps=steps,
         )
         object.__setattr__(flow, "program", compile_program(steps))
         return flow
@@ -125,8 +142,10 @@ class Builder:
             return m.EventTrigger(self.event_names(value, path))
         if "event" in value:
             source = value.get("source", ())
-            return m.EventTrigger(self.event_names(value["event"], (*path, "event")),
-                                  (source,) if isinstance(source, str) else tuple(source))
+            return m.EventTrigger(
+                self.event_names(value["event"], (*path, "event")),
+                (source,) if isinstance(source, str) else tuple(source),
+            )
         missed = value.get("missed", "skip")
         if "every" in value:
             every = self.duration(value["every"], (*path, "every"))
@@ -188,15 +207,14 @@ class Builder:
         name = item.get("name")
         if "wait" in item:
             return self.wait_step(item, path, scope)
-        if "then" in item or "else" in item:
-            if "if" not in item:
-                self.report(path, "`then`/`else` belong to an `if` step or a `wait: {for: ...}` step")
+        if ("then" in item or "else" in item) and "if" not in item:
+            self.report(path, "`then`/`else` belong to an `if` step or a `wait: {for: ...}` step")
         if "if" in item:
             cond = self.condition(item["if"], (*path, "if"), scope)
-            branches = [scope.copy(), scope.copy()]
-            then = self.steps(item["then"], (*path, "then"), branches[0])
-            otherwise = self.steps(item.get("else", []), (*path, "else"), branches[1])
-            scope.merge(*branches)
+            then_scope, else_scope = scope.copy(), scope.copy()
+            then = self.steps(item["then"], (*path, "then"), then_scope)
+            otherwise = self.steps(item.get("else", []), (*path, "else"), else_scope)
+            scope.merge(then_scope, else_scope)
             return m.IfStep(path, name, cond or _never(), then, otherwise)
         if "choose" in item:
             return self.choose_step(item, path, scope)
@@ -230,8 +248,11 @@ class Builder:
     def wait_step(self, item: dict[str, Any], path: YamlPath, scope: Scope) -> m.AnyStep:
         wait, name, here = item["wait"], item.get("name"), (*path, "wait")
         if not (isinstance(wait, dict) and "for" in wait) and ("then" in item or "else" in item):
-            self.report(path, "`then`/`else` on a wait need `wait: {for: <event>, timeout: ...}`",
-                        "a plain wait just continues with the next step")
+            self.report(
+                path,
+                "`then`/`else` on a wait need `wait: {for: <event>, timeout: ...}`",
+                "a plain wait just continues with the next step",
+            )
         if isinstance(wait, str):
             return m.DelayStep(path, name, self.duration(wait, here))
         if "until" in wait:
@@ -259,8 +280,9 @@ class Builder:
         then = self.steps(item.get("then", []), (*path, "then"), then_scope)
         otherwise = self.steps(item.get("else", []), (*path, "else"), else_scope)
         scope.merge(then_scope, else_scope)
-        return m.WaitForStep(path, name, events, self.duration(wait["timeout"], (*here, "timeout")),
-                             where, as_name, then, otherwise)
+        return m.WaitForStep(
+            path, name, events, self.duration(wait["timeout"], (*here, "timeout")), where, as_name, then, otherwise
+        )
 
     def check_as_name(self, name: str, path: YamlPath, scope: Scope) -> None:
         reserved = {"event", "run", "flow", "now", "trigger", *{p for t in scope.event_types for p in t.parts}}
@@ -285,7 +307,13 @@ class Builder:
             self.check_as_name(as_name, (*path, "as"), scope)
             scope.bind(as_name, Binding(f"the result of {kind} at {_fmt(path)}", action=action))
         return m.ActionStep(
-            path, item.get("name"), action, params, as_name, item.get("on_error", "fail"), retry,
+            path,
+            item.get("name"),
+            action,
+            params,
+            as_name,
+            item.get("on_error", "fail"),
+            retry,
             self.duration(item.get("timeout", "30s"), (*path, "timeout")),
         )
 

@@ -77,8 +77,9 @@ def explain(error: ValidationError, root: dict[str, Any]) -> Iterator[Finding]:
         yield path, error.message, "", False
 
 
-def _explain_branches(error: ValidationError, branches: list[dict[str, Any]],
-                      root: dict[str, Any], path: tuple[Any, ...]) -> Iterator[Finding]:
+def _explain_branches(
+    error: ValidationError, branches: list[dict[str, Any]], root: dict[str, Any], path: tuple[Any, ...]
+) -> Iterator[Finding]:
     value = error.instance
     fitting = [b for b in branches if _type_matches(b, value)]
     if isinstance(value, dict):
@@ -91,8 +92,9 @@ def _explain_branches(error: ValidationError, branches: list[dict[str, Any]],
             return
         fitting = keyed or fitting
     if len(fitting) >= 1:
-        branch = max(fitting, key=lambda b: len(set(b.get("properties", {})) & set(value))
-                     if isinstance(value, dict) else 0)
+        branch = max(
+            fitting, key=lambda b: len(set(b.get("properties", {})) & set(value)) if isinstance(value, dict) else 0
+        )
         sub_errors = list(_validator_for(root, branch).iter_errors(value))
         if sub_errors:
             for sub_error in sub_errors:

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-
-from jsonschema import Draft202012Validator
 
 from flowrun.errors import FlowError, Problem
 from flowrun.flow.build import Builder
-from flowrun.flow.diagnose import explain
 from flowrun.flow.model import Flow
-from flowrun.flow.schema import flow_schema
+from flowrun.flow.validation import check
 from flowrun.yamlsource import YamlSyntaxError, load_document
 
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 CONFIG_NAMES = ("flowrun.yaml", "flowrun.yml")
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(flow_schema())
 
 
 def is_flow_file(path: Path) -> bool:
@@ -40,8 +31,13 @@ def discover(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and is_flow_file(p)
-                         and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and is_flow_file(p)
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         else:
             found.append(path)
     return found
@@ -59,12 +55,16 @@ def load_flow(path: Path) -> Flow:
     except YamlSyntaxError as exc:
         raise FlowError([exc.problem]) from None
     if not isinstance(doc.data, dict):
-        raise FlowError([doc.problem((), "a flow file must be a mapping with `flow`, `on` and `steps`",
-                                     "start from `flowrun init`, or see flows/ for examples")])
-    problems = []
-    for error in sorted(_validator().iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
-        for path_, message, hint, at_key in explain(error, flow_schema()):
-            problems.append(doc.problem(path_, message, hint, key=at_key))
+        raise FlowError(
+            [
+                doc.problem(
+                    (),
+                    "a flow file must be a mapping with `flow`, `on` and `steps`",
+                    "start from `flowrun init`, or see flows/ for examples",
+                )
+            ]
+        )
+    problems = [doc.problem(path_, message, hint, key=at_key) for path_, message, hint, at_key in check(doc.data)]
     if problems:
         raise FlowError(_unique(problems))
     builder = Builder(doc, text)
@@ -104,10 +104,16 @@ def load_flows(paths: Iterable[Path]) -> FlowSet:
             continue
         if flow.id in first_seen:
             line, column = _id_position(path)
-            result.problems.append(Problem(
-                str(path), line, column, ("flow",), f"duplicate flow id {flow.id!r}",
-                f"already used by {first_seen[flow.id].file}; flow ids must be unique",
-            ))
+            result.problems.append(
+                Problem(
+                    str(path),
+                    line,
+                    column,
+                    ("flow",),
+                    f"duplicate flow id {flow.id!r}",
+                    f"already used by {first_seen[flow.id].file}; flow ids must be unique",
+                )
+            )
             continue
         first_seen[flow.id] = flow
         result.flows.append(flow)

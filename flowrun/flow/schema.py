@@ -42,10 +42,17 @@ def _trigger() -> Schema:
         "anyOf": [
             EVENT_NAME,
             {"type": "array", "items": EVENT_NAME, "minItems": 1},
-            _closed(["event"], event=EVENT_NAMES,
-                    source={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
-            _closed(["schedule"], schedule={"type": "string", "description": "cron: m h dom mon dow"},
-                    timezone={"type": "string"}, missed=missed),
+            _closed(
+                ["event"],
+                event=EVENT_NAMES,
+                source={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            ),
+            _closed(
+                ["schedule"],
+                schedule={"type": "string", "description": "cron: m h dom mon dow"},
+                timezone={"type": "string"},
+                missed=missed,
+            ),
             _closed(["every"], every=DURATION, missed=missed),
         ],
     }
@@ -56,43 +63,57 @@ def _wait() -> Schema:
         "description": "pause: a duration, until a time of day, or for an event",
         "anyOf": [
             DURATION,
-            _closed(["until"], until=TIME_OF_DAY,
-                    timezone={"type": "string", "description": "IANA zone, or `customer`"}),
+            _closed(
+                ["until"], until=TIME_OF_DAY, timezone={"type": "string", "description": "IANA zone, or `customer`"}
+            ),
             _closed(["for", "timeout"], **{"for": EVENT_NAMES}, timeout=DURATION, where=EXPRESSION, **{"as": AS_NAME}),
         ],
     }
 
 
 def _step_defs() -> dict[str, Schema]:
-    retry = _closed([], attempts={"type": "integer", "minimum": 1, "maximum": 50}, backoff=DURATION,
-                    max_backoff=DURATION)
+    retry = _closed(
+        [], attempts={"type": "integer", "minimum": 1, "maximum": 50}, backoff=DURATION, max_backoff=DURATION
+    )
     defs: dict[str, Schema] = {
         "step.wait": _closed(["wait"], wait=_wait(), name=STEP_NAME, then=STEPS_REF, **{"else": STEPS_REF}),
-        "step.if": _closed(["if", "then"], **{"if": EXPRESSION}, then=STEPS_REF, name=STEP_NAME,
-                           **{"else": STEPS_REF}),
+        "step.if": _closed(["if", "then"], **{"if": EXPRESSION}, then=STEPS_REF, name=STEP_NAME, **{"else": STEPS_REF}),
         "step.choose": _closed(
             ["choose"],
-            choose={"type": "array", "minItems": 1,
-                    "items": _closed(["when", "steps"], when=EXPRESSION, steps=STEPS_REF)},
-            otherwise=STEPS_REF, name=STEP_NAME,
+            choose={
+                "type": "array",
+                "minItems": 1,
+                "items": _closed(["when", "steps"], when=EXPRESSION, steps=STEPS_REF),
+            },
+            otherwise=STEPS_REF,
+            name=STEP_NAME,
         ),
         "step.split": _closed(
             ["split"],
-            split={"type": "array", "minItems": 2,
-                   "items": _closed(["weight", "steps"], name={"type": "string"},
-                                    weight={"type": "number", "exclusiveMinimum": 0}, steps=STEPS_REF)},
+            split={
+                "type": "array",
+                "minItems": 2,
+                "items": _closed(
+                    ["weight", "steps"],
+                    name={"type": "string"},
+                    weight={"type": "number", "exclusiveMinimum": 0},
+                    steps=STEPS_REF,
+                ),
+            },
             name=STEP_NAME,
         ),
-        "step.stop": _closed(["stop"], stop={"type": "string", "description": "why the run ends here"},
-                             name=STEP_NAME),
+        "step.stop": _closed(["stop"], stop={"type": "string", "description": "why the run ends here"}, name=STEP_NAME),
     }
     for action in REGISTRY.values():
         defs[f"step.{action.name}"] = {
             **_closed(
                 [action.name],
                 **{action.name: {**action.step_schema(), "description": action.summary}},
-                name=STEP_NAME, **{"as": AS_NAME},
-                on_error={"enum": ["fail", "continue"]}, retry=retry, timeout=DURATION,
+                name=STEP_NAME,
+                **{"as": AS_NAME},
+                on_error={"enum": ["fail", "continue"]},
+                retry=retry,
+                timeout=DURATION,
             ),
             "description": action.summary,
         }
@@ -115,20 +136,29 @@ def flow_schema() -> Schema:
         "required": ["flow", "on", "steps"],
         "additionalProperties": False,
         "properties": {
-            "flow": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]*$",
-                     "description": "the flow's id: lowercase letters, digits, - and _"},
+            "flow": {
+                "type": "string",
+                "pattern": r"^[a-z0-9][a-z0-9_-]*$",
+                "description": "the flow's id: lowercase letters, digits, - and _",
+            },
             "description": {"type": "string"},
             "on": _trigger(),
             "if": {**EXPRESSION, "description": "entry condition on the trigger event"},
             "until": {
                 "description": "goal: a later event for the same customer ends the run as converted",
-                "anyOf": [EVENT_NAME, {"type": "array", "items": EVENT_NAME, "minItems": 1},
-                          _closed(["event"], event=EVENT_NAMES, where=EXPRESSION)],
+                "anyOf": [
+                    EVENT_NAME,
+                    {"type": "array", "items": EVENT_NAME, "minItems": 1},
+                    _closed(["event"], event=EVENT_NAMES, where=EXPRESSION),
+                ],
             },
-            "reentry": {"description": "how often a customer may enter: always, once, or a window like 7d",
-                        "anyOf": [{"enum": ["always", "once"]}, DURATION]},
-            "concurrency": _closed([], key={"type": "string"},
-                                   mode={"enum": ["single", "restart", "queue", "parallel"]}),
+            "reentry": {
+                "description": "how often a customer may enter: always, once, or a window like 7d",
+                "anyOf": [{"enum": ["always", "once"]}, DURATION],
+            },
+            "concurrency": _closed(
+                [], key={"type": "string"}, mode={"enum": ["single", "restart", "queue", "parallel"]}
+            ),
             "timezone": {"type": "string", "description": "IANA zone for waits and schedules (default UTC)"},
             "steps": STEPS_REF,
         },

@@ -70,21 +70,27 @@ def check_field(path: FieldPath, scope: Scope, all_bindings: Mapping[str, str]) 
     if holders:
         return _check_in_types(path, scope.event_types)
     if root in all_bindings:
-        return (f"`{root}` is used before it is set, or is not set on every path to here",
-                f"it is set by {all_bindings[root]}")
+        return (
+            f"`{root}` is used before it is set, or is not set on every path to here",
+            f"it is set by {all_bindings[root]}",
+        )
     names = sorted({p for t in scope.event_types for p in t.parts} | set(scope.bindings) | {"event"})
     close = difflib.get_close_matches(root, names, n=1, cutoff=0.6)
     kinds = ", ".join(t.name for t in scope.event_types)
-    return (f"unknown name `{root}` ({kinds} events have: {', '.join(names)})",
-            f"did you mean `{close[0]}`?" if close else "use `| default(...)` for optional values")
+    return (
+        f"unknown name `{root}` ({kinds} events have: {', '.join(names)})",
+        f"did you mean `{close[0]}`?" if close else "use `| default(...)` for optional values",
+    )
 
 
 def _check_in_types(path: FieldPath, types: tuple[EventType, ...], prefix: str = "") -> tuple[str, str] | None:
     for event_type in types:
         if path[0] not in event_type.parts:
             others = ", ".join(t.name for t in types)
-            return (f"`{prefix}{path[0]}` is not in {event_type.name} events (this flow starts on {others})",
-                    "guard it with `is defined` or `| default(...)`")
+            return (
+                f"`{prefix}{path[0]}` is not in {event_type.name} events (this flow starts on {others})",
+                "guard it with `is defined` or `| default(...)`",
+            )
         if not has_field(event_type, path):
             dotted = prefix + ".".join(path)
             close = _closest(path, [f.replace("[]", "") for f in field_names(event_type)])
@@ -97,8 +103,11 @@ def _closest(path: FieldPath, fields: list[str]) -> str | None:
     """The likeliest intended field: a sibling sharing the typo's first letters, else the closest."""
     for depth in range(len(path), 0, -1):
         parent = ".".join(path[: depth - 1])
-        siblings = {f[len(parent) + 1 if parent else 0:].split(".")[0] for f in fields
-                    if not parent or f.startswith(parent + ".")}
+        siblings = {
+            f[len(parent) + 1 if parent else 0 :].split(".")[0]
+            for f in fields
+            if not parent or f.startswith(parent + ".")
+        }
         typo = path[depth - 1]
         if typo in siblings:
             continue

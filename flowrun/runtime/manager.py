@@ -11,7 +11,15 @@ from datetime import datetime
 
 from flowrun.engine import engine
 from flowrun.engine.state import (
-    ActionFailed, ActionSucceeded, EventArrived, Finished, RunState, Status, TimerFired, TraceEntry, Transition,
+    ActionFailed,
+    ActionSucceeded,
+    EventArrived,
+    Finished,
+    RunState,
+    Status,
+    TimerFired,
+    TraceEntry,
+    Transition,
 )
 from flowrun.errors import RenderError
 from flowrun.events import Event
@@ -27,8 +35,13 @@ def run_id_for(flow_id: str, event_id: str) -> str:
 def schedule_tick(flow: Flow, fired_at: datetime) -> Event:
     label = flow.trigger.label if isinstance(flow.trigger, ScheduleTrigger) else ""
     stamp = fired_at.isoformat()
-    return Event(type="schedule.tick", source="flowrun", id=f"schedule:{flow.id}:{stamp}", occurred_at=fired_at,
-                 data={"schedule": {"fired_at": fired_at, "trigger": label}})
+    return Event(
+        type="schedule.tick",
+        source="flowrun",
+        id=f"schedule:{flow.id}:{stamp}",
+        occurred_at=fired_at,
+        data={"schedule": {"fired_at": fired_at, "trigger": label}},
+    )
 
 
 class Manager:
@@ -76,13 +89,15 @@ class Manager:
     def on_timer(self, run_id: str, due: datetime, now: datetime) -> list[Transition]:
         return self._input(run_id, TimerFired(due), now)
 
-    def on_result(self, run_id: str, key: str, result: dict[str, object] | None, error: str | None,
-                  now: datetime) -> list[Transition]:
+    def on_result(
+        self, run_id: str, key: str, result: dict[str, object] | None, error: str | None, now: datetime
+    ) -> list[Transition]:
         given = ActionSucceeded(key, result or {}) if error is None else ActionFailed(key, error)
         return self._input(run_id, given, now)
 
-    def _input(self, run_id: str, given: TimerFired | ActionSucceeded | ActionFailed,
-               now: datetime) -> list[Transition]:
+    def _input(
+        self, run_id: str, given: TimerFired | ActionSucceeded | ActionFailed, now: datetime
+    ) -> list[Transition]:
         run = self.store.get(run_id)
         flow = self.flow_of(run) if run else None
         if run is None or flow is None:
@@ -95,7 +110,9 @@ class Manager:
         candidates = self._by_type.get(event.type, [])
         if event.type.startswith("custom."):
             candidates = [*candidates, *self._by_type.get("custom.*", [])]
-        return [f for f in candidates if isinstance(f.trigger, EventTrigger) and f.trigger.matches(event.type, event.source)]
+        return [
+            f for f in candidates if isinstance(f.trigger, EventTrigger) and f.trigger.matches(event.type, event.source)
+        ]
 
     def _start(self, flow: Flow, event: Event, now: datetime) -> list[Transition]:
         run_id = run_id_for(flow.id, event.id)
@@ -110,7 +127,9 @@ class Manager:
         if key is not None and flow.concurrency.mode != "parallel":
             active = self.store.active_for_key(flow.id, key)
             if active and flow.concurrency.mode == "single":
-                return self._apply(flow, engine.skip(run, now, f"concurrency single: run {active[0].id} is active"), now)
+                return self._apply(
+                    flow, engine.skip(run, now, f"concurrency single: run {active[0].id} is active"), now
+                )
             if active and flow.concurrency.mode == "queue":
                 queued = replace(run, status=Status.QUEUED)
                 self.store.save(queued)
@@ -145,8 +164,9 @@ class Manager:
 
     def _cancel(self, run: RunState, now: datetime, reason: str) -> Transition:
         entry = TraceEntry(now, "(concurrency)", "cancel", reason)
-        done = replace(run, status=Status.CANCELLED, reason=reason, wake_at=None, updated_at=now,
-                       trace=(*run.trace, entry))
+        done = replace(
+            run, status=Status.CANCELLED, reason=reason, wake_at=None, updated_at=now, trace=(*run.trace, entry)
+        )
         return Transition(done, (Finished(run.id, Status.CANCELLED),))
 
     # -- saving ---------------------------------------------------------------------------

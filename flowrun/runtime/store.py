@@ -45,8 +45,10 @@ class MemoryStore:
             for event_type in run.awaiting:
                 self._awaiting[event_type].add(run.id)
         active = not run.status.final
-        for index, key in ((self._by_customer, run.customer_key),
-                           (self._by_key, (run.flow_id, run.concurrency_key) if run.concurrency_key else None)):
+        for index, key in (
+            (self._by_customer, run.customer_key),
+            (self._by_key, (run.flow_id, run.concurrency_key) if run.concurrency_key else None),
+        ):
             if key is None:
                 continue
             if active:
