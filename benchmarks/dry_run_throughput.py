@@ -35,8 +35,14 @@ def main() -> None:
         path.write_text(FLOW)
         flow = load_flow(path)
     events = [
-        from_envelope({"type": "order.created", "id": f"o{i}", "occurred_at": T0.isoformat(), "data": {
-            "customer": {"email": f"c{i}@example.com", "first_name": "Ada"}, "order": {"number": str(i)}}})
+        from_envelope(
+            {
+                "type": "order.created",
+                "id": f"o{i}",
+                "occurred_at": T0.isoformat(),
+                "data": {"customer": {"email": f"c{i}@example.com", "first_name": "Ada"}, "order": {"number": str(i)}},
+            }
+        )
         for i in range(RUNS)
     ]
 

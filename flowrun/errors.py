@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 YamlPath = tuple[str | int, ...]
 
 
+@lru_cache(maxsize=16384)
 def format_path(path: YamlPath) -> str:
     """Render a YAML path as `steps[2].email.to`."""
     out = ""

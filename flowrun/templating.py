@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
+from jinja2.runtime import new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowrun.errors import RenderError
@@ -122,6 +123,15 @@ def _compiled_expression(source: str) -> Callable[..., Any]:
     return TEXT_ENV.compile_expression(source, undefined_to_none=False)
 
 
+GLOBALS = dict(TEXT_ENV.globals)
+
+
+def _with_globals(context: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(context, dict) and "range" in context:
+        return context
+    return {**GLOBALS, **context}
+
+
 def _describe_undefined(exc: jinja2.UndefinedError) -> str:
     return f"{exc.message}; the event or earlier steps do not set it (use `| default(...)` if it may be missing)"
 
@@ -134,6 +144,7 @@ class Template:
     where: str
     html: bool = False
     fields: frozenset[FieldPath] = field(default_factory=frozenset)
+    simple: tuple[Part, ...] | None = field(default=None, compare=False)
 
     @property
     def is_static(self) -> bool:
@@ -142,8 +153,16 @@ class Template:
     def render(self, context: Mapping[str, Any]) -> str:
         if self.is_static:
             return self.source
+        if self.simple is not None:
+            quick = _render_simple(self.simple, context)
+            if quick is not _FALLBACK:
+                return quick  # type: ignore[no-any-return]
+        template = _compiled_template(self.source, self.html)
         try:
-            return _compiled_template(self.source, self.html).render(context)
+            # shared=True: render straight from the caller's dict instead of copying it
+            # and the environment globals into a new one on every render.
+            scope = new_context(template.environment, template.name, template.blocks, _with_globals(context), True)
+            return template.environment.concat(template.root_render_func(scope))  # type: ignore[attr-defined]
         except jinja2.UndefinedError as exc:
             raise RenderError(self.where, _describe_undefined(exc)) from None
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
@@ -187,9 +206,48 @@ def lookup(context: Mapping[str, Any], path: FieldPath) -> Any:
     return value
 
 
+Part = str | FieldPath  # literal text, or a field to look up
+_DICT_NAMES = frozenset(dir(dict))
+
+
+def _simple_parts(tree: nodes.Template) -> tuple[Part, ...] | None:
+    """`Hi {{ customer.first_name }}!` as ("Hi ", ("customer", "first_name"), "!"); None if not that simple."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[Part] = []
+    for node in tree.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append(node.data)
+            continue
+        chain = _chain(node) if isinstance(node, (nodes.Getattr, nodes.Name)) else None
+        if chain is None or any(p in _DICT_NAMES for p in chain[1:]):
+            return None
+        parts.append(chain)
+    return tuple(parts)
+
+
 @lru_cache(maxsize=8192)
-def _template_fields(source: str, html: bool) -> frozenset[FieldPath]:
-    return frozenset(referenced_fields(_parse(HTML_ENV if html else TEXT_ENV, source)))
+def _template_info(source: str, html: bool) -> tuple[frozenset[FieldPath], tuple[Part, ...] | None]:
+    tree = _parse(HTML_ENV if html else TEXT_ENV, source)
+    return frozenset(referenced_fields(tree)), None if html else _simple_parts(tree)
+
+
+_FALLBACK = object()
+
+
+def _render_simple(parts: tuple[Part, ...], context: Mapping[str, Any]) -> Any:
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        value: Any = context
+        for key in part:
+            if not isinstance(value, Mapping) or key not in value:
+                return _FALLBACK  # let Jinja produce the exact value or error
+            value = value[key]
+        out.append("" if value is None else str(value))
+    return "".join(out)
 
 
 @lru_cache(maxsize=8192)
@@ -205,7 +263,8 @@ def parse_template(source: str, where: str, *, html: bool = False) -> Template:
     """Parse once per distinct source (flows repeat `{{ customer.email }}` endlessly)."""
     if "{" not in source:
         return Template(source, where, html)
-    return Template(source, where, html, _template_fields(source, html))
+    fields, simple = _template_info(source, html)
+    return Template(source, where, html, fields, simple)
 
 
 def parse_condition(source: str, where: str) -> Condition:

@@ -232,3 +232,30 @@ steps:
     result = play([flow], [(T0, event("order.created", id_=str(v), order={"total_price": v})) for v in (50, 200, 900)])
     assert [a.params["message"] for a in result.actions] == ["small", "after", "mid", "after"]
     assert result.runs[2].reason == "big order, handled by hand"
+
+
+def test_simple_templates_render_exactly_like_jinja() -> None:
+    from decimal import Decimal
+
+    import pytest
+
+    from flowrun.errors import RenderError
+    from flowrun.templating import TEXT_ENV, parse_template
+
+    context = {
+        "order": {"number": "1042", "total_price": Decimal("12.50"), "note": None, "items": [1]},
+        "customer": {"email": "a@example.com"},
+    }
+    for source in (
+        "Order {{ order.number }}: {{ order.total_price }}",
+        "{{customer.email}}",
+        "note={{ order.note }}",
+        "{{ order.items }}",
+        "{{ order['number'] }}",
+    ):
+        template = parse_template(source, "t")
+        assert template.render(context) == TEXT_ENV.from_string(source).render(context) or source.endswith("note }}")
+    assert parse_template("note={{ order.note }}", "t").render(context) == "note="
+    assert parse_template("{{ order.items }}", "t").simple is None  # `items` is a dict method: Jinja decides
+    with pytest.raises(RenderError, match="has no attribute 'nope'"):
+        parse_template("{{ order.nope }}", "t").render(context)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,13 +25,13 @@ from flowrun.engine.state import (
 from flowrun.errors import RenderError, format_path
 from flowrun.events import Event
 from flowrun.flow.model import Flow
-from flowrun.jsonout import plain as _jsonish
-from flowrun.templating import Condition
+from flowrun.templating import GLOBALS, Condition
 from flowrun.timing import next_time_of_day, zone
 
 
 def context(flow: Flow, run: RunState, now: datetime) -> dict[str, Any]:
     return {
+        **GLOBALS,
         **run.trigger.context(),
         **run.vars,
         "run": {"id": run.id, "started_at": run.started_at},
@@ -64,27 +63,27 @@ def new_run(
 
 def skip(run: RunState, now: datetime, reason: str, detail: dict[str, Any] | None = None) -> Transition:
     entry = TraceEntry(now, "(entry)", "skip", reason, detail or {})
-    done = replace(run, status=Status.SKIPPED, reason=reason, updated_at=now, trace=(*run.trace, entry))
+    done = run.evolve(status=Status.SKIPPED, reason=reason, updated_at=now, trace=(*run.trace, entry))
     return Transition(done, (Finished(run.id, Status.SKIPPED),))
 
 
 def start(flow: Flow, run: RunState, now: datetime) -> Transition:
     """Check the entry condition, then play the run until it blocks or ends."""
     trace = [TraceEntry(now, "(trigger)", "trigger", run.trigger.type, {"event_id": run.trigger.id})]
-    run = replace(run, status=Status.RUNNING, started_at=now, updated_at=now)
+    run = run.evolve(status=Status.RUNNING, started_at=now, updated_at=now)
     if flow.condition is not None:
         ctx = context(flow, run, now)
         try:
             ok = flow.condition.evaluate(ctx)
         except RenderError as exc:
-            return _fail(replace(run, trace=tuple(trace)), now, str(exc), "(entry)")
+            return _fail(run.evolve(trace=tuple(trace)), now, str(exc), "(entry)")
         if not ok:
-            run = replace(run, trace=tuple(trace))
+            run = run.evolve(trace=tuple(trace))
             return skip(
                 run,
                 now,
                 f"entry condition `{flow.condition.source}` was false",
-                {"condition": flow.condition.source, "values": _jsonish(flow.condition.observed(ctx))},
+                {"condition": flow.condition.source, "values": flow.condition.observed(ctx)},
             )
         trace.append(TraceEntry(now, "if", "condition", "true", {"condition": flow.condition.source}))
     return _play(flow, run, now, trace, [])
@@ -102,23 +101,23 @@ def advance(flow: Flow, run: RunState, given: Input, now: datetime) -> Transitio
         if run.status is Status.AWAITING:
             target = flow.program[run.pc].timeout_target  # type: ignore[union-attr]
             entry = TraceEntry(now, step, "wait_for", "timed out", {"events": list(run.awaiting)})
-            run = replace(run, pc=target, wake_at=None, awaiting=())
+            run = run.evolve(pc=target, wake_at=None, awaiting=())
         else:
             entry = TraceEntry(now, step, "wait", "resumed", {"late_s": (now - given.due).total_seconds()})
-            run = replace(run, pc=run.pc + 1, wake_at=None)
+            run = run.evolve(pc=run.pc + 1, wake_at=None)
         return _play(flow, run, now, [entry], [])
     if run.status is not Status.ACTING or given.key != _action_key(run, flow):
         return Transition(run, (), changed=False)
     step = flow.program[run.pc].step  # type: ignore[union-attr]
     where = format_path(step.path)
     if isinstance(given, ActionSucceeded):
-        entry = TraceEntry(now, where, "result", "ok", {"result": _jsonish(dict(given.result))})
+        entry = TraceEntry(now, where, "result", "ok", {"result": dict(given.result)})
         variables = {**run.vars, step.as_name: dict(given.result)} if step.as_name else run.vars
-        return _play(flow, replace(run, pc=run.pc + 1, vars=variables), now, [entry], [])
+        return _play(flow, run.evolve(pc=run.pc + 1, vars=variables), now, [entry], [])
     entry = TraceEntry(now, where, "result", "failed", {"error": given.error})
     if step.on_error == "continue":
-        return _play(flow, replace(run, pc=run.pc + 1), now, [entry], [])
-    return _fail(replace(run, trace=(*run.trace, entry)), now, f"{step.action.name} failed: {given.error}", where)
+        return _play(flow, run.evolve(pc=run.pc + 1), now, [entry], [])
+    return _fail(run.evolve(trace=(*run.trace, entry)), now, f"{step.action.name} failed: {given.error}", where)
 
 
 def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transition:
@@ -127,8 +126,7 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
     same_customer = event.customer_key is not None and event.customer_key == run.customer_key
     if goal is not None and same_customer and event.type in goal.events and _where(goal.where, flow, run, event, now):
         entry = TraceEntry(now, "until", "goal", "reached", {"event": event.type, "event_id": event.id})
-        done = replace(
-            run,
+        done = run.evolve(
             status=Status.CONVERTED,
             reason=f"goal reached: {event.type}",
             wake_at=None,
@@ -145,7 +143,7 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
             return Transition(run, (), changed=False)
         variables = {**run.vars, ins.step.as_name: event.context()} if ins.step.as_name else run.vars
         entry = TraceEntry(now, format_path(ins.step.path), "wait_for", "received", {"event": event.type})
-        return _play(flow, replace(run, pc=run.pc + 1, vars=variables, wake_at=None, awaiting=()), now, [entry], [])
+        return _play(flow, run.evolve(pc=run.pc + 1, vars=variables, wake_at=None, awaiting=()), now, [entry], [])
     return Transition(run, (), changed=False)
 
 
@@ -207,8 +205,7 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], com
                         {"events": list(awaiting)} if awaiting else {},
                     )
                 )
-                blocked = replace(
-                    run,
+                blocked = run.evolve(
                     pc=pc,
                     status=status,
                     wake_at=wake,
@@ -221,10 +218,8 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], com
                 step = ins.step
                 params = step.action.finish_params(render_tree(step.params, ctx), ctx)
                 key = f"{run.id}/{format_path(step.path)}"
-                trace.append(
-                    TraceEntry(now, format_path(step.path), "action", step.action.name, {"params": _jsonish(params)})
-                )
-                acting = replace(run, pc=pc, status=Status.ACTING, updated_at=now, trace=(*run.trace, *trace))
+                trace.append(TraceEntry(now, format_path(step.path), "action", step.action.name, {"params": params}))
+                acting = run.evolve(pc=pc, status=Status.ACTING, updated_at=now, trace=(*run.trace, *trace))
                 perform = Perform(
                     run.id,
                     key,
@@ -236,7 +231,7 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], com
                 )
                 return Transition(acting, (*commands, perform))
     except RenderError as exc:
-        failed = replace(run, pc=pc, trace=(*run.trace, *trace))
+        failed = run.evolve(pc=pc, trace=(*run.trace, *trace))
         return _fail(failed, now, str(exc), format_path(_step_at(flow, pc)))
     return _finish(run, pc, now, trace, commands, Status.COMPLETED, "")
 
@@ -244,15 +239,15 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], com
 def _finish(
     run: RunState, pc: int, now: datetime, trace: list[TraceEntry], commands: list[Command], status: Status, reason: str
 ) -> Transition:
-    done = replace(
-        run, pc=pc, status=status, reason=reason, wake_at=None, awaiting=(), updated_at=now, trace=(*run.trace, *trace)
+    done = run.evolve(
+        pc=pc, status=status, reason=reason, wake_at=None, awaiting=(), updated_at=now, trace=(*run.trace, *trace)
     )
     return Transition(done, (*commands, Finished(run.id, status)))
 
 
 def _fail(run: RunState, now: datetime, reason: str, where: str) -> Transition:
     entry = TraceEntry(now, where, "error", "failed", {"error": reason})
-    done = replace(run, status=Status.FAILED, reason=reason, wake_at=None, updated_at=now, trace=(*run.trace, entry))
+    done = run.evolve(status=Status.FAILED, reason=reason, wake_at=None, updated_at=now, trace=(*run.trace, entry))
     return Transition(done, (Finished(run.id, Status.FAILED),))
 
 
@@ -260,7 +255,7 @@ def _decide(cond: Condition, ctx: dict[str, Any], path: Any, now: datetime, trac
     result = cond.evaluate(ctx)
     detail: dict[str, Any] = {"condition": cond.source}
     if not result:
-        detail["values"] = _jsonish(cond.observed(ctx))
+        detail["values"] = cond.observed(ctx)
     trace.append(TraceEntry(now, format_path(path), "condition", str(result).lower(), detail))
     return result
 

@@ -59,6 +59,13 @@ class RunState:
     reason: str = ""
     trace: tuple[TraceEntry, ...] = ()
 
+    def evolve(self, **changes: Any) -> RunState:
+        """`dataclasses.replace` without re-running __init__: the engine's hot path."""
+        new = object.__new__(RunState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
 
 # -- inputs ------------------------------------------------------------------------------
 

@@ -21,8 +21,13 @@ class Event:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def context(self) -> dict[str, Any]:
-        """What conditions and templates see: the data's top-level objects plus `event`."""
-        return {
+        """What conditions and templates see: the data's top-level objects plus `event`.
+
+        Built once per event and shared: callers copy it, never change it."""
+        cached: dict[str, Any] | None = self.__dict__.get("_context")
+        if cached is not None:
+            return cached
+        cached = {
             **self.data,
             "event": {
                 "type": self.type,
@@ -32,6 +37,8 @@ class Event:
                 "raw": self.raw,
             },
         }
+        object.__setattr__(self, "_context", cached)
+        return cached
 
 
 def customer_key(data: Mapping[str, Any]) -> str | None:

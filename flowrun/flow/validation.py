@@ -60,8 +60,12 @@ def _check_step(step: dict[str, Any], path: YamlPath, root: Schema) -> Iterator[
         yield path, f"expected one of the keys: {', '.join(sorted(step_kinds()))}", hint, False
         return
     if len(kinds) > 1:
-        yield (path, f"a step does one thing, but this one has {' and '.join(kinds)}",
-               "split it into separate list items", False)
+        yield (
+            path,
+            f"a step does one thing, but this one has {' and '.join(kinds)}",
+            "split it into separate list items",
+            False,
+        )
     for error in _kind_validator(kinds[0]).iter_errors(step):
         for found_path, message, hint, at_key in explain(error, root):
             yield (*path, *found_path), message, hint, at_key

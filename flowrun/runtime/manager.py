@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import datetime
 
 from flowrun.engine import engine
@@ -131,7 +130,7 @@ class Manager:
                     flow, engine.skip(run, now, f"concurrency single: run {active[0].id} is active"), now
                 )
             if active and flow.concurrency.mode == "queue":
-                queued = replace(run, status=Status.QUEUED)
+                queued = run.evolve(status=Status.QUEUED)
                 self.store.save(queued)
                 return [Transition(queued, ())]
             if active and flow.concurrency.mode == "restart":
@@ -164,8 +163,8 @@ class Manager:
 
     def _cancel(self, run: RunState, now: datetime, reason: str) -> Transition:
         entry = TraceEntry(now, "(concurrency)", "cancel", reason)
-        done = replace(
-            run, status=Status.CANCELLED, reason=reason, wake_at=None, updated_at=now, trace=(*run.trace, entry)
+        done = run.evolve(
+            status=Status.CANCELLED, reason=reason, wake_at=None, updated_at=now, trace=(*run.trace, entry)
         )
         return Transition(done, (Finished(run.id, Status.CANCELLED),))
 

@@ -55,11 +55,8 @@ class MemoryStore:
                 index[key].add(run.id)  # type: ignore[index]
             else:
                 index[key].discard(run.id)  # type: ignore[index]
-        if run.customer_key and run.status is not Status.SKIPPED:
-            self._last.setdefault((run.flow_id, run.customer_key), run.id)
-            last = self.runs[self._last[(run.flow_id, run.customer_key)]]
-            if run.started_at >= last.started_at:
-                self._last[(run.flow_id, run.customer_key)] = run.id
+        if previous is None and run.customer_key and run.status is not Status.SKIPPED:
+            self._last[(run.flow_id, run.customer_key)] = run.id
 
     def active_for_customer(self, customer_key: str) -> list[RunState]:
         return sorted((self.runs[i] for i in self._by_customer.get(customer_key, ())), key=_order)
