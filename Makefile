@@ -1,0 +1,32 @@
+# The two commands of the README: `make serve` (flowrun's main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: serve demo test lint bench schemas clean
+
+$(BIN)/flowrun: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/flowrun  ## play the library against a checkout abandoned, then an order
+	$(BIN)/flowrun dry-run flows/ --timeline examples/timelines/abandoned-then-order.yaml
+
+lint: $(BIN)/flowrun
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint  ## everything CI runs
+	$(BIN)/pytest
+
+bench: $(BIN)/flowrun  ## print the performance figures (never pass/fail)
+	benchmarks/run_all.sh
+
+schemas: $(BIN)/flowrun  ## regenerate schemas/ from the code
+	$(BIN)/flowrun schema --write schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
