@@ -273,6 +273,96 @@ def _init(directory: Path) -> None:
         print(f"created {path}")
 
 
+# -- serve and inspection -------------------------------------------------------------
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Project file (default: ./flowrun.yaml if present).")]
+
+
+def _config(path: Path | None) -> Any:
+    from flowrun.config import load_config
+
+    if path is None and Path("flowrun.yaml").is_file():
+        path = Path("flowrun.yaml")
+    return load_config(_existing([path])[0] if path is not None else None)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate config and flows, reach the database, exit.")] = False,
+) -> None:
+    """Run the service: webhooks, pollers, durable runs, timers, actions."""
+    _guard(_serve, config, check)
+
+
+def _serve(config_path: Path | None, check: bool) -> None:
+    from flowrun.serve.service import check as check_service
+    from flowrun.serve.service import serve as run_service
+
+    config = _config(config_path)
+    if check:
+        for line in check_service(config):
+            print(line)
+        raise typer.Exit(EXIT_OK)
+    raise typer.Exit(run_service(config))
+
+
+@app.command()
+def runs(
+    config: ConfigOption = None,
+    flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this status (waiting, completed, ...).")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer (email, or key).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+) -> None:
+    """List runs, newest first."""
+    _guard(_runs, config, flow, status, customer, limit)
+
+
+def _runs(config_path: Path | None, flow: str | None, status: str | None, customer: str | None, limit: int) -> None:
+    from flowrun.inspect import list_runs
+
+    for line in list_runs(_config(config_path), flow, status, customer, limit):
+        print(line)
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="A run id from `flowrun runs`.")], config: ConfigOption = None) -> None:
+    """Every step of one run: times, rendered inputs, results, errors, why a condition was false."""
+    _guard(_show, config, run_id)
+
+
+def _show(config_path: Path | None, run_id: str) -> None:
+    from flowrun.inspect import show_run
+
+    for line in show_run(_config(config_path), run_id):
+        print(line)
+
+
+@app.command()
+def retry(
+    keys: Annotated[list[str] | None, typer.Argument(help="Parked action keys (default: list them).")] = None,
+    all_parked: Annotated[bool, typer.Option("--all", help="Re-queue every parked action.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show parked actions, or re-queue them."""
+    _guard(_retry, config, keys or [], all_parked)
+
+
+def _retry(config_path: Path | None, keys: list[str], all_parked: bool) -> None:
+    from flowrun.inspect import list_parked, requeue
+
+    config = _config(config_path)
+    if not keys and not all_parked:
+        lines = list_parked(config)
+        for line in lines or ["no parked actions"]:
+            print(line)
+        return
+    count = requeue(config, keys or None)
+    print(f"re-queued {count} parked action(s)")
+    raise typer.Exit(EXIT_OK if count else EXIT_PROBLEMS)
+
+
 def run() -> None:
     app()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,28 @@ def _fmt(path: YamlPath) -> str:
     return format_path(path)
 
 
+class PermanentError(Exception):
+    """The provider said no in a way that retrying cannot change (a 4xx, bad input)."""
+
+
+class RetryableError(Exception):
+    """Worth another try later (a timeout, 429, 5xx); `retry_after` in seconds if the provider said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class DeliveryContext:
+    """What a delivery may use: the shared HTTP client, its settings, a logger, a timeout."""
+
+    http: Any  # httpx.AsyncClient
+    settings: Mapping[str, Any]
+    log: logging.Logger
+    timeout_s: float
+
+
 class ActionType:
     """Base of the action modules. Subclasses set the class attributes and may override hooks."""
 
@@ -91,6 +114,10 @@ class ActionType:
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
         """The result a dry-run records for `as:`; deterministic in the idempotency key."""
         return {}
+
+    async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
+        """Perform the action for real; raise PermanentError or RetryableError on failure."""
+        raise PermanentError(f"no channel delivers `{self.name}` in this version of flowrun")
 
     def result_has(self, path: tuple[str, ...]) -> bool:
         schema = self.result_schema
@@ -144,3 +171,22 @@ def obj(required: list[str], **props: Schema) -> Schema:
 
 def result(**props: Schema) -> Schema:
     return {"type": "object", "properties": props}
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds: a (possibly fractional) number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import UTC, datetime
+
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

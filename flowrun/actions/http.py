@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import TEMPLATED, ActionType, obj, result
+from flowrun.actions.base import (
+    TEMPLATED, ActionType, DeliveryContext, PermanentError, RetryableError, obj, result, retry_after_seconds,
+)
+from flowrun.durations import parse_duration
 
 
 class Http(ActionType):
@@ -35,3 +38,31 @@ class Http(ActionType):
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {"status": 200, "headers": {}, "json": {}, "text": ""}
+
+    async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
+        import httpx
+
+        headers = {"Idempotency-Key": key, **(params.get("headers") or {})}
+        timeout = parse_duration(params["timeout"]).total_seconds() if "timeout" in params else ctx.timeout_s
+        try:
+            response = await ctx.http.request(
+                params.get("method", "POST"), params["url"], headers=headers, params=params.get("query"),
+                json=params.get("json"), data=params.get("form"), timeout=timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"timed out after {timeout:g} s: {exc!r}") from None
+        except httpx.HTTPError as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+        expected = params.get("expect_status")
+        ok = response.status_code in expected if expected else response.is_success
+        if not ok:
+            detail = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code in (408, 425, 429) or response.status_code >= 500:
+                raise RetryableError(detail, retry_after_seconds(response.headers.get("retry-after")))
+            raise PermanentError(detail)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return {"status": response.status_code, "headers": dict(response.headers), "json": body,
+                "text": response.text[:10000]}

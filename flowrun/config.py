@@ -1,0 +1,168 @@
+"""The project file (`flowrun.yaml`): database, listen address, sources, channels, limits.
+
+Secrets are never written in the file: a secret is `{env: NAME}` or `{credential: NAME}`
+(a file in systemd's `$CREDENTIALS_DIRECTORY`), and its value never appears in a repr,
+a log line or an error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from flowrun.durations import DURATION_PATTERN, parse_duration
+from flowrun.errors import ConfigError, Problem
+from flowrun.flow.diagnose import explain
+from flowrun.yamlsource import YamlSyntaxError, load_document
+
+SECRET: dict[str, Any] = {
+    "description": "a secret by reference: {env: NAME} or {credential: NAME}",
+    "oneOf": [
+        {"type": "object", "required": ["env"], "properties": {"env": {"type": "string"}}, "additionalProperties": False},
+        {"type": "object", "required": ["credential"], "properties": {"credential": {"type": "string"}},
+         "additionalProperties": False},
+    ],
+}
+DURATION = {"type": "string", "pattern": DURATION_PATTERN}
+
+
+def _closed(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://flowrun.dev/schemas/config.schema.json",
+    "title": "flowrun project configuration",
+    **_closed(
+        database={"type": "string", "description": "SQLAlchemy URL; default sqlite:///flowrun-state/flowrun.db"},
+        listen=_closed(host={"type": "string"}, port={"type": "integer", "minimum": 1, "maximum": 65535}),
+        flows={"type": "string", "description": "folder of flow files, relative to this file"},
+        timezone={"type": "string"},
+        sources=_closed(
+            shopify=_closed(shop={"type": "string"}, webhook_secret=SECRET, previous_webhook_secret=SECRET,
+                            api_token=SECRET, api_url={"type": "string"}, api_version={"type": "string"},
+                            poll=_closed(orders=DURATION, checkouts=DURATION, inventory=DURATION)),
+            woocommerce=_closed(url={"type": "string"}, webhook_secret=SECRET, consumer_key=SECRET,
+                                consumer_secret=SECRET, poll=_closed(orders=DURATION)),
+            custom=_closed(secret=SECRET, signature_header={"type": "string"},
+                           encoding={"enum": ["hex", "base64"]}, timestamp_header={"type": "string"},
+                           tolerance=DURATION),
+        ),
+        channels={"type": "object", "description": "per-action settings (see the actions' documentation)"},
+        limits=_closed(max_body_bytes={"type": "integer", "minimum": 1024}, dispatch_concurrency={"type": "integer", "minimum": 1},
+                       action_attempts={"type": "integer", "minimum": 1}, shutdown_grace=DURATION),
+        derive=_closed(checkout_idle=DURATION, low_stock_threshold={"type": "integer", "minimum": 0}),
+    ),
+}
+
+
+class Secret:
+    """A value that never prints itself."""
+
+    def __init__(self, value: str, name: str) -> None:
+        self._value, self.name = value, name
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name}, ****)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    database: str
+    host: str = "127.0.0.1"
+    port: int = 8787
+    flows: Path = Path("flows")
+    timezone: str = "UTC"
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channels: dict[str, Any] = field(default_factory=dict)
+    max_body_bytes: int = 1024 * 1024
+    dispatch_concurrency: int = 32
+    action_attempts: int = 5
+    shutdown_grace: timedelta = timedelta(seconds=20)
+    checkout_idle: timedelta = timedelta(hours=1)
+    low_stock_threshold: int = 5
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for redaction."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, Secret):
+                found.append(value.reveal())
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+
+        walk(self.sources)
+        walk(self.channels)
+        return [s for s in found if s]
+
+
+def _resolve(value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple[str | int, ...], str, str]]) -> Any:
+    if isinstance(value, dict) and set(value) in ({"env"}, {"credential"}):
+        if "env" in value:
+            name = value["env"]
+            if name not in os.environ:
+                problems.append((path, f"environment variable {name} is not set", "export it, or use {credential: NAME}"))
+                return Secret("", name)
+            return Secret(os.environ[name], name)
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        name = value["credential"]
+        if not directory or not (Path(directory) / name).is_file():
+            problems.append((path, f"systemd credential {name} is not available",
+                             "add LoadCredential= to the unit, or use {env: NAME}"))
+            return Secret("", name)
+        return Secret((Path(directory) / name).read_text().strip(), name)
+    if isinstance(value, dict):
+        return {k: _resolve(v, (*path, k), problems) for k, v in value.items()}
+    return value
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config(file=Path("flowrun.yaml"), database="sqlite:///flowrun-state/flowrun.db")
+    file = str(path)
+    try:
+        doc = load_document(path.read_text(encoding="utf-8"), file)
+    except OSError as exc:
+        raise ConfigError([Problem(file, 1, 1, (), f"cannot read config: {exc.strerror}")]) from None
+    except YamlSyntaxError as exc:
+        raise ConfigError([exc.problem]) from None
+    data = doc.data or {}
+    errors = [doc.problem(p, m, h, key=k) for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(data)
+              for p, m, h, k in explain(error, CONFIG_SCHEMA)]
+    if errors:
+        raise ConfigError(errors)
+    found: list[tuple[tuple[str | int, ...], str, str]] = []
+    sources = _resolve(data.get("sources", {}), ("sources",), found)
+    channels = _resolve(data.get("channels", {}), ("channels",), found)
+    if found:
+        raise ConfigError([doc.problem(p, m, h) for p, m, h in found])
+    base = path.parent
+    database = data.get("database", "sqlite:///flowrun-state/flowrun.db")
+    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        database = "sqlite:///" + str((base / database.removeprefix("sqlite:///")).resolve())
+    limits, derive, listen = data.get("limits", {}), data.get("derive", {}), data.get("listen", {})
+    return Config(
+        file=path, database=database, host=listen.get("host", "127.0.0.1"), port=listen.get("port", 8787),
+        flows=(base / data.get("flows", "flows")).resolve(), timezone=data.get("timezone", "UTC"),
+        sources=sources, channels=channels,
+        max_body_bytes=limits.get("max_body_bytes", 1024 * 1024),
+        dispatch_concurrency=limits.get("dispatch_concurrency", 32),
+        action_attempts=limits.get("action_attempts", 5),
+        shutdown_grace=parse_duration(limits.get("shutdown_grace", "20s")),
+        checkout_idle=parse_duration(derive.get("checkout_idle", "1h")),
+        low_stock_threshold=derive.get("low_stock_threshold", 5),
+    )

@@ -1,0 +1,88 @@
+"""`flowrun runs`, `show` and `retry`: read the state database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from flowrun.config import Config
+from flowrun.engine.state import FINAL
+from flowrun.errors import UsageError
+from flowrun.jsonout import iso, plain
+from flowrun.state import codec
+from flowrun.state.sqlstore import SqlStore
+from flowrun.state.tables import attempts, make_engine, migrate, outbox, runs
+
+
+def _engine(config: Config):  # type: ignore[no-untyped-def]
+    engine = make_engine(config.database)
+    migrate(engine)
+    return engine
+
+
+def list_runs(config: Config, flow: str | None, status: str | None, customer: str | None, limit: int) -> list[str]:
+    query = select(runs.c.id, runs.c.flow_id, runs.c.status, runs.c.customer_key, runs.c.started_at,
+                   runs.c.wake_at).order_by(runs.c.started_at.desc(), runs.c.id).limit(limit)
+    if flow:
+        query = query.where(runs.c.flow_id == flow)
+    if status == "waiting":
+        query = query.where(runs.c.status.notin_([s.value for s in FINAL]))
+    elif status:
+        query = query.where(runs.c.status == status)
+    if customer:
+        key = customer if ":" in customer else f"email:{customer.lower()}"
+        query = query.where(runs.c.customer_key == key)
+    with _engine(config).connect() as conn:
+        rows = conn.execute(query).all()
+    lines = [f"{'RUN':<24} {'FLOW':<28} {'STATUS':<15} {'STARTED':<21} {'NEXT':<21} CUSTOMER"]
+    for r in rows:
+        wake = _short(r.wake_at) if r.wake_at else "-"
+        lines.append(f"{r.id:<24} {r.flow_id:<28} {r.status:<15} {_short(r.started_at):<21} "
+                     f"{wake:<21} {r.customer_key or '-'}")
+    return lines
+
+
+def _short(value: datetime) -> str:
+    return iso(codec._aware(value).replace(microsecond=0))
+
+
+def show_run(config: Config, run_id: str) -> list[str]:
+    engine = _engine(config)
+    with engine.connect() as conn:
+        run = SqlStore(conn).get(run_id)
+        if run is None:
+            raise UsageError(f"no run {run_id!r}; `flowrun runs` lists them")
+        actions = conn.execute(select(outbox).where(outbox.c.run_id == run_id).order_by(outbox.c.created_at)).mappings().all()
+        tries = conn.execute(select(attempts).where(attempts.c.key.in_([a["key"] for a in actions]))
+                             .order_by(attempts.c.seq)).mappings().all()
+    lines = [f"run {run.id}  flow {run.flow_id} (version {run.flow_version})  status {run.status.value}",
+             f"trigger {run.trigger.type} from {run.trigger.source} (event {run.trigger.id}), customer {run.customer_key or '-'}"]
+    if run.reason:
+        lines.append(f"reason: {run.reason}")
+    if run.wake_at and not run.status.final:
+        lines.append(f"next: {iso(run.wake_at)}")
+    lines.append("")
+    for entry in run.trace:
+        detail = plain(dict(entry.detail)) if entry.detail else ""
+        lines.append(f"{iso(entry.at)}  {entry.step:<22} {entry.kind:<10} {entry.outcome}")
+        if detail:
+            lines.append(f"    {detail}")
+    for action in actions:
+        lines.append("")
+        lines.append(f"action {action['key']}: {action['action']} {action['status']} after {action['attempts']} attempt(s)"
+                     + (f"; last error: {action['last_error']}" if action["last_error"] else ""))
+        for attempt in (t for t in tries if t["key"] == action["key"]):
+            lines.append(f"    {iso(codec._aware(attempt['at']))}  {attempt['outcome']}  {attempt['detail'] or ''}")
+    return lines
+
+
+def list_parked(config: Config) -> list[str]:
+    with _engine(config).connect() as conn:
+        rows = conn.execute(select(outbox).where(outbox.c.status == "parked").order_by(outbox.c.updated_at)).mappings().all()
+    return [f"{r['key']}  {r['action']}  attempts={r['attempts']}  {r['last_error']}" for r in rows]
+
+
+def requeue(config: Config, keys: list[str] | None) -> int:
+    with _engine(config).begin() as conn:
+        return SqlStore(conn).requeue(keys, datetime.now(UTC))

@@ -1,0 +1,1 @@
+"""`flowrun serve`: webhooks in, durable runs, timers, actions out."""

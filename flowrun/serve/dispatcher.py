@@ -1,0 +1,131 @@
+"""Perform outbox rows: bounded concurrency, per-action timeouts, retries with exponential
+backoff and jitter (honouring Retry-After), then parking for `flowrun retry`.
+
+A row is claimed with a lease (status `sending`, due again when the lease ends). The one
+window for a double send: the process dies after the provider answered and before the
+result is committed; the lease then expires and the row is sent again, with the same
+idempotency key (run + step) for providers that honour one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from flowrun.actions import REGISTRY
+from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
+from flowrun.config import Config
+from flowrun.serve.metrics import Metrics
+from flowrun.state.sqlstore import SqlStore
+
+log = logging.getLogger("flowrun.dispatch")
+LEASE_MARGIN = timedelta(seconds=30)
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, retry_after: float | None,
+                  rand: Callable[[], float] = random.random) -> float:
+    """Full jitter on an exponential curve; never sooner than the provider's Retry-After."""
+    ceiling = min(max_s, base_s * 2 ** max(0, attempt - 1))
+    delay = ceiling * (0.5 + rand() / 2)
+    return max(delay, retry_after or 0.0)
+
+
+class Dispatcher:
+    def __init__(self, config: Config, engine: Engine, metrics: Metrics,
+                 report: Callable[[str, str, dict[str, Any] | None, str | None], None],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config, self.engine, self.metrics, self.report, self.clock = config, engine, metrics, report, clock
+        self.limit = asyncio.Semaphore(config.dispatch_concurrency)
+        self.wake = asyncio.Event()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                      limits=httpx.Limits(max_connections=config.dispatch_concurrency))
+        self.running = True
+
+    async def run(self) -> None:
+        while self.running:
+            free = self.config.dispatch_concurrency - len(self.in_flight)
+            rows = await asyncio.to_thread(self._claim, free) if free > 0 else []
+            for row in rows:
+                task = asyncio.create_task(self._perform(row))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+            if not rows:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+
+    async def drain(self, grace: float) -> None:
+        self.running = False
+        self.wake.set()
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight), timeout=grace)
+        await self.http.aclose()
+
+    def _claim(self, limit: int) -> list[dict[str, Any]]:
+        now = self.clock()
+        lease = timedelta(seconds=30) + LEASE_MARGIN
+        with self.engine.begin() as conn:
+            return SqlStore(conn).claim_due(now, min(limit, 100), lease)
+
+    async def _perform(self, row: dict[str, Any]) -> None:
+        action = REGISTRY[row["action"]]
+        ctx = DeliveryContext(self.http, self.config.channels.get(row["action"], {}), log, float(row["timeout_s"]))
+        attempt = row["attempts"] + 1
+        async with self.limit:
+            try:
+                result = await asyncio.wait_for(action.deliver(row["params"], row["key"], ctx),
+                                                timeout=row["timeout_s"] + 5)
+            except PermanentError as exc:
+                await asyncio.to_thread(self._park, row, attempt, f"permanent: {exc}")
+                return
+            except (RetryableError, TimeoutError) as exc:
+                message = str(exc) or "timed out"
+                retry_after = getattr(exc, "retry_after", None)
+                if attempt >= row["max_attempts"]:
+                    await asyncio.to_thread(self._park, row, attempt, f"gave up after {attempt} attempts: {message}")
+                else:
+                    delay = backoff_delay(attempt, row["backoff_s"], row["max_backoff_s"], retry_after)
+                    await asyncio.to_thread(self._retry_later, row, attempt, message, delay)
+                return
+            except Exception as exc:  # a bug in a channel: park it, keep serving
+                log.exception("action %s crashed", row["key"])
+                await asyncio.to_thread(self._park, row, attempt, f"internal error: {exc!r}")
+                return
+        await asyncio.to_thread(self._done, row, result)
+
+    def _done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            store = SqlStore(conn)
+            store.finish_action(row["key"], now, "done", result=result)
+            store.record_attempt(row["key"], now, "ok", "")
+        self.metrics.count("flowrun_actions_sent_total", action=row["action"])
+        self.report(row["run_id"], row["key"], result, None)
+
+    def _retry_later(self, row: dict[str, Any], attempt: int, message: str, delay: float) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            store = SqlStore(conn)
+            store.finish_action(row["key"], now, "pending", error=message, retry_at=now + timedelta(seconds=delay))
+            store.record_attempt(row["key"], now, "retry", f"attempt {attempt}: {message}; next in {delay:.1f} s")
+        self.metrics.count("flowrun_actions_failed_total", action=row["action"])
+        log.warning("action %s attempt %d failed: %s; retry in %.1f s", row["key"], attempt, message, delay)
+
+    def _park(self, row: dict[str, Any], attempt: int, message: str) -> None:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            store = SqlStore(conn)
+            store.finish_action(row["key"], now, "parked", error=message)
+            store.record_attempt(row["key"], now, "parked", message)
+        self.metrics.count("flowrun_actions_parked_total", action=row["action"])
+        log.error("action %s parked: %s (re-queue with `flowrun retry %s`)", row["key"], message, row["key"])

@@ -1,0 +1,41 @@
+"""Prometheus text metrics: counters kept in memory, gauges read from the database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
+        self.gauges: Callable[[], Awaitable[dict[str, dict[Labels, float]]]] | None = None
+        self.lateness_max = 0.0
+        self.lateness_sum = 0.0
+        self.lateness_count = 0
+
+    def count(self, name: str, value: float = 1, **labels: str) -> None:
+        self.counters[name][tuple(sorted(labels.items()))] += value
+
+    def observe_lateness(self, seconds: float) -> None:
+        self.lateness_max = max(self.lateness_max, seconds)
+        self.lateness_sum += seconds
+        self.lateness_count += 1
+
+    async def render(self) -> str:
+        lines: list[str] = []
+        series: dict[str, dict[Labels, float]] = {k: dict(v) for k, v in self.counters.items()}
+        if self.gauges is not None:
+            series.update(await self.gauges())
+        series["flowrun_timer_lateness_seconds_max"] = {(): self.lateness_max}
+        series["flowrun_timer_lateness_seconds_sum"] = {(): self.lateness_sum}
+        series["flowrun_timer_lateness_seconds_count"] = {(): float(self.lateness_count)}
+        for name in sorted(series):
+            kind = "counter" if name.endswith("_total") else "gauge"
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in sorted(series[name].items()):
+                rendered = ",".join(f'{k}="{v}"' for k, v in labels)
+                lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
+        return "\n".join(lines) + "\n"

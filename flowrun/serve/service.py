@@ -1,0 +1,184 @@
+"""`flowrun serve`: one asyncio process wiring the webhook port, the inbox writer, the
+worker, the dispatcher and APScheduler (which owns the clock and the wake-ups)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from sqlalchemy import func, select, text
+
+from flowrun.config import Config
+from flowrun.dryrun.session import load_all_flows
+from flowrun.errors import FlowrunError
+from flowrun.serve.dispatcher import Dispatcher
+from flowrun.serve.ingest import InboxWriter
+from flowrun.serve.metrics import Labels, Metrics
+from flowrun.serve.webhooks import build_app
+from flowrun.serve.worker import Worker
+from flowrun.state.tables import inbox, make_engine, migrate, outbox, runs
+
+log = logging.getLogger("flowrun.serve")
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "****")
+            record.msg, record.args = message, ()
+        return True
+
+
+def setup_logging(config: Config) -> None:
+    # journald adds its own timestamps; keep lines short: level, logger, message.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("<%(levelno)s>%(levelname)s %(name)s: %(message)s"
+                                           if os.environ.get("JOURNAL_STREAM") else
+                                           "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(config.secrets()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every sweep at INFO
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # flowrun installs its own handlers (SIGTERM drains, SIGHUP reloads)
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine = make_engine(config.database)
+        self.metrics = Metrics()
+        self.flows = load_all_flows([config.flows])
+        self.worker = Worker(config, self.engine, self.flows, self.metrics)
+        self.writer = InboxWriter(self.engine, on_commit=self.worker.wake.set)
+        self.dispatcher: Dispatcher | None = None
+        self.server: _Server | None = None
+
+    def reload(self) -> None:
+        try:
+            flows = load_all_flows([self.config.flows])
+        except FlowrunError as exc:
+            log.error("SIGHUP: the new flows are invalid, keeping the running set:\n%s", exc)
+            return
+        self.worker.reload(flows)
+        log.info("SIGHUP: reloaded %d flows (runs in flight finish on their own version)", len(flows))
+
+    async def health(self) -> bool:
+        def probe() -> bool:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+
+        try:
+            return await asyncio.to_thread(probe)
+        except Exception:
+            return False
+
+    async def gauges(self) -> dict[str, dict[Labels, float]]:
+        def read() -> dict[str, dict[Labels, float]]:
+            with self.engine.connect() as conn:
+                by_status = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
+                actions = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
+                backlog = conn.execute(select(func.count()).where(inbox.c.status == "pending")).scalar()
+            return {
+                "flowrun_runs": {(("status", s),): float(n) for s, n in by_status},
+                "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
+                "flowrun_inbox_backlog": {(): float(backlog or 0)},
+            }
+
+        return await asyncio.to_thread(read)
+
+    async def run(self) -> int:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        version = await asyncio.to_thread(migrate, self.engine)
+        loop = asyncio.get_running_loop()
+        self.metrics.gauges = self.gauges
+        self.dispatcher = Dispatcher(self.config, self.engine, self.metrics,
+                                     report=lambda *r: (self.worker.results.put(r), self.worker.wake.set()))
+        self.worker.on_outbox = lambda: loop.call_soon_threadsafe(self.dispatcher.wake.set)  # type: ignore[union-attr]
+        self.writer.start()
+        self.worker.start()
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        # The pending steps live in flowrun's indexed tables; APScheduler only drives the
+        # wake-ups, so a missed or coalesced tick loses nothing: the next sweep finds it.
+        scheduler.add_job(self.worker.wake.set, "interval", seconds=0.25, id="sweep",
+                          coalesce=True, max_instances=1, misfire_grace_time=None)
+        scheduler.start()
+        dispatch = asyncio.create_task(self.dispatcher.run())
+        app = build_app(self.config, self.writer.store, self.metrics, self.health)
+        self.server = _Server(uvicorn.Config(app, host=self.config.host, port=self.config.port,
+                                             log_config=None, access_log=False, lifespan="off"))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        log.info("flowrun serve: %d flows, schema v%d, %s, listening on %s:%d", len(self.flows), version,
+                 self.engine.url.render_as_string(hide_password=True), self.config.host, self.config.port)
+        await self.server.serve()
+        log.info("draining: no new webhooks; finishing in-flight work (up to %s)", self.config.shutdown_grace)
+        scheduler.shutdown(wait=False)
+        await self.dispatcher.drain(self.config.shutdown_grace.total_seconds())
+        dispatch.cancel()
+        await asyncio.to_thread(self.writer.stop)
+        await asyncio.to_thread(self.worker.stop)
+        self.engine.dispose()
+        log.info("stopped cleanly")
+        return 0
+
+    def _stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+def check(config: Config) -> list[str]:
+    """What `serve --check` reports: flows load, the database answers, channels exist."""
+    flows = load_all_flows([config.flows])
+    engine = make_engine(config.database)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    engine.dispose()
+    notes = [f"{len(flows)} flows valid in {config.flows}", f"database reachable: {config.database.split('://')[0]}"]
+    from flowrun.actions import REGISTRY
+    from flowrun.actions.base import ActionType
+    from flowrun.flow.model import ActionStep
+
+    used = {s.action.name for f in flows for s in _walk(f.steps) if isinstance(s, ActionStep)}
+    undelivered = sorted(a for a in used if type(REGISTRY[a]).deliver is ActionType.deliver)
+    if undelivered:
+        notes.append(f"warning: no channel delivers {', '.join(undelivered)} yet; those actions will be parked")
+    return notes
+
+
+def _walk(steps: Any) -> Iterator[Any]:
+    for step in steps:
+        yield step
+        for attr in ("then", "otherwise"):
+            yield from _walk(getattr(step, attr, ()))
+        for option in getattr(step, "options", ()):
+            yield from _walk(option.steps)
+        for branch in getattr(step, "branches", ()):
+            yield from _walk(branch.steps)
+
+
+def serve(config: Config) -> int:
+    setup_logging(config)
+    return asyncio.run(Service(config).run())
+

@@ -1,0 +1,1 @@
+"""Durable state: SQL tables (SQLite by default, PostgreSQL in production)."""

@@ -1,0 +1,78 @@
+"""Run states to JSON and back, keeping exact money and aware times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from flowrun.engine.state import RunState, Status, TraceEntry
+from flowrun.events import Event
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"$dec": str(value)}
+    if isinstance(value, datetime):
+        return {"$time": value.isoformat()}
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        if "$dec" in obj:
+            return Decimal(obj["$dec"])
+        if "$time" in obj:
+            return datetime.fromisoformat(obj["$time"])
+    return obj
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(_encode(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | bytes) -> Any:
+    return json.loads(text, object_hook=_decode)
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    return {"type": event.type, "source": event.source, "id": event.id, "occurred_at": event.occurred_at,
+            "data": event.data, "raw": event.raw, "topic": event.topic, "customer_key": event.customer_key,
+            "meta": event.meta}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    return Event(**data)
+
+
+def run_to_json(run: RunState) -> str:
+    return dumps({
+        "trigger": event_to_dict(run.trigger), "pc": run.pc, "vars": run.vars, "awaiting": run.awaiting,
+        "reason": run.reason,
+        "trace": [[t.at, t.step, t.kind, t.outcome, t.detail] for t in run.trace],
+    })
+
+
+def run_from_row(row: Mapping[str, Any]) -> RunState:
+    body = loads(row["state"])
+    return RunState(
+        id=row["id"], flow_id=row["flow_id"], flow_version=row["flow_version"],
+        trigger=event_from_dict(body["trigger"]), status=Status(row["status"]),
+        started_at=_aware(row["started_at"]), updated_at=_aware(row["updated_at"]),
+        customer_key=row["customer_key"], concurrency_key=row["concurrency_key"], pc=body["pc"],
+        vars=body["vars"], wake_at=_aware(row["wake_at"]) if row["wake_at"] else None,
+        awaiting=tuple(body["awaiting"]), reason=body["reason"],
+        trace=tuple(TraceEntry(*entry) for entry in body["trace"]),
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,147 @@
+"""The run store over SQL, plus the inbox, outbox and cursor operations serve needs.
+
+Every method works inside the caller's transaction (a Connection from `engine.begin()`),
+so one event's run transitions, timers and outbox rows commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from flowrun.engine.state import FINAL, Perform, RunState, Status
+from flowrun.state import codec
+from flowrun.state.tables import attempts, cursors, inbox, insert_ignore, outbox, runs
+
+ACTIVE = [s.value for s in Status if s not in FINAL]
+
+
+class SqlStore:
+    """RunStore over one open transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, run_id: str) -> RunState | None:
+        row = self.conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        return codec.run_from_row(row) if row else None
+
+    def save(self, run: RunState) -> None:
+        values = {
+            "flow_id": run.flow_id, "flow_version": run.flow_version, "status": run.status.value,
+            "customer_key": run.customer_key, "concurrency_key": run.concurrency_key,
+            "started_at": run.started_at, "updated_at": run.updated_at,
+            "wake_at": run.wake_at if not run.status.final else None,
+            "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
+            "state": codec.run_to_json(run),
+        }
+        changed = self.conn.execute(update(runs).where(runs.c.id == run.id).values(**values)).rowcount
+        if not changed:
+            self.conn.execute(insert(runs).values(id=run.id, **values))
+
+    def _active(self, *conditions: Any) -> list[RunState]:
+        query = select(runs).where(runs.c.status.in_(ACTIVE), *conditions).order_by(runs.c.started_at, runs.c.id)
+        return [codec.run_from_row(r) for r in self.conn.execute(query).mappings()]
+
+    def active_for_customer(self, customer_key: str) -> list[RunState]:
+        return self._active(runs.c.customer_key == customer_key)
+
+    def active_for_key(self, flow_id: str, concurrency_key: str) -> list[RunState]:
+        return self._active(runs.c.flow_id == flow_id, runs.c.concurrency_key == concurrency_key)
+
+    def last_started(self, flow_id: str, customer_key: str) -> RunState | None:
+        query = (select(runs).where(runs.c.flow_id == flow_id, runs.c.customer_key == customer_key,
+                                    runs.c.status != Status.SKIPPED.value)
+                 .order_by(runs.c.started_at.desc()).limit(1))
+        row = self.conn.execute(query).mappings().first()
+        return codec.run_from_row(row) if row else None
+
+    def awaiting(self, event_type: str) -> list[RunState]:
+        pattern = f"%{event_type}%"
+        found = self._active(runs.c.status == Status.AWAITING.value, runs.c.awaiting.like(pattern))
+        return [r for r in found if event_type in r.awaiting]
+
+    # -- timers --------------------------------------------------------------------------
+
+    def due_timers(self, now: datetime, limit: int) -> list[tuple[str, datetime]]:
+        query = (select(runs.c.id, runs.c.wake_at).where(runs.c.wake_at <= now)
+                 .order_by(runs.c.wake_at).limit(limit))
+        return [(r.id, codec._aware(r.wake_at)) for r in self.conn.execute(query)]
+
+    def next_wake(self) -> datetime | None:
+        value = self.conn.execute(select(func.min(runs.c.wake_at))).scalar()
+        return codec._aware(value) if value else None
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def enqueue(self, command: Perform, now: datetime, attempts_default: int) -> None:
+        retry = command.retry
+        # A step asked twice (a replayed transition) keeps its one row: one send.
+        insert_ignore(self.conn, outbox, dict(
+            key=command.key, run_id=command.run_id, action=command.action,
+            params=codec.dumps(command.params), status="pending", attempts=0,
+            max_attempts=retry.attempts or attempts_default,
+            backoff_s=int(retry.backoff.total_seconds()), max_backoff_s=int(retry.max_backoff.total_seconds()),
+            timeout_s=int(command.timeout_s), next_attempt_at=now, created_at=now, updated_at=now,
+        ))
+
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[dict[str, Any]]:
+        """Take due rows; `sending` rows whose lease ran out (a crash mid-send) come back."""
+        due = or_(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
+                  and_(outbox.c.status == "sending", outbox.c.next_attempt_at <= now))
+        rows = [dict(r) for r in self.conn.execute(
+            select(outbox).where(due).order_by(outbox.c.next_attempt_at).limit(limit)).mappings()]
+        for row in rows:
+            self.conn.execute(update(outbox).where(outbox.c.key == row["key"]).values(
+                status="sending", next_attempt_at=now + lease, updated_at=now))
+            row["params"] = codec.loads(row["params"])
+        return rows
+
+    def record_attempt(self, key: str, now: datetime, outcome: str, detail: str) -> None:
+        self.conn.execute(insert(attempts).values(key=key, at=now, outcome=outcome, detail=detail))
+
+    def finish_action(self, key: str, now: datetime, status: str, *, result: Any = None, error: str | None = None,
+                      retry_at: datetime | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": now, "attempts": outbox.c.attempts + 1}
+        if result is not None:
+            values["result"] = codec.dumps(result)
+        if error is not None:
+            values["last_error"] = error
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        self.conn.execute(update(outbox).where(outbox.c.key == key).values(**values))
+
+    def requeue(self, keys: Sequence[str] | None, now: datetime) -> int:
+        query = update(outbox).where(outbox.c.status == "parked")
+        if keys:
+            query = query.where(outbox.c.key.in_(keys))
+        return self.conn.execute(query.values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)).rowcount
+
+    # -- inbox ---------------------------------------------------------------------------
+
+    def pending_inbox(self, limit: int) -> list[dict[str, Any]]:
+        query = select(inbox).where(inbox.c.status == "pending").order_by(inbox.c.seq).limit(limit)
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def mark_inbox(self, seq: int, status: str, error: str | None = None) -> None:
+        self.conn.execute(update(inbox).where(inbox.c.seq == seq).values(status=status, error=error))
+
+    # -- cursors -------------------------------------------------------------------------
+
+    def get_cursor(self, name: str) -> Any:
+        value = self.conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar()
+        return codec.loads(value) if value is not None else None
+
+    def set_cursor(self, name: str, value: Any) -> None:
+        self.conn.execute(delete(cursors).where(cursors.c.name == name))
+        if value is not None:
+            self.conn.execute(insert(cursors).values(name=name, value=codec.dumps(value)))
+
+
+def insert_inbox_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[bool]:
+    """Insert deliveries; False for one already stored (a replay). One transaction."""
+    return [insert_ignore(conn, inbox, {**row, "status": "pending"}) for row in rows]
