@@ -275,7 +275,9 @@ def _init(directory: Path) -> None:
 
 # -- serve and inspection -------------------------------------------------------------
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Project file (default: ./flowrun.yaml if present).")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Project file (default: ./flowrun.yaml if present).")
+]
 
 
 def _config(path: Path | None) -> Any:
@@ -289,7 +291,9 @@ def _config(path: Path | None) -> Any:
 @app.command()
 def serve(
     config: ConfigOption = None,
-    check: Annotated[bool, typer.Option("--check", help="Validate config and flows, reach the database, exit.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate config and flows, reach the database, exit.")
+    ] = False,
 ) -> None:
     """Run the service: webhooks, pollers, durable runs, timers, actions."""
     _guard(_serve, config, check)
@@ -327,7 +331,9 @@ def _runs(config_path: Path | None, flow: str | None, status: str | None, custom
 
 
 @app.command()
-def show(run_id: Annotated[str, typer.Argument(help="A run id from `flowrun runs`.")], config: ConfigOption = None) -> None:
+def show(
+    run_id: Annotated[str, typer.Argument(help="A run id from `flowrun runs`.")], config: ConfigOption = None
+) -> None:
     """Every step of one run: times, rendered inputs, results, errors, why a condition was false."""
     _guard(_show, config, run_id)
 

@@ -23,9 +23,18 @@ from flowrun.yamlsource import YamlSyntaxError, load_document
 SECRET: dict[str, Any] = {
     "description": "a secret by reference: {env: NAME} or {credential: NAME}",
     "oneOf": [
-        {"type": "object", "required": ["env"], "properties": {"env": {"type": "string"}}, "additionalProperties": False},
-        {"type": "object", "required": ["credential"], "properties": {"credential": {"type": "string"}},
-         "additionalProperties": False},
+        {
+            "type": "object",
+            "required": ["env"],
+            "properties": {"env": {"type": "string"}},
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "required": ["credential"],
+            "properties": {"credential": {"type": "string"}},
+            "additionalProperties": False,
+        },
     ],
 }
 DURATION = {"type": "string", "pattern": DURATION_PATTERN}
@@ -45,18 +54,37 @@ CONFIG_SCHEMA: dict[str, Any] = {
         flows={"type": "string", "description": "folder of flow files, relative to this file"},
         timezone={"type": "string"},
         sources=_closed(
-            shopify=_closed(shop={"type": "string"}, webhook_secret=SECRET, previous_webhook_secret=SECRET,
-                            api_token=SECRET, api_url={"type": "string"}, api_version={"type": "string"},
-                            poll=_closed(orders=DURATION, checkouts=DURATION, inventory=DURATION)),
-            woocommerce=_closed(url={"type": "string"}, webhook_secret=SECRET, consumer_key=SECRET,
-                                consumer_secret=SECRET, poll=_closed(orders=DURATION)),
-            custom=_closed(secret=SECRET, signature_header={"type": "string"},
-                           encoding={"enum": ["hex", "base64"]}, timestamp_header={"type": "string"},
-                           tolerance=DURATION),
+            shopify=_closed(
+                shop={"type": "string"},
+                webhook_secret=SECRET,
+                previous_webhook_secret=SECRET,
+                api_token=SECRET,
+                api_url={"type": "string"},
+                api_version={"type": "string"},
+                poll=_closed(orders=DURATION, checkouts=DURATION, inventory=DURATION),
+            ),
+            woocommerce=_closed(
+                url={"type": "string"},
+                webhook_secret=SECRET,
+                consumer_key=SECRET,
+                consumer_secret=SECRET,
+                poll=_closed(orders=DURATION),
+            ),
+            custom=_closed(
+                secret=SECRET,
+                signature_header={"type": "string"},
+                encoding={"enum": ["hex", "base64"]},
+                timestamp_header={"type": "string"},
+                tolerance=DURATION,
+            ),
         ),
         channels={"type": "object", "description": "per-action settings (see the actions' documentation)"},
-        limits=_closed(max_body_bytes={"type": "integer", "minimum": 1024}, dispatch_concurrency={"type": "integer", "minimum": 1},
-                       action_attempts={"type": "integer", "minimum": 1}, shutdown_grace=DURATION),
+        limits=_closed(
+            max_body_bytes={"type": "integer", "minimum": 1024},
+            dispatch_concurrency={"type": "integer", "minimum": 1},
+            action_attempts={"type": "integer", "minimum": 1},
+            shutdown_grace=DURATION,
+        ),
         derive=_closed(checkout_idle=DURATION, low_stock_threshold={"type": "integer", "minimum": 0}),
     ),
 }
@@ -115,14 +143,21 @@ def _resolve(value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple
         if "env" in value:
             name = value["env"]
             if name not in os.environ:
-                problems.append((path, f"environment variable {name} is not set", "export it, or use {credential: NAME}"))
+                problems.append(
+                    (path, f"environment variable {name} is not set", "export it, or use {credential: NAME}")
+                )
                 return Secret("", name)
             return Secret(os.environ[name], name)
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         name = value["credential"]
         if not directory or not (Path(directory) / name).is_file():
-            problems.append((path, f"systemd credential {name} is not available",
-                             "add LoadCredential= to the unit, or use {env: NAME}"))
+            problems.append(
+                (
+                    path,
+                    f"systemd credential {name} is not available",
+                    "add LoadCredential= to the unit, or use {env: NAME}",
+                )
+            )
             return Secret("", name)
         return Secret((Path(directory) / name).read_text().strip(), name)
     if isinstance(value, dict):
@@ -141,8 +176,11 @@ def load_config(path: Path | None) -> Config:
     except YamlSyntaxError as exc:
         raise ConfigError([exc.problem]) from None
     data = doc.data or {}
-    errors = [doc.problem(p, m, h, key=k) for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(data)
-              for p, m, h, k in explain(error, CONFIG_SCHEMA)]
+    errors = [
+        doc.problem(p, m, h, key=k)
+        for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(data)
+        for p, m, h, k in explain(error, CONFIG_SCHEMA)
+    ]
     if errors:
         raise ConfigError(errors)
     found: list[tuple[tuple[str | int, ...], str, str]] = []
@@ -156,9 +194,14 @@ def load_config(path: Path | None) -> Config:
         database = "sqlite:///" + str((base / database.removeprefix("sqlite:///")).resolve())
     limits, derive, listen = data.get("limits", {}), data.get("derive", {}), data.get("listen", {})
     return Config(
-        file=path, database=database, host=listen.get("host", "127.0.0.1"), port=listen.get("port", 8787),
-        flows=(base / data.get("flows", "flows")).resolve(), timezone=data.get("timezone", "UTC"),
-        sources=sources, channels=channels,
+        file=path,
+        database=database,
+        host=listen.get("host", "127.0.0.1"),
+        port=listen.get("port", 8787),
+        flows=(base / data.get("flows", "flows")).resolve(),
+        timezone=data.get("timezone", "UTC"),
+        sources=sources,
+        channels=channels,
         max_body_bytes=limits.get("max_body_bytes", 1024 * 1024),
         dispatch_concurrency=limits.get("dispatch_concurrency", 32),
         action_attempts=limits.get("action_attempts", 5),

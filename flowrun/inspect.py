@@ -22,8 +22,11 @@ def _engine(config: Config):  # type: ignore[no-untyped-def]
 
 
 def list_runs(config: Config, flow: str | None, status: str | None, customer: str | None, limit: int) -> list[str]:
-    query = select(runs.c.id, runs.c.flow_id, runs.c.status, runs.c.customer_key, runs.c.started_at,
-                   runs.c.wake_at).order_by(runs.c.started_at.desc(), runs.c.id).limit(limit)
+    query = (
+        select(runs.c.id, runs.c.flow_id, runs.c.status, runs.c.customer_key, runs.c.started_at, runs.c.wake_at)
+        .order_by(runs.c.started_at.desc(), runs.c.id)
+        .limit(limit)
+    )
     if flow:
         query = query.where(runs.c.flow_id == flow)
     if status == "waiting":
@@ -38,8 +41,9 @@ def list_runs(config: Config, flow: str | None, status: str | None, customer: st
     lines = [f"{'RUN':<24} {'FLOW':<28} {'STATUS':<15} {'STARTED':<21} {'NEXT':<21} CUSTOMER"]
     for r in rows:
         wake = _short(r.wake_at) if r.wake_at else "-"
-        lines.append(f"{r.id:<24} {r.flow_id:<28} {r.status:<15} {_short(r.started_at):<21} "
-                     f"{wake:<21} {r.customer_key or '-'}")
+        lines.append(
+            f"{r.id:<24} {r.flow_id:<28} {r.status:<15} {_short(r.started_at):<21} {wake:<21} {r.customer_key or '-'}"
+        )
     return lines
 
 
@@ -53,11 +57,21 @@ def show_run(config: Config, run_id: str) -> list[str]:
         run = SqlStore(conn).get(run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}; `flowrun runs` lists them")
-        actions = conn.execute(select(outbox).where(outbox.c.run_id == run_id).order_by(outbox.c.created_at)).mappings().all()
-        tries = conn.execute(select(attempts).where(attempts.c.key.in_([a["key"] for a in actions]))
-                             .order_by(attempts.c.seq)).mappings().all()
-    lines = [f"run {run.id}  flow {run.flow_id} (version {run.flow_version})  status {run.status.value}",
-             f"trigger {run.trigger.type} from {run.trigger.source} (event {run.trigger.id}), customer {run.customer_key or '-'}"]
+        actions = (
+            conn.execute(select(outbox).where(outbox.c.run_id == run_id).order_by(outbox.c.created_at)).mappings().all()
+        )
+        tries = (
+            conn.execute(
+                select(attempts).where(attempts.c.key.in_([a["key"] for a in actions])).order_by(attempts.c.seq)
+            )
+            .mappings()
+            .all()
+        )
+    lines = [
+        f"run {run.id}  flow {run.flow_id} (version {run.flow_version})  status {run.status.value}",
+        f"trigger {run.trigger.type} from {run.trigger.source} (event {run.trigger.id}), "
+        f"customer {run.customer_key or '-'}",
+    ]
     if run.reason:
         lines.append(f"reason: {run.reason}")
     if run.wake_at and not run.status.final:
@@ -70,8 +84,10 @@ def show_run(config: Config, run_id: str) -> list[str]:
             lines.append(f"    {detail}")
     for action in actions:
         lines.append("")
-        lines.append(f"action {action['key']}: {action['action']} {action['status']} after {action['attempts']} attempt(s)"
-                     + (f"; last error: {action['last_error']}" if action["last_error"] else ""))
+        lines.append(
+            f"action {action['key']}: {action['action']} {action['status']} after {action['attempts']} attempt(s)"
+            + (f"; last error: {action['last_error']}" if action["last_error"] else "")
+        )
         for attempt in (t for t in tries if t["key"] == action["key"]):
             lines.append(f"    {iso(codec._aware(attempt['at']))}  {attempt['outcome']}  {attempt['detail'] or ''}")
     return lines
@@ -79,7 +95,11 @@ def show_run(config: Config, run_id: str) -> list[str]:
 
 def list_parked(config: Config) -> list[str]:
     with _engine(config).connect() as conn:
-        rows = conn.execute(select(outbox).where(outbox.c.status == "parked").order_by(outbox.c.updated_at)).mappings().all()
+        rows = (
+            conn.execute(select(outbox).where(outbox.c.status == "parked").order_by(outbox.c.updated_at))
+            .mappings()
+            .all()
+        )
     return [f"{r['key']}  {r['action']}  attempts={r['attempts']}  {r['last_error']}" for r in rows]
 
 

@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowrun.actions.base import (
-    TEMPLATED, ActionType, DeliveryContext, PermanentError, RetryableError, obj, result, retry_after_seconds,
+    TEMPLATED,
+    ActionType,
+    DeliveryContext,
+    PermanentError,
+    RetryableError,
+    obj,
+    result,
+    retry_after_seconds,
 )
 from flowrun.durations import parse_duration
 
@@ -46,8 +53,13 @@ class Http(ActionType):
         timeout = parse_duration(params["timeout"]).total_seconds() if "timeout" in params else ctx.timeout_s
         try:
             response = await ctx.http.request(
-                params.get("method", "POST"), params["url"], headers=headers, params=params.get("query"),
-                json=params.get("json"), data=params.get("form"), timeout=timeout,
+                params.get("method", "POST"),
+                params["url"],
+                headers=headers,
+                params=params.get("query"),
+                json=params.get("json"),
+                data=params.get("form"),
+                timeout=timeout,
             )
         except httpx.TimeoutException as exc:
             raise RetryableError(f"timed out after {timeout:g} s: {exc!r}") from None
@@ -64,5 +76,9 @@ class Http(ActionType):
             body = response.json()
         except ValueError:
             body = None
-        return {"status": response.status_code, "headers": dict(response.headers), "json": body,
-                "text": response.text[:10000]}
+        return {
+            "status": response.status_code,
+            "headers": dict(response.headers),
+            "json": body,
+            "text": response.text[:10000],
+        }

@@ -10,6 +10,7 @@ idempotency key (run + step) for providers that honour one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -29,24 +30,31 @@ log = logging.getLogger("flowrun.dispatch")
 LEASE_MARGIN = timedelta(seconds=30)
 
 
-def backoff_delay(attempt: int, base_s: float, max_s: float, retry_after: float | None,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int, base_s: float, max_s: float, retry_after: float | None, rand: Callable[[], float] = random.random
+) -> float:
     """Full jitter on an exponential curve; never sooner than the provider's Retry-After."""
     ceiling = min(max_s, base_s * 2 ** max(0, attempt - 1))
     delay = ceiling * (0.5 + rand() / 2)
-    return max(delay, retry_after or 0.0)
+    return float(max(delay, retry_after or 0.0))
 
 
 class Dispatcher:
-    def __init__(self, config: Config, engine: Engine, metrics: Metrics,
-                 report: Callable[[str, str, dict[str, Any] | None, str | None], None],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        metrics: Metrics,
+        report: Callable[[str, str, dict[str, Any] | None, str | None], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.config, self.engine, self.metrics, self.report, self.clock = config, engine, metrics, report, clock
         self.limit = asyncio.Semaphore(config.dispatch_concurrency)
         self.wake = asyncio.Event()
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                      limits=httpx.Limits(max_connections=config.dispatch_concurrency))
+        self.http = httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, limits=httpx.Limits(max_connections=config.dispatch_concurrency)
+        )
         self.running = True
 
     async def run(self) -> None:
@@ -59,10 +67,8 @@ class Dispatcher:
                 task.add_done_callback(self.in_flight.discard)
             if not rows:
                 self.wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=0.5)
-                except TimeoutError:
-                    pass
 
     async def drain(self, grace: float) -> None:
         self.running = False
@@ -83,8 +89,9 @@ class Dispatcher:
         attempt = row["attempts"] + 1
         async with self.limit:
             try:
-                result = await asyncio.wait_for(action.deliver(row["params"], row["key"], ctx),
-                                                timeout=row["timeout_s"] + 5)
+                result = await asyncio.wait_for(
+                    action.deliver(row["params"], row["key"], ctx), timeout=row["timeout_s"] + 5
+                )
             except PermanentError as exc:
                 await asyncio.to_thread(self._park, row, attempt, f"permanent: {exc}")
                 return

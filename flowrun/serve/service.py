@@ -45,9 +45,13 @@ class RedactingFilter(logging.Filter):
 def setup_logging(config: Config) -> None:
     # journald adds its own timestamps; keep lines short: level, logger, message.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("<%(levelno)s>%(levelname)s %(name)s: %(message)s"
-                                           if os.environ.get("JOURNAL_STREAM") else
-                                           "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(
+            "<%(levelno)s>%(levelname)s %(name)s: %(message)s"
+            if os.environ.get("JOURNAL_STREAM")
+            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    )
     handler.addFilter(RedactingFilter(config.secrets()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -112,36 +116,60 @@ class Service:
         version = await asyncio.to_thread(migrate, self.engine)
         loop = asyncio.get_running_loop()
         self.metrics.gauges = self.gauges
-        self.dispatcher = Dispatcher(self.config, self.engine, self.metrics,
-                                     report=lambda *r: (self.worker.results.put(r), self.worker.wake.set()))
-        self.worker.on_outbox = lambda: loop.call_soon_threadsafe(self.dispatcher.wake.set)  # type: ignore[union-attr]
+        dispatcher = Dispatcher(self.config, self.engine, self.metrics, report=self._report)
+        self.dispatcher = dispatcher
+
+        def outbox_changed() -> None:
+            loop.call_soon_threadsafe(dispatcher.wake.set)
+
+        self.worker.on_outbox = outbox_changed
         self.writer.start()
         self.worker.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         # The pending steps live in flowrun's indexed tables; APScheduler only drives the
         # wake-ups, so a missed or coalesced tick loses nothing: the next sweep finds it.
-        scheduler.add_job(self.worker.wake.set, "interval", seconds=0.25, id="sweep",
-                          coalesce=True, max_instances=1, misfire_grace_time=None)
+        scheduler.add_job(
+            self.worker.wake.set,
+            "interval",
+            seconds=0.25,
+            id="sweep",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
         scheduler.start()
-        dispatch = asyncio.create_task(self.dispatcher.run())
+        dispatch = asyncio.create_task(dispatcher.run())
         app = build_app(self.config, self.writer.store, self.metrics, self.health)
-        self.server = _Server(uvicorn.Config(app, host=self.config.host, port=self.config.port,
-                                             log_config=None, access_log=False, lifespan="off"))
+        self.server = _Server(
+            uvicorn.Config(
+                app, host=self.config.host, port=self.config.port, log_config=None, access_log=False, lifespan="off"
+            )
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        log.info("flowrun serve: %d flows, schema v%d, %s, listening on %s:%d", len(self.flows), version,
-                 self.engine.url.render_as_string(hide_password=True), self.config.host, self.config.port)
+        log.info(
+            "flowrun serve: %d flows, schema v%d, %s, listening on %s:%d",
+            len(self.flows),
+            version,
+            self.engine.url.render_as_string(hide_password=True),
+            self.config.host,
+            self.config.port,
+        )
         await self.server.serve()
         log.info("draining: no new webhooks; finishing in-flight work (up to %s)", self.config.shutdown_grace)
         scheduler.shutdown(wait=False)
-        await self.dispatcher.drain(self.config.shutdown_grace.total_seconds())
+        await dispatcher.drain(self.config.shutdown_grace.total_seconds())
         dispatch.cancel()
         await asyncio.to_thread(self.writer.stop)
         await asyncio.to_thread(self.worker.stop)
         self.engine.dispose()
         log.info("stopped cleanly")
         return 0
+
+    def _report(self, run_id: str, key: str, result: dict[str, Any] | None, error: str | None) -> None:
+        self.worker.results.put((run_id, key, result, error))
+        self.worker.wake.set()
 
     def _stop(self) -> None:
         if self.server is not None:
@@ -181,4 +209,3 @@ def _walk(steps: Any) -> Iterator[Any]:
 def serve(config: Config) -> int:
     setup_logging(config)
     return asyncio.run(Service(config).run())
-

@@ -25,8 +25,15 @@ def valid_base64(body: bytes, header: str | None, secrets: Sequence[str]) -> boo
     return ok
 
 
-def valid_generic(body: bytes, header: str | None, secret: str, encoding: str, timestamp: str | None,
-                  tolerance: timedelta | None, now: datetime) -> tuple[bool, str]:
+def valid_generic(
+    body: bytes,
+    header: str | None,
+    secret: str,
+    encoding: str,
+    timestamp: str | None,
+    tolerance: timedelta | None,
+    now: datetime,
+) -> tuple[bool, str]:
     """`<timestamp>.<body>` is signed when a timestamp header is configured (replay window)."""
     if not header:
         return False, "missing signature"

@@ -73,9 +73,13 @@ def shopify_row(settings: dict[str, Any], request: Request, body: bytes) -> dict
         raise Reject(400, "unknown_topic", f"topic {topic!r} is not one flowrun normalises")
     _json(body)
     delivery = request.headers.get("x-shopify-webhook-id") or request.headers.get("x-shopify-event-id")
-    return {"source": "shopify", "topic": topic, "body": body,
-            "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(),
-            "triggered_at": request.headers.get("x-shopify-triggered-at")}
+    return {
+        "source": "shopify",
+        "topic": topic,
+        "body": body,
+        "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(),
+        "triggered_at": request.headers.get("x-shopify-triggered-at"),
+    }
 
 
 def woocommerce_row(settings: dict[str, Any], request: Request, body: bytes) -> dict[str, Any] | None:
@@ -94,8 +98,13 @@ def woocommerce_row(settings: dict[str, Any], request: Request, body: bytes) -> 
         raise Reject(400, "unknown_topic", f"topic {topic!r} is not one flowrun normalises")
     _json(body)
     delivery = request.headers.get("x-wc-webhook-delivery-id")
-    return {"source": "woocommerce", "topic": topic, "body": body,
-            "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(), "triggered_at": None}
+    return {
+        "source": "woocommerce",
+        "topic": topic,
+        "body": body,
+        "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(),
+        "triggered_at": None,
+    }
 
 
 def custom_row(settings: dict[str, Any], request: Request, body: bytes, now: datetime) -> dict[str, Any]:
@@ -112,13 +121,22 @@ def custom_row(settings: dict[str, Any], request: Request, body: bytes, now: dat
     if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("data"), dict):
         raise Reject(400, "not_an_event", 'expected {"type": "custom.<name>", "data": {...}}')
     delivery = request.headers.get("x-flowrun-delivery") or data.get("id")
-    return {"source": "custom", "topic": data["type"], "body": body,
-            "delivery_id": str(delivery) if delivery else "sha256:" + hashlib.sha256(body).hexdigest(),
-            "triggered_at": timestamp}
+    return {
+        "source": "custom",
+        "topic": data["type"],
+        "body": body,
+        "delivery_id": str(delivery) if delivery else "sha256:" + hashlib.sha256(body).hexdigest(),
+        "triggered_at": timestamp,
+    }
 
 
-def build_app(config: Config, store: Store, metrics: Metrics, health: Callable[[], Awaitable[bool]],
-              now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Starlette:
+def build_app(
+    config: Config,
+    store: Store,
+    metrics: Metrics,
+    health: Callable[[], Awaitable[bool]],
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Starlette:
     async def webhook(request: Request) -> Response:
         source = request.path_params["source"]
         settings = config.sources.get(source)
@@ -126,19 +144,25 @@ def build_app(config: Config, store: Store, metrics: Metrics, health: Callable[[
             if settings is None:
                 raise Reject(404, "unknown_source", f"no source {source!r} is configured")
             body = await read_body(request, config.max_body_bytes)
+            row: dict[str, Any] | None
             if source == "shopify":
                 row = shopify_row(settings, request, body)
             elif source == "woocommerce":
                 row = woocommerce_row(settings, request, body)
-                if row is None:
-                    metrics.count("flowrun_webhook_pings_total", source=source)
-                    return PlainTextResponse("ok")
             else:
                 row = custom_row(settings, request, body, now())
+            if row is None:
+                metrics.count("flowrun_webhook_pings_total", source=source)
+                return PlainTextResponse("ok")
         except Reject as exc:
             metrics.count("flowrun_events_rejected_total", source=source, reason=exc.reason)
-            log.warning("rejected %s webhook from %s: %s (%s)", source,
-                        request.client.host if request.client else "?", exc.reason, exc.detail)
+            log.warning(
+                "rejected %s webhook from %s: %s (%s)",
+                source,
+                request.client.host if request.client else "?",
+                exc.reason,
+                exc.detail,
+            )
             return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
         row["received_at"] = now()
         try:
@@ -156,8 +180,10 @@ def build_app(config: Config, store: Store, metrics: Metrics, health: Callable[[
     async def metrics_endpoint(_: Request) -> Response:
         return PlainTextResponse(await metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return Starlette(routes=[
-        Route("/webhooks/{source}", webhook, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/webhooks/{source}", webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ]
+    )

@@ -33,8 +33,14 @@ Clock = Callable[[], datetime]
 
 
 class Worker:
-    def __init__(self, config: Config, engine: Engine, flows: list[Flow], metrics: Metrics,
-                 clock: Clock = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        flows: list[Flow],
+        metrics: Metrics,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
         self.config, self.engine, self.metrics, self.clock = config, engine, metrics, clock
         self.manager = Manager(flows, MemoryStore())
         self.results: queue.Queue[tuple[str, str, dict[str, Any] | None, str | None]] = queue.Queue()
@@ -111,10 +117,13 @@ class Worker:
 
     def _event_row(self, row: dict[str, Any]) -> None:
         try:
-            events = normalise(parse_json(row["body"]), source=row["source"],
-                               topic=row["topic"] if row["source"] != "custom" else None,
-                               delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,
-                               received_at=codec._aware(row["received_at"]))
+            events = normalise(
+                parse_json(row["body"]),
+                source=row["source"],
+                topic=row["topic"] if row["source"] != "custom" else None,
+                delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,
+                received_at=codec._aware(row["received_at"]),
+            )
         except (FlowrunError, ValueError, KeyError, TypeError) as exc:
             log.warning("inbox %s/%s cannot be normalised: %s", row["source"], row["delivery_id"], exc)
             with self.engine.begin() as conn:
@@ -140,7 +149,11 @@ class Worker:
             due = SqlStore(conn).due_timers(now, BATCH)
         for run_id, due_at in due:
             self.metrics.observe_lateness((self.clock() - due_at).total_seconds())
-            self._transact(lambda m, _s, r=run_id, d=due_at: m.on_timer(r, d, self.clock()))
+
+            def fire(manager: Manager, _store: SqlStore, r: str = run_id, d: datetime = due_at) -> list[Transition]:
+                return manager.on_timer(r, d, self.clock())
+
+            self._transact(fire)
         return bool(due)
 
     def _results(self) -> bool:
@@ -151,7 +164,18 @@ class Worker:
             except queue.Empty:
                 return did
             did = True
-            self._transact(lambda m, _s, a=(run_id, key, result, error): m.on_result(*a, self.clock()))
+
+            def apply(
+                manager: Manager,
+                _store: SqlStore,
+                r: str = run_id,
+                k: str = key,
+                res: dict[str, Any] | None = result,
+                err: str | None = error,
+            ) -> list[Transition]:
+                return manager.on_result(r, k, res, err, self.clock())
+
+            self._transact(apply)
 
     # -- schedules: next due tick per flow, stored as a cursor ---------------------------
 
@@ -175,8 +199,14 @@ class Worker:
                 following = _next_tick(trigger, following)
             fire = trigger.missed == "run_once" or _next_tick(trigger, missed) > now
 
-            def tick(manager: Manager, store: SqlStore, f: Flow = flow, at: datetime = missed,
-                     nxt: datetime = following, go: bool = fire) -> list[Transition]:
+            def tick(
+                manager: Manager,
+                store: SqlStore,
+                f: Flow = flow,
+                at: datetime = missed,
+                nxt: datetime = following,
+                go: bool = fire,
+            ) -> list[Transition]:
                 store.set_cursor(f"schedule:{f.id}", nxt)
                 return manager.on_tick(f.id, at, self.clock()) if go else []
 
@@ -204,15 +234,26 @@ class Worker:
             key = str(inventory.get("sku") or inventory.get("inventory_item_id") or "")
             available = inventory.get("available")
             if key and available is not None:
-                threshold = inventory.get("threshold") if inventory.get("threshold") is not None \
+                threshold = (
+                    inventory.get("threshold")
+                    if inventory.get("threshold") is not None
                     else self.config.low_stock_threshold
+                )
                 was_low, is_low = bool(store.get_cursor(f"low:{key}")), available <= threshold
                 store.set_cursor(f"low:{key}", is_low)
                 if is_low != was_low:  # an edge: once per crossing, re-armed by a restock
                     kind = "inventory.low" if is_low else "inventory.restocked"
                     data = {**event.data, "inventory": {**inventory, "threshold": threshold}}
-                    return [replace(event, type=kind, id=f"derived:{kind}:{key}:{event.id}", source="flowrun",
-                                    data=data, meta={"derived_from": event.id})]
+                    return [
+                        replace(
+                            event,
+                            type=kind,
+                            id=f"derived:{kind}:{key}:{event.id}",
+                            source="flowrun",
+                            data=data,
+                            meta={"derived_from": event.id},
+                        )
+                    ]
         return []
 
     def _abandoned(self) -> bool:
@@ -226,8 +267,14 @@ class Worker:
                     due.append((name, value))
         for name, value in due:
             seen = codec.event_from_dict(value["event"])
-            derived = replace(seen, type="checkout.abandoned", source="flowrun", occurred_at=value["due"],
-                              id=f"derived:checkout.abandoned:{name}:{seen.id}", meta={"derived_from": seen.id})
+            derived = replace(
+                seen,
+                type="checkout.abandoned",
+                source="flowrun",
+                occurred_at=value["due"],
+                id=f"derived:checkout.abandoned:{name}:{seen.id}",
+                meta={"derived_from": seen.id},
+            )
 
             def fire(manager: Manager, store: SqlStore, n: str = name, e: Event = derived) -> list[Transition]:
                 store.set_cursor(n, None)

@@ -42,9 +42,17 @@ def loads(text: str | bytes) -> Any:
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    return {"type": event.type, "source": event.source, "id": event.id, "occurred_at": event.occurred_at,
-            "data": event.data, "raw": event.raw, "topic": event.topic, "customer_key": event.customer_key,
-            "meta": event.meta}
+    return {
+        "type": event.type,
+        "source": event.source,
+        "id": event.id,
+        "occurred_at": event.occurred_at,
+        "data": event.data,
+        "raw": event.raw,
+        "topic": event.topic,
+        "customer_key": event.customer_key,
+        "meta": event.meta,
+    }
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
@@ -52,22 +60,36 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
 
 def run_to_json(run: RunState) -> str:
-    return dumps({
-        "trigger": event_to_dict(run.trigger), "pc": run.pc, "vars": run.vars, "awaiting": run.awaiting,
-        "reason": run.reason,
-        "trace": [[t.at, t.step, t.kind, t.outcome, t.detail] for t in run.trace],
-    })
+    return dumps(
+        {
+            "trigger": event_to_dict(run.trigger),
+            "pc": run.pc,
+            "vars": run.vars,
+            "awaiting": run.awaiting,
+            "reason": run.reason,
+            "trace": [[t.at, t.step, t.kind, t.outcome, t.detail] for t in run.trace],
+        }
+    )
 
 
-def run_from_row(row: Mapping[str, Any]) -> RunState:
+def run_from_row(row: Any) -> RunState:
+    """A `runs` row (any mapping-like row) to a RunState."""
     body = loads(row["state"])
     return RunState(
-        id=row["id"], flow_id=row["flow_id"], flow_version=row["flow_version"],
-        trigger=event_from_dict(body["trigger"]), status=Status(row["status"]),
-        started_at=_aware(row["started_at"]), updated_at=_aware(row["updated_at"]),
-        customer_key=row["customer_key"], concurrency_key=row["concurrency_key"], pc=body["pc"],
-        vars=body["vars"], wake_at=_aware(row["wake_at"]) if row["wake_at"] else None,
-        awaiting=tuple(body["awaiting"]), reason=body["reason"],
+        id=row["id"],
+        flow_id=row["flow_id"],
+        flow_version=row["flow_version"],
+        trigger=event_from_dict(body["trigger"]),
+        status=Status(row["status"]),
+        started_at=_aware(row["started_at"]),
+        updated_at=_aware(row["updated_at"]),
+        customer_key=row["customer_key"],
+        concurrency_key=row["concurrency_key"],
+        pc=body["pc"],
+        vars=body["vars"],
+        wake_at=_aware(row["wake_at"]) if row["wake_at"] else None,
+        awaiting=tuple(body["awaiting"]),
+        reason=body["reason"],
         trace=tuple(TraceEntry(*entry) for entry in body["trace"]),
     )
 

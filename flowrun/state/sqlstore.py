@@ -32,9 +32,13 @@ class SqlStore:
 
     def save(self, run: RunState) -> None:
         values = {
-            "flow_id": run.flow_id, "flow_version": run.flow_version, "status": run.status.value,
-            "customer_key": run.customer_key, "concurrency_key": run.concurrency_key,
-            "started_at": run.started_at, "updated_at": run.updated_at,
+            "flow_id": run.flow_id,
+            "flow_version": run.flow_version,
+            "status": run.status.value,
+            "customer_key": run.customer_key,
+            "concurrency_key": run.concurrency_key,
+            "started_at": run.started_at,
+            "updated_at": run.updated_at,
             "wake_at": run.wake_at if not run.status.final else None,
             "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
             "state": codec.run_to_json(run),
@@ -54,9 +58,14 @@ class SqlStore:
         return self._active(runs.c.flow_id == flow_id, runs.c.concurrency_key == concurrency_key)
 
     def last_started(self, flow_id: str, customer_key: str) -> RunState | None:
-        query = (select(runs).where(runs.c.flow_id == flow_id, runs.c.customer_key == customer_key,
-                                    runs.c.status != Status.SKIPPED.value)
-                 .order_by(runs.c.started_at.desc()).limit(1))
+        query = (
+            select(runs)
+            .where(
+                runs.c.flow_id == flow_id, runs.c.customer_key == customer_key, runs.c.status != Status.SKIPPED.value
+            )
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        )
         row = self.conn.execute(query).mappings().first()
         return codec.run_from_row(row) if row else None
 
@@ -68,8 +77,7 @@ class SqlStore:
     # -- timers --------------------------------------------------------------------------
 
     def due_timers(self, now: datetime, limit: int) -> list[tuple[str, datetime]]:
-        query = (select(runs.c.id, runs.c.wake_at).where(runs.c.wake_at <= now)
-                 .order_by(runs.c.wake_at).limit(limit))
+        query = select(runs.c.id, runs.c.wake_at).where(runs.c.wake_at <= now).order_by(runs.c.wake_at).limit(limit)
         return [(r.id, codec._aware(r.wake_at)) for r in self.conn.execute(query)]
 
     def next_wake(self) -> datetime | None:
@@ -81,31 +89,60 @@ class SqlStore:
     def enqueue(self, command: Perform, now: datetime, attempts_default: int) -> None:
         retry = command.retry
         # A step asked twice (a replayed transition) keeps its one row: one send.
-        insert_ignore(self.conn, outbox, dict(
-            key=command.key, run_id=command.run_id, action=command.action,
-            params=codec.dumps(command.params), status="pending", attempts=0,
-            max_attempts=retry.attempts or attempts_default,
-            backoff_s=int(retry.backoff.total_seconds()), max_backoff_s=int(retry.max_backoff.total_seconds()),
-            timeout_s=int(command.timeout_s), next_attempt_at=now, created_at=now, updated_at=now,
-        ))
+        insert_ignore(
+            self.conn,
+            outbox,
+            dict(
+                key=command.key,
+                run_id=command.run_id,
+                action=command.action,
+                params=codec.dumps(command.params),
+                status="pending",
+                attempts=0,
+                max_attempts=retry.attempts or attempts_default,
+                backoff_s=int(retry.backoff.total_seconds()),
+                max_backoff_s=int(retry.max_backoff.total_seconds()),
+                timeout_s=int(command.timeout_s),
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[dict[str, Any]]:
         """Take due rows; `sending` rows whose lease ran out (a crash mid-send) come back."""
-        due = or_(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
-                  and_(outbox.c.status == "sending", outbox.c.next_attempt_at <= now))
-        rows = [dict(r) for r in self.conn.execute(
-            select(outbox).where(due).order_by(outbox.c.next_attempt_at).limit(limit)).mappings()]
+        due = or_(
+            and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
+            and_(outbox.c.status == "sending", outbox.c.next_attempt_at <= now),
+        )
+        rows = [
+            dict(r)
+            for r in self.conn.execute(
+                select(outbox).where(due).order_by(outbox.c.next_attempt_at).limit(limit)
+            ).mappings()
+        ]
         for row in rows:
-            self.conn.execute(update(outbox).where(outbox.c.key == row["key"]).values(
-                status="sending", next_attempt_at=now + lease, updated_at=now))
+            self.conn.execute(
+                update(outbox)
+                .where(outbox.c.key == row["key"])
+                .values(status="sending", next_attempt_at=now + lease, updated_at=now)
+            )
             row["params"] = codec.loads(row["params"])
         return rows
 
     def record_attempt(self, key: str, now: datetime, outcome: str, detail: str) -> None:
         self.conn.execute(insert(attempts).values(key=key, at=now, outcome=outcome, detail=detail))
 
-    def finish_action(self, key: str, now: datetime, status: str, *, result: Any = None, error: str | None = None,
-                      retry_at: datetime | None = None) -> None:
+    def finish_action(
+        self,
+        key: str,
+        now: datetime,
+        status: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
         values: dict[str, Any] = {"status": status, "updated_at": now, "attempts": outbox.c.attempts + 1}
         if result is not None:
             values["result"] = codec.dumps(result)
@@ -119,7 +156,9 @@ class SqlStore:
         query = update(outbox).where(outbox.c.status == "parked")
         if keys:
             query = query.where(outbox.c.key.in_(keys))
-        return self.conn.execute(query.values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)).rowcount
+        return self.conn.execute(
+            query.values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+        ).rowcount
 
     # -- inbox ---------------------------------------------------------------------------
 

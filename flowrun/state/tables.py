@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import (
-    BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint,
-    create_engine, event, insert, select, text,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 
@@ -16,7 +30,8 @@ TZ = DateTime(timezone=True)
 schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
 
 inbox = Table(
-    "inbox", metadata,
+    "inbox",
+    metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("source", String(32), nullable=False),
     Column("delivery_id", String(200), nullable=False),
@@ -31,7 +46,8 @@ inbox = Table(
 Index("inbox_pending", inbox.c.status, inbox.c.seq)
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", String(40), primary_key=True),
     Column("flow_id", String(100), nullable=False),
     Column("flow_version", String(20), nullable=False),
@@ -50,7 +66,8 @@ Index("runs_key", runs.c.flow_id, runs.c.concurrency_key, runs.c.status)
 Index("runs_flow_status", runs.c.flow_id, runs.c.status)
 
 outbox = Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     Column("key", String(300), primary_key=True),  # idempotency key: run + step
     Column("run_id", String(40), nullable=False),
     Column("action", String(40), nullable=False),
@@ -70,7 +87,8 @@ outbox = Table(
 Index("outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 
 attempts = Table(
-    "attempts", metadata,
+    "attempts",
+    metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("key", String(300), nullable=False, index=True),
     Column("at", TZ, nullable=False),
@@ -79,7 +97,8 @@ attempts = Table(
 )
 
 cursors = Table(
-    "cursors", metadata,
+    "cursors",
+    metadata,
     Column("name", String(200), primary_key=True),
     Column("value", Text, nullable=False),
 )
@@ -98,8 +117,11 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, object]) -> 
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    result = conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT that SQLAlchemy extends
+    # with RETURNING, so only a returned row proves the insert happened.
+    key = next(iter(table.primary_key.columns))
+    statement = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(statement).first() is not None
 
 
 def make_engine(url: str) -> Engine:

@@ -1,0 +1,264 @@
+"""The serve path in-process: inbox → worker → outbox → dispatcher → a real HTTP sink.
+Time is driven by a test clock; every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from flowrun.dryrun.session import load_all_flows
+from flowrun.serve.dispatcher import Dispatcher, backoff_delay
+from flowrun.serve.metrics import Metrics
+from flowrun.serve.worker import Worker
+from flowrun.state.sqlstore import SqlStore, insert_inbox_rows
+from flowrun.state.tables import make_engine, migrate, outbox, runs
+from tests.conftest import ROOT
+from tests.servekit import Clock, Sink, config, database_params, database_url
+
+
+@pytest.fixture(params=database_params())
+def db(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, db: str, flow_text: str, sink: Sink) -> None:
+        self.folder = tmp_path / "flows"
+        self.folder.mkdir(exist_ok=True)
+        (self.folder / "f.yaml").write_text(flow_text.replace("SINK", sink.url))
+        self.sink, self.clock = sink, Clock()
+        self.config = config(tmp_path, database_url(db, tmp_path), self.folder, action_attempts=3)
+        self.engine = make_engine(self.config.database)
+        migrate(self.engine)
+        self.restart()
+
+    def restart(self) -> None:
+        """A new worker and dispatcher on the same database: what a restarted service has."""
+        self.metrics = Metrics()
+        self.worker = Worker(self.config, self.engine, load_all_flows([self.folder]), self.metrics, self.clock)
+        self.results: list[tuple[Any, ...]] = []
+
+    def deliver(self, source: str, topic: str, body: bytes, delivery: str) -> bool:
+        with self.engine.begin() as conn:
+            [new] = insert_inbox_rows(
+                conn,
+                [
+                    {
+                        "source": source,
+                        "topic": topic,
+                        "body": body,
+                        "delivery_id": delivery,
+                        "received_at": self.clock(),
+                        "triggered_at": None,
+                    }
+                ],
+            )
+        return new
+
+    def settle(self) -> None:
+        """Run the worker and the dispatcher until neither has anything due now."""
+        for _ in range(20):
+            moved = self.worker.step()
+            sent = asyncio.run(self._dispatch())
+            if not moved and not sent:
+                return
+        raise AssertionError("did not settle")
+
+    async def _dispatch(self) -> int:
+        dispatcher = Dispatcher(
+            self.config, self.engine, self.metrics, report=lambda *r: self.worker.results.put(r), clock=self.clock
+        )
+        rows = dispatcher._claim(100)
+        await asyncio.gather(*(dispatcher._perform(row) for row in rows))
+        await dispatcher.http.aclose()
+        return len(rows)
+
+    def count(self, table: Any, *where: Any) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar() or 0)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, db: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    rigs: list[Rig] = []
+    with Sink() as sink:
+
+        def make(flow_text: str) -> Rig:
+            rigs.append(Rig(tmp_path, db, flow_text, sink))
+            return rigs[-1]
+
+        yield make
+    for r in rigs:
+        r.close()
+
+
+WAIT_THEN_POST = """
+flow: wait-then-post
+on: order.created
+steps:
+  - wait: 1h
+  - http: {url: "SINK/hook", json: {order: "{{ order.number }}"}}
+    retry: {attempts: 3, backoff: 10s}
+"""
+ORDER = (ROOT / "examples/events/shopify/orders/create.json").read_bytes()
+
+
+def test_a_wait_fires_exactly_once_and_survives_a_restart(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST)
+    assert r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    assert r.count(runs, runs.c.status == "waiting") == 1
+    r.clock.advance(timedelta(minutes=59))
+    r.settle()
+    assert r.sink.requests == []
+    r.restart()  # the service restarts while the run waits
+    r.clock.advance(timedelta(minutes=1))
+    r.settle()
+    r.settle()
+    assert [req["body"] for req in r.sink.requests] == [b'{"order":"1042"}']
+    assert r.count(runs, runs.c.status == "completed") == 1
+    r.restart()
+    r.clock.advance(timedelta(hours=5))
+    r.settle()
+    assert len(r.sink.requests) == 1  # never twice
+
+
+def test_timers_due_while_down_fire_late_at_start(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST)
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    r.clock.advance(timedelta(hours=6))  # down for six hours
+    r.restart()
+    r.settle()
+    assert len(r.sink.requests) == 1
+    assert r.metrics.lateness_max == pytest.approx(5 * 3600)
+
+
+def test_replayed_deliveries_and_repeated_events_make_one_run(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST)
+    assert r.deliver("shopify", "orders/create", ORDER, "d-1")
+    assert not r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    assert r.count(runs) == 1
+
+
+def test_retries_honour_retry_after_then_succeed_with_one_idempotency_key(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST.replace("  - wait: 1h\n", ""))
+    r.sink.script = [(503, {"Retry-After": "120.5"}), (500, {}), (200, {})]
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    assert len(r.sink.requests) == 1
+    with r.engine.connect() as conn:
+        row = conn.execute(select(outbox)).mappings().one()
+    assert row["status"] == "pending" and "HTTP 503" in row["last_error"]
+    assert (row["next_attempt_at"].replace(tzinfo=None) - r.clock().replace(tzinfo=None)) >= timedelta(seconds=120.5)
+    r.clock.advance(timedelta(seconds=121))
+    r.settle()
+    r.clock.advance(timedelta(seconds=30))
+    r.settle()
+    assert len(r.sink.requests) == 3
+    assert len({req["headers"]["Idempotency-Key"] for req in r.sink.requests}) == 1
+    assert r.count(runs, runs.c.status == "completed") == 1
+
+
+def test_a_permanent_error_parks_at_once_and_retry_requeues(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST.replace("  - wait: 1h\n", ""))
+    r.sink.script = [(422, {})]
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    assert r.count(outbox, outbox.c.status == "parked") == 1
+    assert r.count(runs, runs.c.status == "acting") == 1  # the run waits for the parked action
+    with r.engine.begin() as conn:
+        assert SqlStore(conn).requeue(None, r.clock()) == 1
+    r.settle()
+    assert len(r.sink.requests) == 2
+    assert r.count(runs, runs.c.status == "completed") == 1
+
+
+def test_giving_up_after_the_last_attempt_parks(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST.replace("  - wait: 1h\n", ""))
+    r.sink.script = [(500, {})] * 3
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    for _ in range(4):
+        r.settle()
+        r.clock.advance(timedelta(minutes=5))
+    assert len(r.sink.requests) == 3
+    with r.engine.connect() as conn:
+        row = conn.execute(select(outbox)).mappings().one()
+    assert row["status"] == "parked" and row["last_error"].startswith("gave up after 3 attempts: HTTP 500")
+
+
+def test_checkout_abandoned_is_derived_after_the_idle_time(rig, db: str) -> None:
+    r = rig("""
+flow: remind
+on: checkout.abandoned
+until: order.created
+steps:
+  - http: {url: "SINK/remind", json: {to: "{{ customer.email }}"}}
+""")
+    r.deliver(
+        "shopify", "checkouts/create", (ROOT / "examples/events/shopify/checkouts/create.json").read_bytes(), "c-1"
+    )
+    r.settle()
+    r.clock.advance(timedelta(minutes=59))
+    r.settle()
+    assert r.sink.requests == []
+    r.clock.advance(timedelta(minutes=1))
+    r.settle()
+    r.settle()
+    assert [req["body"] for req in r.sink.requests] == [b'{"to":"ada@example.com"}']
+
+
+def test_an_order_cancels_the_abandonment(rig, db: str) -> None:
+    r = rig("""
+flow: remind
+on: checkout.abandoned
+steps:
+  - http: {url: "SINK/remind"}
+""")
+    r.deliver(
+        "shopify", "checkouts/create", (ROOT / "examples/events/shopify/checkouts/create.json").read_bytes(), "c-1"
+    )
+    r.settle()
+    r.clock.advance(timedelta(minutes=30))
+    r.deliver("shopify", "orders/create", ORDER, "o-1")
+    r.settle()
+    r.clock.advance(timedelta(hours=2))
+    r.settle()
+    assert r.sink.requests == []
+
+
+@pytest.mark.parametrize("missed", ["skip", "run_once"])
+def test_schedule_ticks_missed_while_down_follow_the_policy(rig, db: str, missed: str) -> None:
+    r = rig(f"""
+flow: hourly
+on: {{every: 1h, missed: {missed}}}
+steps:
+  - http: {{url: "SINK/tick"}}
+""")
+    r.settle()  # first start: the next tick is an hour away
+    r.clock.advance(timedelta(hours=1))
+    r.settle()
+    r.settle()
+    assert len(r.sink.requests) == 1
+    r.clock.advance(timedelta(hours=5, minutes=30))  # down: five ticks missed
+    r.restart()
+    r.settle()
+    r.settle()
+    assert len(r.sink.requests) == (2 if missed == "run_once" else 1)
+
+
+def test_backoff_is_exponential_with_jitter_and_capped() -> None:
+    assert backoff_delay(1, 10, 3600, None, rand=lambda: 1.0) == 10
+    assert backoff_delay(3, 10, 3600, None, rand=lambda: 1.0) == 40
+    assert backoff_delay(3, 10, 3600, None, rand=lambda: 0.0) == 20
+    assert backoff_delay(20, 10, 3600, None, rand=lambda: 1.0) == 3600
+    assert backoff_delay(1, 10, 3600, 99.5, rand=lambda: 0.0) == 99.5

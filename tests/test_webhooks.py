@@ -1,0 +1,168 @@
+"""The webhook port against the real ASGI app and a real SQLite inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from flowrun.serve.ingest import InboxWriter
+from flowrun.serve.metrics import Metrics
+from flowrun.serve.webhooks import build_app
+from flowrun.state.tables import inbox, make_engine, migrate
+from tests.conftest import ROOT
+from tests.servekit import config, shopify_headers, woo_headers
+
+ORDER = (ROOT / "examples/events/shopify/orders/create.json").read_bytes()
+WOO = (ROOT / "examples/events/woocommerce/order.created.json").read_bytes()
+
+
+@pytest.fixture
+def port(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    writer = InboxWriter(engine)
+    writer.start()
+    metrics = Metrics()
+
+    async def healthy() -> bool:
+        return True
+
+    app = build_app(
+        config(tmp_path, "unused", ROOT / "flows", max_body_bytes=64 * 1024), writer.store, metrics, healthy
+    )
+
+    async def post(path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
+            return await client.post(path, content=body, headers=headers)
+
+    def call(path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return asyncio.run(post(path, body, headers))
+
+    def rows() -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(inbox)).mappings()]
+
+    yield call, rows, metrics, app
+    writer.stop()
+    engine.dispose()
+
+
+def test_signed_shopify_webhook_is_stored_before_the_answer(port) -> None:
+    call, rows, metrics, _ = port
+    response = call("/webhooks/shopify", ORDER, shopify_headers(ORDER, "orders/create", "d-1"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "accepted", "delivery_id": "d-1"}
+    [row] = rows()
+    assert (row["source"], row["topic"], row["delivery_id"], row["body"]) == ("shopify", "orders/create", "d-1", ORDER)
+    assert metrics.counters["flowrun_events_accepted_total"][(("source", "shopify"),)] == 1
+
+
+def test_header_names_are_case_insensitive_and_the_old_secret_works(port) -> None:
+    call, rows, _, _ = port
+    headers = {k.lower(): v for k, v in shopify_headers(ORDER, "orders/create", "d-2", secret="shpss_old").items()}
+    assert call("/webhooks/shopify", ORDER, headers).status_code == 200
+    assert len(rows()) == 1
+
+
+def test_replayed_delivery_is_deduplicated(port) -> None:
+    call, rows, _, _ = port
+    headers = shopify_headers(ORDER, "orders/create", "same")
+    assert call("/webhooks/shopify", ORDER, headers).json()["status"] == "accepted"
+    assert call("/webhooks/shopify", ORDER, headers).json()["status"] == "duplicate"
+    assert len(rows()) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "reason"),
+    [
+        ("forged", 401, "bad_signature"),
+        ("missing", 401, "missing_signature"),
+        ("truncated", 401, "bad_signature"),
+        ("not_json", 400, "not_json"),
+        ("unknown_topic", 400, "unknown_topic"),
+        ("too_large", 413, "too_large"),
+        ("unknown_source", 404, "unknown_source"),
+    ],
+)
+def test_bad_input_gets_a_4xx_and_is_not_stored(port, caplog, case: str, status: int, reason: str) -> None:
+    call, rows, metrics, _ = port
+    body, path = ORDER, "/webhooks/shopify"
+    headers = shopify_headers(ORDER, "orders/create", "d")
+    if case == "forged":
+        headers["X-Shopify-Hmac-Sha256"] = shopify_headers(ORDER, "orders/create", "d", secret="wrong")[
+            "X-Shopify-Hmac-Sha256"
+        ]
+    elif case == "missing":
+        del headers["X-Shopify-Hmac-Sha256"]
+    elif case == "truncated":
+        body = ORDER[:100]
+    elif case == "not_json":
+        body = b"<xml>nope</xml>"
+        headers = shopify_headers(body, "orders/create", "d")
+    elif case == "unknown_topic":
+        headers = shopify_headers(ORDER, "orders/exploded", "d")
+    elif case == "too_large":
+        body = b"{" + b" " * (70 * 1024) + b"}"
+        headers = shopify_headers(body, "orders/create", "d")
+    elif case == "unknown_source":
+        path = "/webhooks/magento"
+    response = call(path, body, headers)
+    assert response.status_code == status
+    assert response.json()["error"] == reason
+    assert rows() == []
+    assert any(reason in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert sum(metrics.counters["flowrun_events_rejected_total"].values()) == 1
+
+
+def test_woocommerce_delivery_and_creation_ping(port) -> None:
+    call, rows, _, _ = port
+    ping = call("/webhooks/woocommerce", b"webhook_id=17", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert (ping.status_code, ping.text) == (200, "ok")
+    assert rows() == []
+    response = call("/webhooks/woocommerce", WOO, woo_headers(WOO, "order.created", "wc-1"))
+    assert response.status_code == 200
+    assert [r["delivery_id"] for r in rows()] == ["wc-1"]
+    forged = call(
+        "/webhooks/woocommerce", WOO, {**woo_headers(WOO, "order.created", "wc-2"), "X-WC-Webhook-Signature": "AAAA"}
+    )
+    assert forged.status_code == 401
+
+
+def test_generic_signed_json_with_replay_window(port) -> None:
+    import hashlib
+    import hmac
+    import time
+
+    call, rows, _, _ = port
+    body = json.dumps(
+        {"type": "custom.product_viewed", "id": "v-1", "data": {"customer": {"email": "a@example.com"}}}
+    ).encode()
+    stamp = str(int(time.time()))
+    signature = hmac.new(b"custom_secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    ok = call("/webhooks/custom", body, {"X-Flowrun-Signature": signature, "X-Flowrun-Timestamp": stamp})
+    assert ok.status_code == 200 and ok.json()["delivery_id"] == "v-1"
+    old = str(int(time.time()) - 3600)
+    stale_sig = hmac.new(b"custom_secret", old.encode() + b"." + body, hashlib.sha256).hexdigest()
+    replay = call("/webhooks/custom", body, {"X-Flowrun-Signature": stale_sig, "X-Flowrun-Timestamp": old})
+    assert replay.status_code == 401 and "window" in replay.json()["detail"]
+    assert len(rows()) == 1
+
+
+def test_healthz_and_metrics(port) -> None:
+    _, _, metrics, app = port
+
+    async def get(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
+            return await client.get(path)
+
+    assert asyncio.run(get("/healthz")).json() == {"status": "ok"}
+    metrics.count("flowrun_events_rejected_total", source="shopify", reason="bad_signature")
+    text = asyncio.run(get("/metrics")).text
+    assert 'flowrun_events_rejected_total{reason="bad_signature",source="shopify"} 1' in text
+    assert "flowrun_timer_lateness_seconds_max 0" in text
