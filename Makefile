@@ -5,11 +5,19 @@ BIN    := $(VENV)/bin
 
 .PHONY: serve demo test lint bench schemas clean
 
+# Local demo secrets only: set real ones in the environment or as systemd credentials.
+export SHOPIFY_WEBHOOK_SECRET ?= dev-only-shopify-secret
+export WOOCOMMERCE_WEBHOOK_SECRET ?= dev-only-woocommerce-secret
+export FLOWRUN_CUSTOM_SECRET ?= dev-only-custom-secret
+
 $(BIN)/flowrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+serve: $(BIN)/flowrun  ## flowrun's main job: serve on SQLite (flowrun-state/) with the example config
+	$(BIN)/flowrun serve --config examples/flowrun.yaml
 
 demo: $(BIN)/flowrun  ## play the library against a checkout abandoned, then an order
 	$(BIN)/flowrun dry-run flows/ --timeline examples/timelines/abandoned-then-order.yaml

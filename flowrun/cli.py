@@ -280,12 +280,12 @@ ConfigOption = Annotated[
 ]
 
 
-def _config(path: Path | None) -> Any:
+def _config(path: Path | None, *, secrets: bool = False) -> Any:
     from flowrun.config import load_config
 
     if path is None and Path("flowrun.yaml").is_file():
         path = Path("flowrun.yaml")
-    return load_config(_existing([path])[0] if path is not None else None)
+    return load_config(_existing([path])[0] if path is not None else None, secrets=secrets)
 
 
 @app.command()
@@ -303,7 +303,7 @@ def _serve(config_path: Path | None, check: bool) -> None:
     from flowrun.serve.service import check as check_service
     from flowrun.serve.service import serve as run_service
 
-    config = _config(config_path)
+    config = _config(config_path, secrets=True)
     if check:
         for line in check_service(config):
             print(line)

@@ -165,7 +165,8 @@ def _resolve(value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple
     return value
 
 
-def load_config(path: Path | None) -> Config:
+def load_config(path: Path | None, *, secrets: bool = True) -> Config:
+    """Read and check the project file; `secrets=False` for commands that only read state."""
     if path is None:
         return Config(file=Path("flowrun.yaml"), database="sqlite:///flowrun-state/flowrun.db")
     file = str(path)
@@ -186,7 +187,7 @@ def load_config(path: Path | None) -> Config:
     found: list[tuple[tuple[str | int, ...], str, str]] = []
     sources = _resolve(data.get("sources", {}), ("sources",), found)
     channels = _resolve(data.get("channels", {}), ("channels",), found)
-    if found:
+    if found and secrets:
         raise ConfigError([doc.problem(p, m, h) for p, m, h in found])
     base = path.parent
     database = data.get("database", "sqlite:///flowrun-state/flowrun.db")
