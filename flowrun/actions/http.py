@@ -64,7 +64,7 @@ class Http(ActionType):
         except httpx.TimeoutException as exc:
             raise RetryableError(f"timed out after {timeout:g} s: {exc!r}") from None
         except httpx.HTTPError as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+            raise RetryableError(f"{type(exc).__name__}: {exc or 'connection closed by the peer'}") from None
         expected = params.get("expect_status")
         ok = response.status_code in expected if expected else response.is_success
         if not ok:

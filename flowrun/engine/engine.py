@@ -228,6 +228,7 @@ def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], com
                     params,
                     step.retry,
                     step.timeout.total_seconds(),
+                    step.on_error,
                 )
                 return Transition(acting, (*commands, perform))
     except RenderError as exc:

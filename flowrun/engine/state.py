@@ -107,6 +107,7 @@ class Perform:
     params: Mapping[str, Any]
     retry: RetryPolicy
     timeout_s: float
+    on_error: str = "fail"
 
 
 @dataclass(frozen=True)

@@ -129,10 +129,17 @@ class Dispatcher:
         log.warning("action %s attempt %d failed: %s; retry in %.1f s", row["key"], attempt, message, delay)
 
     def _park(self, row: dict[str, Any], attempt: int, message: str) -> None:
+        """`on_error: continue` hands the failure to the run; otherwise the action waits for `flowrun retry`."""
         now = self.clock()
+        status = "failed" if row["on_error"] == "continue" else "parked"
         with self.engine.begin() as conn:
             store = SqlStore(conn)
-            store.finish_action(row["key"], now, "parked", error=message)
-            store.record_attempt(row["key"], now, "parked", message)
+            store.finish_action(row["key"], now, status, error=message)
+            store.record_attempt(row["key"], now, status, message)
+        if status == "failed":
+            self.metrics.count("flowrun_actions_failed_final_total", action=row["action"])
+            log.warning("action %s failed for good (on_error: continue): %s", row["key"], message)
+            self.report(row["run_id"], row["key"], None, message)
+            return
         self.metrics.count("flowrun_actions_parked_total", action=row["action"])
         log.error("action %s parked: %s (re-queue with `flowrun retry %s`)", row["key"], message, row["key"])

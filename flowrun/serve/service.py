@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -57,6 +59,27 @@ def setup_logging(config: Config) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every sweep at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # and httpx every request
+
+
+def clock_from_env() -> Callable[[], datetime]:
+    """The wall clock; or, for process-level tests, the time written in $FLOWRUN_TEST_CLOCK_FILE
+    (so a test moves time forward instead of sleeping through a wait)."""
+    path = os.environ.get("FLOWRUN_TEST_CLOCK_FILE")
+    if not path:
+        return lambda: datetime.now(UTC)
+    clock_file = Path(path)
+
+    last = [datetime.now(UTC)]
+
+    def read() -> datetime:
+        try:
+            last[0] = datetime.fromisoformat(clock_file.read_text().strip())
+        except ValueError:
+            pass  # caught the file mid-write: keep the last time read
+        return last[0]
+
+    return read
 
 
 class _Server(uvicorn.Server):
@@ -70,8 +93,9 @@ class Service:
         self.config = config
         self.engine = make_engine(config.database)
         self.metrics = Metrics()
+        self.clock = clock_from_env()
         self.flows = load_all_flows([config.flows])
-        self.worker = Worker(config, self.engine, self.flows, self.metrics)
+        self.worker = Worker(config, self.engine, self.flows, self.metrics, self.clock)
         self.writer = InboxWriter(self.engine, on_commit=self.worker.wake.set)
         self.dispatcher: Dispatcher | None = None
         self.server: _Server | None = None
@@ -116,7 +140,7 @@ class Service:
         version = await asyncio.to_thread(migrate, self.engine)
         loop = asyncio.get_running_loop()
         self.metrics.gauges = self.gauges
-        dispatcher = Dispatcher(self.config, self.engine, self.metrics, report=self._report)
+        dispatcher = Dispatcher(self.config, self.engine, self.metrics, report=self._report, clock=self.clock)
         self.dispatcher = dispatcher
 
         def outbox_changed() -> None:
@@ -139,7 +163,7 @@ class Service:
         )
         scheduler.start()
         dispatch = asyncio.create_task(dispatcher.run())
-        app = build_app(self.config, self.writer.store, self.metrics, self.health)
+        app = build_app(self.config, self.writer.store, self.metrics, self.health, now=self.clock)
         self.server = _Server(
             uvicorn.Config(
                 app, host=self.config.host, port=self.config.port, log_config=None, access_log=False, lifespan="off"
@@ -168,8 +192,7 @@ class Service:
         return 0
 
     def _report(self, run_id: str, key: str, result: dict[str, Any] | None, error: str | None) -> None:
-        self.worker.results.put((run_id, key, result, error))
-        self.worker.wake.set()
+        self.worker.wake.set()  # the result itself is committed in the outbox
 
     def _stop(self) -> None:
         if self.server is not None:

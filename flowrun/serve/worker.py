@@ -6,7 +6,6 @@ the outbox rows and timers it creates, so a crash leaves either all of it or non
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,7 +42,6 @@ class Worker:
     ) -> None:
         self.config, self.engine, self.metrics, self.clock = config, engine, metrics, clock
         self.manager = Manager(flows, MemoryStore())
-        self.results: queue.Queue[tuple[str, str, dict[str, Any] | None, str | None]] = queue.Queue()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.on_outbox: Callable[[], None] = lambda: None
@@ -157,25 +155,19 @@ class Worker:
         return bool(due)
 
     def _results(self) -> bool:
-        did = False
-        while True:
-            try:
-                run_id, key, result, error = self.results.get_nowait()
-            except queue.Empty:
-                return did
-            did = True
+        """Apply finished actions from the outbox (the durable hand-over from the dispatcher)."""
+        with self.engine.begin() as conn:
+            finished = SqlStore(conn).results_to_apply(BATCH)
+        for row in finished:
 
-            def apply(
-                manager: Manager,
-                _store: SqlStore,
-                r: str = run_id,
-                k: str = key,
-                res: dict[str, Any] | None = result,
-                err: str | None = error,
-            ) -> list[Transition]:
-                return manager.on_result(r, k, res, err, self.clock())
+            def apply(manager: Manager, store: SqlStore, r: dict[str, Any] = row) -> list[Transition]:
+                store.mark_applied(r["key"])
+                result = codec.loads(r["result"]) if r["result"] else {}
+                error = r["last_error"] if r["status"] == "failed" else None
+                return manager.on_result(r["run_id"], r["key"], result, error, self.clock())
 
             self._transact(apply)
+        return bool(finished)
 
     # -- schedules: next due tick per flow, stored as a cursor ---------------------------
 

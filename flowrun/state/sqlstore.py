@@ -96,6 +96,7 @@ class SqlStore:
                 key=command.key,
                 run_id=command.run_id,
                 action=command.action,
+                on_error=command.on_error,
                 params=codec.dumps(command.params),
                 status="pending",
                 attempts=0,
@@ -151,6 +152,19 @@ class SqlStore:
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
         self.conn.execute(update(outbox).where(outbox.c.key == key).values(**values))
+
+    def results_to_apply(self, limit: int) -> list[dict[str, Any]]:
+        """Actions finished (sent, or failed for good with on_error: continue) whose run has not moved on."""
+        query = (
+            select(outbox.c.key, outbox.c.run_id, outbox.c.status, outbox.c.result, outbox.c.last_error)
+            .where(outbox.c.status.in_(["done", "failed"]))
+            .order_by(outbox.c.updated_at)
+            .limit(limit)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def mark_applied(self, key: str) -> None:
+        self.conn.execute(update(outbox).where(outbox.c.key == key).values(status="applied"))
 
     def requeue(self, keys: Sequence[str] | None, now: datetime) -> int:
         query = update(outbox).where(outbox.c.status == "parked")

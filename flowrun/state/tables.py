@@ -72,7 +72,9 @@ outbox = Table(
     Column("run_id", String(40), nullable=False),
     Column("action", String(40), nullable=False),
     Column("params", Text, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sending | done | failed | parked
+    # pending | sending -> done | failed (a result the worker has still to apply) -> applied; or parked
+    Column("status", String(16), nullable=False),
+    Column("on_error", String(16), nullable=False, default="fail"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False),
     Column("backoff_s", Integer, nullable=False),
