@@ -73,10 +73,8 @@ def clock_from_env() -> Callable[[], datetime]:
     last = [datetime.now(UTC)]
 
     def read() -> datetime:
-        try:
+        with contextlib.suppress(ValueError):  # caught mid-write: keep the last time read
             last[0] = datetime.fromisoformat(clock_file.read_text().strip())
-        except ValueError:
-            pass  # caught the file mid-write: keep the last time read
         return last[0]
 
     return read
