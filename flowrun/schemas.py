@@ -13,7 +13,9 @@ def _text(schema: object) -> str:
 
 
 def render_all() -> dict[str, str]:
-    files = {"flow.schema.json": _text(flow_schema())}
+    from flowrun.config import CONFIG_SCHEMA
+
+    files = {"flow.schema.json": _text(flow_schema()), "config.schema.json": _text(CONFIG_SCHEMA)}
     for event_type in all_types():
         files[f"events/{event_type.name}.json"] = _text(event_type.data_schema())
     return files
