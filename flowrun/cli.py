@@ -110,6 +110,9 @@ def _validate(paths: list[Path], output: OutputFormat) -> None:
     from flowrun.flow.loader import load_flows
 
     result = load_flows(_existing(paths))
+    for config_file in _config_files(paths):
+        result.files += 1
+        result.problems.extend(_config_problems(config_file))
     if output is OutputFormat.json:
         from flowrun.jsonout import dumps
 
@@ -129,6 +132,27 @@ def _validate(paths: list[Path], output: OutputFormat) -> None:
         else:
             print(f"{result.files} {noun} checked, {len(result.flows)} flow(s) valid.")
     raise typer.Exit(EXIT_PROBLEMS if result.problems or result.files == 0 else EXIT_OK)
+
+
+def _config_files(paths: list[Path]) -> list[Path]:
+    """Project files to check too: named ones, ones inside the folders, and ./flowrun.yaml."""
+    from flowrun.flow.loader import CONFIG_NAMES
+
+    found = [p for p in paths if p.name in CONFIG_NAMES]
+    found += [p / n for p in paths if p.is_dir() for n in CONFIG_NAMES if (p / n).is_file()]
+    found += [Path(n) for n in CONFIG_NAMES if Path(n).is_file()]
+    return sorted(set(found))
+
+
+def _config_problems(path: Path) -> list[Problem]:
+    from flowrun.config import load_config
+    from flowrun.errors import ConfigError
+
+    try:
+        load_config(path, secrets=False)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 # -- dry-run -----------------------------------------------------------------------------

@@ -89,3 +89,16 @@ def test_empty_folder_is_a_problem(cli, tmp_path: Path) -> None:
     result = cli("validate", str(tmp_path))
     assert result.exit_code == 1
     assert "0 files checked" in result.output
+
+
+def test_the_project_file_is_validated_too(cli, tmp_path: Path) -> None:
+    (tmp_path / "flowrun.yaml").write_text("database: sqlite:///x.db\nlisten: {host: 127.0.0.1, prot: 8787}\n")
+    result = cli("validate", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'flowrun.yaml'}:2:27: unknown key 'prot'" in result.output
+    assert "did you mean 'port'?" in result.output
+
+
+def test_the_example_project_file_is_valid(cli) -> None:
+    result = cli("validate", "examples/flowrun.yaml", "flows/")
+    assert result.exit_code == 0, result.output

@@ -38,7 +38,7 @@ def discover(paths: Iterable[Path]) -> list[Path]:
                 and is_flow_file(p)
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
-        else:
+        elif path.name not in CONFIG_NAMES:  # a project file is checked by its own schema
             found.append(path)
     return found
 
