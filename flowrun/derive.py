@@ -1,7 +1,7 @@
-"""Derived events as pure state machines: checkout.abandoned and inventory.low/restocked.
+"""Derived events: checkout.abandoned and inventory.low/restocked, as pure functions.
 
-Both are fed canonical events and `now`; they return events to emit and checks to
-schedule. Dry-run keeps their state in memory; serve keeps it in the database.
+Both dry-run (state in memory: the watchers below) and serve (state in the database: the
+worker) call the same functions, so a dry-run predicts exactly what serve derives.
 """
 
 from __future__ import annotations
@@ -12,7 +12,53 @@ from typing import Any
 
 from flowrun.events import Event
 
+CHECKOUT_TYPES = ("checkout.created", "checkout.updated")
 ORDER_TYPES = ("order.created", "order.paid")
+
+
+def checkout_key(event: Event) -> str:
+    checkout = event.data.get("checkout") or {}
+    return str(checkout.get("token") or checkout.get("id") or event.id)
+
+
+def checkout_completed(event: Event) -> bool:
+    return bool((event.data.get("checkout") or {}).get("completed_at"))
+
+
+def abandoned(seen: Event, key: str, now: datetime) -> Event:
+    """The checkout.abandoned event for a checkout last seen as `seen`."""
+    return replace(
+        seen,
+        type="checkout.abandoned",
+        id=f"derived:checkout.abandoned:{key}:{seen.id}",
+        source="flowrun",
+        occurred_at=now,
+        meta={"derived_from": seen.id},
+    )
+
+
+def stock_edge(event: Event, was_low: bool, default_threshold: int) -> tuple[str, bool, Event | None]:
+    """For an inventory.changed event: (item key, is it low now, the edge event if it crossed)."""
+    inventory: dict[str, Any] = dict(event.data.get("inventory") or {})
+    key = str(inventory.get("sku") or inventory.get("inventory_item_id") or "")
+    available = inventory.get("available")
+    if event.type != "inventory.changed" or not key or available is None:
+        return key, was_low, None
+    threshold = inventory["threshold"] if inventory.get("threshold") is not None else default_threshold
+    is_low = available <= threshold
+    if is_low == was_low:
+        return key, is_low, None  # no crossing: alert once, re-armed only by a restock
+    kind = "inventory.low" if is_low else "inventory.restocked"
+    data = {**event.data, "inventory": {**inventory, "threshold": threshold}}
+    derived = replace(
+        event,
+        type=kind,
+        id=f"derived:{kind}:{key}:{event.id}",
+        source="flowrun",
+        data=data,
+        meta={"derived_from": event.id},
+    )
+    return key, is_low, derived
 
 
 @dataclass(frozen=True)
@@ -26,17 +72,16 @@ class Check:
 
 @dataclass
 class AbandonmentWatcher:
-    """A checkout with no order for `idle` becomes checkout.abandoned, once per checkout update."""
+    """In memory (dry-run): a checkout with no order for `idle` becomes checkout.abandoned."""
 
     idle: timedelta = timedelta(hours=1)
     checkouts: dict[str, Event] = field(default_factory=dict)
     ordered: set[str] = field(default_factory=set)
 
     def observe(self, event: Event, now: datetime) -> list[Check]:
-        if event.type in ("checkout.created", "checkout.updated"):
-            checkout = event.data.get("checkout") or {}
-            key = str(checkout.get("token") or checkout.get("id") or event.id)
-            if checkout.get("completed_at"):
+        if event.type in CHECKOUT_TYPES:
+            key = checkout_key(event)
+            if checkout_completed(event):
                 self.ordered.add(key)
                 return []
             self.checkouts[key] = event
@@ -51,19 +96,12 @@ class AbandonmentWatcher:
         seen = self.checkouts.get(key)
         if seen is None or seen.id != marker or key in self.ordered:
             return None  # updated since, or an order followed
-        return replace(
-            seen,
-            type="checkout.abandoned",
-            id=f"derived:checkout.abandoned:{key}:{marker}",
-            source="flowrun",
-            occurred_at=now,
-            meta={"derived_from": seen.id},
-        )
+        return abandoned(seen, key, now)
 
 
 @dataclass
 class InventoryWatcher:
-    """inventory.low once when stock falls to the threshold; re-armed by a restock above it."""
+    """In memory (dry-run): remembers which items are low."""
 
     threshold: int = 5
     low: dict[str, bool] = field(default_factory=dict)
@@ -71,28 +109,8 @@ class InventoryWatcher:
     def observe(self, event: Event, now: datetime) -> list[Event]:
         if event.type != "inventory.changed":
             return []
-        inventory: dict[str, Any] = dict(event.data.get("inventory") or {})
-        available = inventory.get("available")
-        key = str(inventory.get("sku") or inventory.get("inventory_item_id") or "")
-        if available is None or not key:
-            return []
-        threshold = inventory.get("threshold") if inventory.get("threshold") is not None else self.threshold
-        was_low, is_low = self.low.get(key, False), available <= threshold
-        self.low[key] = is_low
-        if is_low == was_low:
-            return []
-        kind = "inventory.low" if is_low else "inventory.restocked"
-        if kind == "inventory.restocked" and key not in self.low:
-            return []
-        data = {**event.data, "inventory": {**inventory, "threshold": threshold}}
-        return [
-            replace(
-                event,
-                type=kind,
-                id=f"derived:{kind}:{key}:{event.id}",
-                source="flowrun",
-                occurred_at=now,
-                data=data,
-                meta={"derived_from": event.id},
-            )
-        ]
+        probe_key, _, _ = stock_edge(event, False, self.threshold)
+        key, is_low, derived = stock_edge(event, self.low.get(probe_key, False), self.threshold)
+        if key:
+            self.low[key] = is_low
+        return [replace(derived, occurred_at=now)] if derived else []

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
 from flowrun.config import Config
+from flowrun.derive import CHECKOUT_TYPES, ORDER_TYPES, checkout_completed, checkout_key, stock_edge
 from flowrun.engine.state import Perform, Transition
 from flowrun.errors import FlowrunError
 from flowrun.events import Event
@@ -209,43 +209,21 @@ class Worker:
     # -- derived events ------------------------------------------------------------------
 
     def _derive(self, store: SqlStore, event: Event, now: datetime) -> list[Event]:
-        """checkout.abandoned checks are stored as cursors; stock levels remember low/high."""
-        if event.type in ("checkout.created", "checkout.updated") and event.customer_key:
-            checkout = event.data.get("checkout") or {}
-            key = str(checkout.get("token") or checkout.get("id") or event.id)
-            name = f"abandon:{event.customer_key}:{key}"
-            if checkout.get("completed_at"):
-                store.set_cursor(name, None)
-            else:
-                store.set_cursor(name, {"due": now + self.config.checkout_idle, "event": codec.event_to_dict(event)})
-        elif event.type in ("order.created", "order.paid") and event.customer_key:
+        """The same derivation as dry-run (flowrun.derive), with its state kept as cursors."""
+        if event.type in CHECKOUT_TYPES and event.customer_key:
+            name = f"abandon:{event.customer_key}:{checkout_key(event)}"
+            due = None if checkout_completed(event) else now + self.config.checkout_idle
+            store.set_cursor(name, {"due": due, "event": codec.event_to_dict(event)} if due else None)
+        elif event.type in ORDER_TYPES and event.customer_key:
             for name in _cursor_names(store, f"abandon:{event.customer_key}:"):
                 store.set_cursor(name, None)
         elif event.type == "inventory.changed":
-            inventory = event.data.get("inventory") or {}
-            key = str(inventory.get("sku") or inventory.get("inventory_item_id") or "")
-            available = inventory.get("available")
-            if key and available is not None:
-                threshold = (
-                    inventory.get("threshold")
-                    if inventory.get("threshold") is not None
-                    else self.config.low_stock_threshold
-                )
-                was_low, is_low = bool(store.get_cursor(f"low:{key}")), available <= threshold
+            key, _, _ = stock_edge(event, False, self.config.low_stock_threshold)
+            if key:
+                was_low = bool(store.get_cursor(f"low:{key}"))
+                key, is_low, derived = stock_edge(event, was_low, self.config.low_stock_threshold)
                 store.set_cursor(f"low:{key}", is_low)
-                if is_low != was_low:  # an edge: once per crossing, re-armed by a restock
-                    kind = "inventory.low" if is_low else "inventory.restocked"
-                    data = {**event.data, "inventory": {**inventory, "threshold": threshold}}
-                    return [
-                        replace(
-                            event,
-                            type=kind,
-                            id=f"derived:{kind}:{key}:{event.id}",
-                            source="flowrun",
-                            data=data,
-                            meta={"derived_from": event.id},
-                        )
-                    ]
+                return [derived] if derived else []
         return []
 
     def _abandoned(self) -> bool:
@@ -259,14 +237,7 @@ class Worker:
                     due.append((name, value))
         for name, value in due:
             seen = codec.event_from_dict(value["event"])
-            derived = replace(
-                seen,
-                type="checkout.abandoned",
-                source="flowrun",
-                occurred_at=value["due"],
-                id=f"derived:checkout.abandoned:{name}:{seen.id}",
-                meta={"derived_from": seen.id},
-            )
+            derived = abandoned(seen, name.rsplit(":", 1)[-1], value["due"])
 
             def fire(manager: Manager, store: SqlStore, n: str = name, e: Event = derived) -> list[Transition]:
                 store.set_cursor(n, None)
