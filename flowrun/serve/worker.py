@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from flowrun.config import Config
-from flowrun.derive import CHECKOUT_TYPES, ORDER_TYPES, checkout_completed, checkout_key, stock_edge
+from flowrun.derive import CHECKOUT_TYPES, ORDER_TYPES, abandoned, checkout_completed, checkout_key, stock_edge
 from flowrun.engine.state import Perform, Transition
 from flowrun.errors import FlowrunError
 from flowrun.events import Event
