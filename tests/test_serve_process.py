@@ -212,6 +212,6 @@ def test_kill_9_loses_nothing_and_sends_nothing_twice(tmp_path: Path, sink: Sink
     assert len(keys) == total
     assert [k for k, n in keys.items() if n > 1] == []
     for n in [*range(200), *acknowledged, *range(600, 620)]:  # every acknowledged event has its one run
-        assert service.count(runs, runs.c.id == run_id_for("remind-later", f"d-{n}")) == 1
+        assert service.count(runs, runs.c.id == run_id_for("remind-later", f"shopify:orders/create:{n}")) == 1
     assert service.count(outbox, outbox.c.status == "applied") == total
     assert service.stop() == 0

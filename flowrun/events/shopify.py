@@ -178,6 +178,16 @@ TOPICS: dict[str, tuple[str | Callable[[Body], str], Callable[[Body], dict[str, 
 }
 
 
+# Topics that happen once per resource: keyed on the resource alone, so the webhook and
+# the poller seeing the same new order make one event (and one confirmation email).
+ONCE = ("orders/create", "orders/paid", "orders/fulfilled", "orders/cancelled", "checkouts/create",
+        "customers/create", "fulfillments/create", "refunds/create")
+
+
+def event_id(topic: str, resource: Any, changed: Any) -> str:
+    return f"shopify:{topic}:{resource}" if topic in ONCE else f"shopify:{topic}:{resource}:{changed}"
+
+
 def normalise(
     topic: str, body: Body, *, delivery_id: str | None = None, received_at: datetime | None = None
 ) -> list[Event]:
@@ -186,7 +196,7 @@ def normalise(
     type_or_fn, build = TOPICS[topic]
     event_type = type_or_fn if isinstance(type_or_fn, str) else type_or_fn(body)
     data = complete_event_data(event_type, build(body))
-    resource = body.get("id") or body.get("inventory_item_id")
+    resource = body["id"] if body.get("id") is not None else body.get("inventory_item_id")
     changed = body.get("updated_at") or body.get("created_at") or ""
     occurred = timestamp(body.get("updated_at") or body.get("created_at")) or received_at
     if occurred is None:
@@ -195,11 +205,12 @@ def normalise(
         Event(
             type=event_type,
             source="shopify",
-            id=delivery_id or f"shopify:{topic}:{resource}:{changed}",
+            id=event_id(topic, resource, changed),
             occurred_at=occurred,
             data=data,
             raw=body,
             topic=topic,
             customer_key=customer_key(data),
+            meta={"delivery_id": delivery_id} if delivery_id else {},
         )
     ]
