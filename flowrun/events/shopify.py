@@ -180,8 +180,16 @@ TOPICS: dict[str, tuple[str | Callable[[Body], str], Callable[[Body], dict[str, 
 
 # Topics that happen once per resource: keyed on the resource alone, so the webhook and
 # the poller seeing the same new order make one event (and one confirmation email).
-ONCE = ("orders/create", "orders/paid", "orders/fulfilled", "orders/cancelled", "checkouts/create",
-        "customers/create", "fulfillments/create", "refunds/create")
+ONCE = (
+    "orders/create",
+    "orders/paid",
+    "orders/fulfilled",
+    "orders/cancelled",
+    "checkouts/create",
+    "customers/create",
+    "fulfillments/create",
+    "refunds/create",
+)
 
 
 def event_id(topic: str, resource: Any, changed: Any) -> str:

@@ -9,8 +9,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,15 @@ from sqlalchemy import func, select, text
 
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
+from flowrun.durations import parse_duration
 from flowrun.errors import FlowrunError
 from flowrun.serve.dispatcher import Dispatcher
 from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Labels, Metrics
+from flowrun.serve.pollers import OVERLAP, Polled, PollError, next_cursor, poll_shopify_orders, poll_woocommerce_orders
 from flowrun.serve.webhooks import build_app
-from flowrun.serve.worker import Worker
+from flowrun.serve.worker import Worker, store_polled
+from flowrun.state.sqlstore import SqlStore
 from flowrun.state.tables import inbox, make_engine, migrate, outbox, runs
 
 log = logging.getLogger("flowrun.serve")
@@ -160,6 +163,17 @@ class Service:
             misfire_grace_time=None,
         )
         scheduler.start()
+        for name, interval, poll in self._pollers(dispatcher.http):
+            scheduler.add_job(
+                self._poll,
+                "interval",
+                args=[name, poll],
+                seconds=interval.total_seconds(),
+                id=name,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+            )
         dispatch = asyncio.create_task(dispatcher.run())
         app = build_app(self.config, self.writer.store, self.metrics, self.health, now=self.clock)
         self.server = _Server(
@@ -188,6 +202,52 @@ class Service:
         self.engine.dispose()
         log.info("stopped cleanly")
         return 0
+
+    def _pollers(self, http: Any) -> list[tuple[str, timedelta, Callable[[datetime], Awaitable[list[Polled]]]]]:
+        jobs: list[tuple[str, timedelta, Callable[[datetime], Awaitable[list[Polled]]]]] = []
+        shop = self.config.sources.get("shopify") or {}
+        if (shop.get("poll") or {}).get("orders") and shop.get("api_token") is not None:
+            api = shop.get("api_url") or f"https://{shop['shop']}/admin/api/{shop.get('api_version', '2025-07')}"
+            token = shop["api_token"].reveal()
+            jobs.append(
+                (
+                    "poll:shopify:orders",
+                    parse_duration(shop["poll"]["orders"]),
+                    lambda since: poll_shopify_orders(http, api, token, since, asyncio.sleep),
+                )
+            )
+        woo = self.config.sources.get("woocommerce") or {}
+        if (woo.get("poll") or {}).get("orders") and woo.get("consumer_key") is not None:
+            key, secret = woo["consumer_key"].reveal(), woo["consumer_secret"].reveal()
+            jobs.append(
+                (
+                    "poll:woocommerce:orders",
+                    parse_duration(woo["poll"]["orders"]),
+                    lambda since: poll_woocommerce_orders(http, woo["url"], key, secret, since, asyncio.sleep),
+                )
+            )
+        return jobs
+
+    async def _poll(self, name: str, poll: Callable[[datetime], Awaitable[list[Polled]]]) -> None:
+        def read_cursor() -> Any:
+            with self.engine.begin() as conn:
+                return SqlStore(conn).get_cursor(name)
+
+        cursor = await asyncio.to_thread(read_cursor)
+        now = self.clock()
+        if cursor is None:  # first run: start from now, do not replay history
+            await asyncio.to_thread(store_polled, self.engine, name, [], now, now)
+            return
+        try:
+            polled = await poll(cursor - OVERLAP)
+        except PollError as exc:
+            self.metrics.count("flowrun_poll_errors_total", poller=name)
+            log.warning("%s failed, will try again: %s", name, exc)
+            return
+        new = await asyncio.to_thread(store_polled, self.engine, name, polled, next_cursor(cursor, polled), now)
+        self.metrics.count("flowrun_events_accepted_total", new, source=name)
+        if new:
+            self.worker.wake.set()
 
     def _report(self, run_id: str, key: str, result: dict[str, Any] | None, error: str | None) -> None:
         self.worker.wake.set()  # the result itself is committed in the outbox

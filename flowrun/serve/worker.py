@@ -261,3 +261,26 @@ def _cursor_names(store: SqlStore, prefix: str) -> list[str]:
 
     query = select(cursors.c.name).where(cursors.c.name.like(prefix.replace("%", r"\%") + "%", escape="\\"))
     return list(store.conn.execute(query).scalars())
+
+
+def store_polled(engine: Any, name: str, polled: list[Any], cursor: datetime, now: datetime) -> int:
+    """Polled bodies into the inbox and the cursor forward, in one transaction."""
+    from flowrun.state.sqlstore import insert_inbox_rows
+
+    with engine.begin() as conn:
+        stored = insert_inbox_rows(
+            conn,
+            [
+                {
+                    "source": p.source,
+                    "topic": p.topic,
+                    "body": p.body,
+                    "delivery_id": p.delivery_id,
+                    "received_at": now,
+                    "triggered_at": None,
+                }
+                for p in polled
+            ],
+        )
+        SqlStore(conn).set_cursor(name, cursor)
+    return sum(stored)
