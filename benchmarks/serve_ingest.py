@@ -1,0 +1,201 @@
+"""Serve throughput, printed (not asserted).
+
+1. bare: a Starlette endpoint on uvicorn that answers 200 and does nothing;
+2. ingest: `flowrun serve` with durable ingest (signature, parse, group commit, 2xx) and no flows;
+3. end to end: `flowrun serve` with a flow that POSTs every order to a local sink.
+
+Targets (issue 3): ingest >= 0.5 x bare; end to end >= 1,500 actions/s delivered during the
+load, webhook p99 < 100 ms. The same asyncio load generator drives every phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from common import ROOT, report
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+CONCURRENCY = 32
+SECRET = "bench-secret"
+BODY = (ROOT / "examples/events/shopify/orders/create.json").read_bytes()
+PYTHON = str(ROOT / ".venv/bin/python")
+
+BARE_APP = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+async def hook(request):
+    await request.body()
+    return JSONResponse({"status": "accepted"})
+app = Starlette(routes=[Route("/webhooks/shopify", hook, methods=["POST"])])
+"""
+SINK_APP = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+count = 0
+async def hook(request):
+    global count
+    await request.body()
+    count += 1
+    return JSONResponse({"ok": True})
+async def seen(request):
+    return JSONResponse({"count": count})
+app = Starlette(routes=[Route("/sink", hook, methods=["POST"]), Route("/count", seen)])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str) -> None:
+    for _ in range(200):
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(port: int, seconds: float) -> tuple[int, list[float]]:
+    """Raw asyncio HTTP/1.1 keep-alive connections: httpx's async pool tops out near 200 req/s
+    under 32 concurrent tasks here (encode/httpx#3215), which would measure the client."""
+    signature = base64.b64encode(hmac.new(SECRET.encode(), BODY, hashlib.sha256).digest()).decode()
+    latencies: list[float] = []
+    done = 0
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+
+    async def connection() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            head = (
+                f"POST /webhooks/shopify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"X-Shopify-Topic: orders/create\r\nX-Shopify-Hmac-Sha256: {signature}\r\n"
+                f"X-Shopify-Webhook-Id: bench-{next(counter)}\r\nContent-Length: {len(BODY)}\r\n\r\n"
+            )
+            start = time.perf_counter()
+            writer.write(head.encode() + BODY)
+            await writer.drain()
+            status_and_headers = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in status_and_headers.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if status_and_headers.startswith(b"HTTP/1.1 200"):
+                done += 1
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(CONCURRENCY)))
+    return done, latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] * 1000 if len(values) > 100 else float("nan")
+
+
+def start_app(source: str, port: int, folder: Path, name: str) -> subprocess.Popen[bytes]:
+    (folder / f"{name}.py").write_text(source)
+    process = subprocess.Popen(
+        [PYTHON, "-m", "uvicorn", f"{name}:app", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=folder,
+    )
+    wait_up(f"http://127.0.0.1:{port}/")
+    return process
+
+
+def start_flowrun(folder: Path, port: int, flows: str) -> subprocess.Popen[bytes]:
+    (folder / "flows").mkdir(exist_ok=True)
+    for f in (folder / "flows").glob("*.yaml"):
+        f.unlink()
+    if flows:
+        (folder / "flows" / "f.yaml").write_text(flows)
+    else:
+        (folder / "flows" / "f.yaml").write_text("flow: idle\non: custom.never\nsteps:\n  - log: {message: x}\n")
+    db = folder / f"state-{port}.db"
+    (folder / "flowrun.yaml").write_text(
+        f"database: sqlite:///{db}\nlisten: {{host: 127.0.0.1, port: {port}}}\nflows: flows\n"
+        "sources:\n  shopify:\n    webhook_secret: {env: BENCH_SECRET}\nlimits: {dispatch_concurrency: 64}\n"
+    )
+    env = {**os.environ, "BENCH_SECRET": SECRET}
+    process = subprocess.Popen(
+        [str(ROOT / ".venv/bin/flowrun"), "serve", "-c", str(folder / "flowrun.yaml")],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_up(f"http://127.0.0.1:{port}/healthz")
+    return process
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        port = free_port()
+        bare = start_app(BARE_APP, port, folder, "bare")
+        bare_n, bare_lat = asyncio.run(load(port, SECONDS))
+        bare.terminate()
+        bare.wait()
+
+        port = free_port()
+        ingest = start_flowrun(folder, port, "")
+        ingest_n, ingest_lat = asyncio.run(load(port, SECONDS))
+        ingest.terminate()
+        ingest.wait()
+
+        sink_port = free_port()
+        sink = start_app(SINK_APP, sink_port, folder, "sink")
+        port = free_port()
+        flow = (
+            f"flow: forward\non: order.created\nif: order.total_price > 0\nsteps:\n"
+            f"  - http: {{url: 'http://127.0.0.1:{sink_port}/sink', json: {{order: '{{{{ order.id }}}}'}}}}\n"
+        )
+        e2e = start_flowrun(folder, port, flow)
+        start = time.perf_counter()
+        e2e_n, e2e_lat = asyncio.run(load(port, SECONDS))
+        during = httpx.get(f"http://127.0.0.1:{sink_port}/count").json()["count"]
+        elapsed = time.perf_counter() - start
+        drained_at = None
+        for _ in range(1200):
+            if httpx.get(f"http://127.0.0.1:{sink_port}/count").json()["count"] >= e2e_n:
+                drained_at = time.perf_counter() - start
+                break
+            time.sleep(0.1)
+        e2e.terminate()
+        e2e.wait()
+        sink.terminate()
+        sink.wait()
+
+    print(f"{CONCURRENCY} concurrent connections, {SECONDS:g} s per phase, 4 KB Shopify order body")
+    report("bare endpoint: requests/s", bare_n / SECONDS, "req/s")
+    report("durable ingest: requests/s", ingest_n / SECONDS, "req/s")
+    report("ratio ingest / bare", (ingest_n / SECONDS) / (bare_n / SECONDS), "x", "target >= 0.5")
+    report("durable ingest: p50 / p99 latency", pct(ingest_lat, 50), "ms", f"p99 {pct(ingest_lat, 99):.1f} ms")
+    report("end to end: webhooks accepted/s", e2e_n / SECONDS, "req/s")
+    report("end to end: actions delivered/s during the load", during / elapsed, "act/s", "target >= 1,500")
+    report("end to end: webhook p50 / p99", pct(e2e_lat, 50), "ms", f"p99 {pct(e2e_lat, 99):.1f} ms (target < 100)")
+    if drained_at:
+        report("end to end: all actions delivered after", drained_at, "s", f"({e2e_n} actions)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
