@@ -186,7 +186,7 @@ def main() -> None:
         sink.wait()
 
     print(f"{CONCURRENCY} concurrent connections, {SECONDS:g} s per phase, 4 KB Shopify order body")
-    report("bare endpoint: requests/s", bare_n / SECONDS, "req/s")
+    report("bare endpoint: requests/s", bare_n / SECONDS, "req/s", f"p99 {pct(bare_lat, 99):.1f} ms")
     report("durable ingest: requests/s", ingest_n / SECONDS, "req/s")
     report("ratio ingest / bare", (ingest_n / SECONDS) / (bare_n / SECONDS), "x", "target >= 0.5")
     report("durable ingest: p50 / p99 latency", pct(ingest_lat, 50), "ms", f"p99 {pct(ingest_lat, 99):.1f} ms")
