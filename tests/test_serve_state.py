@@ -260,3 +260,15 @@ def test_backoff_is_exponential_with_jitter_and_capped() -> None:
     assert backoff_delay(3, 10, 3600, None, rand=lambda: 0.0) == 20
     assert backoff_delay(20, 10, 3600, None, rand=lambda: 1.0) == 3600
     assert backoff_delay(1, 10, 3600, 99.5, rand=lambda: 0.0) == 99.5
+
+
+def test_a_claimed_action_is_leased_for_its_own_timeout(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST.replace("  - wait: 1h\n", "").replace("retry: {attempts: 3, backoff: 10s}", "timeout: 2m"))
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.worker.step()
+    with r.engine.begin() as conn:
+        [row] = SqlStore(conn).claim_due(r.clock(), 10, timedelta(seconds=35))
+    assert row["timeout_s"] == 120
+    with r.engine.connect() as conn:
+        leased = conn.execute(select(outbox.c.next_attempt_at)).scalar_one()
+    assert leased.replace(tzinfo=None) == (r.clock() + timedelta(seconds=155)).replace(tzinfo=None)

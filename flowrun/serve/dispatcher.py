@@ -27,7 +27,7 @@ from flowrun.serve.metrics import Metrics
 from flowrun.state.sqlstore import SqlStore
 
 log = logging.getLogger("flowrun.dispatch")
-LEASE_MARGIN = timedelta(seconds=30)
+LEASE_MARGIN = timedelta(seconds=35)  # beyond a row's timeout: the 5 s wait_for slack plus commit time
 
 
 def backoff_delay(
@@ -79,9 +79,8 @@ class Dispatcher:
 
     def _claim(self, limit: int) -> list[dict[str, Any]]:
         now = self.clock()
-        lease = timedelta(seconds=30) + LEASE_MARGIN
         with self.engine.begin() as conn:
-            return SqlStore(conn).claim_due(now, min(limit, 100), lease)
+            return SqlStore(conn).claim_due(now, min(limit, 100), LEASE_MARGIN)
 
     async def _perform(self, row: dict[str, Any]) -> None:
         action = REGISTRY[row["action"]]

@@ -110,8 +110,9 @@ class SqlStore:
             ),
         )
 
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[dict[str, Any]]:
-        """Take due rows; `sending` rows whose lease ran out (a crash mid-send) come back."""
+    def claim_due(self, now: datetime, limit: int, margin: timedelta) -> list[dict[str, Any]]:
+        """Take due rows; `sending` rows whose lease ran out (a crash mid-send) come back.
+        A row's lease is its own timeout plus `margin`, so a slow send is never re-sent while in flight."""
         due = or_(
             and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
             and_(outbox.c.status == "sending", outbox.c.next_attempt_at <= now),
@@ -126,7 +127,9 @@ class SqlStore:
             self.conn.execute(
                 update(outbox)
                 .where(outbox.c.key == row["key"])
-                .values(status="sending", next_attempt_at=now + lease, updated_at=now)
+                .values(
+                    status="sending", next_attempt_at=now + timedelta(seconds=row["timeout_s"]) + margin, updated_at=now
+                )
             )
             row["params"] = codec.loads(row["params"])
         return rows
