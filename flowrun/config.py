@@ -16,9 +16,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from flowrun.durations import DURATION_PATTERN, parse_duration
-from flowrun.errors import ConfigError, Problem
+from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
-from flowrun.yamlsource import YamlSyntaxError, load_document
+from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
     "description": "a secret by reference: {env: NAME} or {credential: NAME}",
@@ -169,13 +169,7 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
     """Read and check the project file; `secrets=False` for commands that only read state."""
     if path is None:
         return Config(file=Path("flowrun.yaml"), database="sqlite:///flowrun-state/flowrun.db")
-    file = str(path)
-    try:
-        doc = load_document(path.read_text(encoding="utf-8"), file)
-    except OSError as exc:
-        raise ConfigError([Problem(file, 1, 1, (), f"cannot read config: {exc.strerror}")]) from None
-    except YamlSyntaxError as exc:
-        raise ConfigError([exc.problem]) from None
+    doc = read_document(path, "config", ConfigError)
     data = doc.data or {}
     errors = [
         doc.problem(p, m, h, key=k)

@@ -7,7 +7,7 @@ shared by identical sources.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -269,10 +269,3 @@ def parse_template(source: str, where: str, *, html: bool = False) -> Template:
 
 def parse_condition(source: str, where: str) -> Condition:
     return Condition(source, where, _condition_fields(source))
-
-
-def iter_fields(items: Iterator[Template | Condition]) -> set[FieldPath]:
-    out: set[FieldPath] = set()
-    for item in items:
-        out |= item.fields
-    return out

@@ -162,7 +162,3 @@ class CronSchedule:
                         return candidate
             day += timedelta(days=1)
         raise TimeSpecError(f"cron expression {self.expression!r} never fires", CRON_HINT)
-
-
-def utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -118,6 +119,17 @@ def _build(node: yaml.Node, path: YamlPath, doc: Document, loader: Any) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), doc, loader) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
+
+
+def read_document(path: Path, what: str, error: type[Exception]) -> Document:
+    """Read and parse a YAML file; unreadable or malformed files raise `error([problem])`."""
+    file = str(path)
+    try:
+        return load_document(path.read_text(encoding="utf-8"), file)
+    except OSError as exc:
+        raise error([Problem(file, 1, 1, (), f"cannot read {what}: {exc.strerror}")]) from None
+    except YamlSyntaxError as exc:
+        raise error([exc.problem]) from None
 
 
 def plain(value: Any) -> Any:

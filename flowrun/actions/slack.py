@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from flowrun.actions.base import TEMPLATED, ActionType, obj
 
 
@@ -19,6 +16,3 @@ class Slack(ActionType):
         webhook={"type": "string", "description": "name of a webhook in the project config"},
     )
     params_schema["anyOf"] = [{"required": ["text"]}, {"required": ["blocks"]}]
-
-    def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return {}

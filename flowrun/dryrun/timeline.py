@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.durations import DurationSyntaxError, parse_duration
-from flowrun.errors import EventFileError, Problem
+from flowrun.errors import EventFileError
 from flowrun.events import Event
 from flowrun.events.normalise import load_event_file, normalise_file_body
 from flowrun.events.values import timestamp
-from flowrun.yamlsource import Document, YamlSyntaxError, load_document
+from flowrun.yamlsource import Document, read_document
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,7 @@ def resolve_at(value: Any, start: datetime) -> datetime | None:
 
 
 def load_timeline(path: Path, start: datetime) -> list[Scheduled]:
-    file = str(path)
-    try:
-        doc = load_document(path.read_text(encoding="utf-8"), file)
-    except OSError as exc:
-        raise EventFileError([Problem(file, 1, 1, (), f"cannot read timeline: {exc.strerror}")]) from None
-    except YamlSyntaxError as exc:
-        raise EventFileError([exc.problem]) from None
+    doc = read_document(path, "timeline", EventFileError)
     items = doc.data.get("events") if isinstance(doc.data, dict) else doc.data
     if not isinstance(items, list):
         raise EventFileError(

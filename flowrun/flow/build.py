@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.actions import REGISTRY
-from flowrun.actions.base import CompileContext, templates_in
+from flowrun.actions.base import CompileContext
 from flowrun.durations import DURATION_HINT, DurationSyntaxError, parse_duration
 from flowrun.errors import Problem, YamlPath
 from flowrun.events.catalogue import EVENT_TYPES, lookup_type
@@ -337,6 +337,3 @@ def _fmt(path: YamlPath) -> str:
     from flowrun.errors import format_path
 
     return format_path(path)
-
-
-__all__ = ["Builder", "templates_in"]
