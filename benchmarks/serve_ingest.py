@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import os
 import socket
 import statistics
@@ -76,7 +77,7 @@ def wait_up(url: str) -> None:
 async def load(port: int, seconds: float) -> tuple[int, list[float]]:
     """Raw asyncio HTTP/1.1 keep-alive connections: httpx's async pool tops out near 200 req/s
     under 32 concurrent tasks here (encode/httpx#3215), which would measure the client."""
-    signature = base64.b64encode(hmac.new(SECRET.encode(), BODY, hashlib.sha256).digest()).decode()
+    order = json.loads(BODY)
     latencies: list[float] = []
     done = 0
     deadline = time.perf_counter() + seconds
@@ -86,13 +87,18 @@ async def load(port: int, seconds: float) -> tuple[int, list[float]]:
         nonlocal done
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while time.perf_counter() < deadline:
+            n = next(counter)
+            # A distinct order per request: Shopify's orders/create is keyed on the order, so
+            # the same body twice is one event (and one run), however many deliveries.
+            body = json.dumps({**order, "id": 10**12 + n, "order_number": 10**6 + n}).encode()
+            signature = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
             head = (
                 f"POST /webhooks/shopify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"X-Shopify-Topic: orders/create\r\nX-Shopify-Hmac-Sha256: {signature}\r\n"
-                f"X-Shopify-Webhook-Id: bench-{next(counter)}\r\nContent-Length: {len(BODY)}\r\n\r\n"
+                f"X-Shopify-Webhook-Id: bench-{n}\r\nContent-Length: {len(body)}\r\n\r\n"
             )
             start = time.perf_counter()
-            writer.write(head.encode() + BODY)
+            writer.write(head.encode() + body)
             await writer.drain()
             status_and_headers = await reader.readuntil(b"\r\n\r\n")
             length = next(
@@ -141,7 +147,7 @@ def start_flowrun(folder: Path, port: int, flows: str) -> subprocess.Popen[bytes
     process = subprocess.Popen(
         [str(ROOT / ".venv/bin/flowrun"), "serve", "-c", str(folder / "flowrun.yaml")],
         env=env,
-        stderr=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_LOGS") else subprocess.DEVNULL,
     )
     wait_up(f"http://127.0.0.1:{port}/healthz")
     return process

@@ -85,9 +85,20 @@ CONFIG_SCHEMA: dict[str, Any] = {
             action_attempts={"type": "integer", "minimum": 1},
             shutdown_grace=DURATION,
         ),
-        derive=_closed(checkout_idle=DURATION, low_stock_threshold={"type": "integer", "minimum": 0}),
+        derive=_closed(
+            checkout_idle=DURATION,
+            low_stock_threshold={"type": "integer", "minimum": 0},
+            inactive_after={
+                "type": "array",
+                "items": DURATION,
+                "description": "customer.inactive fires once per threshold after a customer's last order",
+            },
+        ),
     ),
 }
+
+
+INACTIVE_AFTER = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
 
 
 class Secret:
@@ -121,6 +132,7 @@ class Config:
     shutdown_grace: timedelta = timedelta(seconds=20)
     checkout_idle: timedelta = timedelta(hours=1)
     low_stock_threshold: int = 5
+    inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
 
     def secrets(self) -> list[str]:
         """Every secret value, for redaction."""
@@ -203,4 +215,7 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         shutdown_grace=parse_duration(limits.get("shutdown_grace", "20s")),
         checkout_idle=parse_duration(derive.get("checkout_idle", "1h")),
         low_stock_threshold=derive.get("low_stock_threshold", 5),
+        inactive_after=tuple(sorted(parse_duration(d) for d in derive["inactive_after"]))
+        if "inactive_after" in derive
+        else INACTIVE_AFTER,
     )

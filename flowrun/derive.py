@@ -1,4 +1,4 @@
-"""Derived events: checkout.abandoned and inventory.low/restocked, as pure functions.
+"""Derived events: checkout.abandoned, customer.inactive and inventory.low/restocked, as pure functions.
 
 Both dry-run (state in memory: the watchers below) and serve (state in the database: the
 worker) call the same functions, so a dry-run predicts exactly what serve derives.
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from flowrun.events import Event
+from flowrun.events import Event, customer_key
 
 CHECKOUT_TYPES = ("checkout.created", "checkout.updated")
 ORDER_TYPES = ("order.created", "order.paid")
@@ -114,3 +114,45 @@ class InventoryWatcher:
         if key:
             self.low[key] = is_low
         return [replace(derived, occurred_at=now)] if derived else []
+
+
+@dataclass(frozen=True)
+class InactivityCheck:
+    """Come back at `at`; `state` (JSON-able) says whose last order, and which threshold is next."""
+
+    at: datetime
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InactivityWatcher:
+    """customer.inactive once per threshold after a customer's last order (30, 60, 90 days...).
+    An order resets the clock; serve keeps `state` in the database, dry-run in its queue."""
+
+    thresholds: tuple[timedelta, ...] = ()
+
+    def first_check(self, order: Event) -> InactivityCheck | None:
+        if order.type not in ORDER_TYPES or not order.customer_key or not self.thresholds:
+            return None
+        customer = dict(order.data.get("customer") or {})
+        state = {"customer": customer, "last_order_at": order.occurred_at, "index": 0, "order": order.id}
+        return InactivityCheck(order.occurred_at + self.thresholds[0], state)
+
+    def fire(self, state: dict[str, Any], now: datetime) -> tuple[Event, InactivityCheck | None]:
+        """The event for the threshold that fell due, and the check for the next one."""
+        index, last = int(state["index"]), state["last_order_at"]
+        quiet = self.thresholds[min(index, len(self.thresholds) - 1)]
+        data = {"customer": state["customer"], "inactivity": {"days": quiet.days, "last_order_at": last}}
+        event = Event(
+            type="customer.inactive",
+            source="flowrun",
+            id=f"derived:customer.inactive:{quiet.days}d:{state['order']}",
+            occurred_at=now,
+            data=data,
+            customer_key=customer_key(data),
+            meta={"derived_from": state["order"]},
+        )
+        following = None
+        if index + 1 < len(self.thresholds):
+            following = InactivityCheck(last + self.thresholds[index + 1], {**state, "index": index + 1})
+        return event, following

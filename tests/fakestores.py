@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
+import httpx
+
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128
@@ -26,7 +28,9 @@ class FakeStore:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                store.requests.append({"path": url.path, "query": query, "headers": dict(self.headers)})
+                store.requests.append(
+                    {"path": url.path, "query": query, "headers": httpx.Headers(list(self.headers.items()))}
+                )
                 if store.failures:
                     status, headers = store.failures.pop(0)
                     self._send(status, {"errors": "scripted failure"}, headers)

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowrun.config import Config, Secret
@@ -107,7 +108,12 @@ class Sink:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
                 sink.requests.append(
-                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": httpx.Headers(list(self.headers.items())),
+                        "body": body,
+                    }
                 )
                 status, headers = sink.script.pop(0) if sink.script else (200, {})
                 self.send_response(status)

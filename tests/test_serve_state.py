@@ -70,7 +70,8 @@ class Rig:
         raise AssertionError("did not settle")
 
     async def _dispatch(self) -> int:
-        dispatcher = Dispatcher(self.config, self.engine, self.metrics, report=lambda *r: None, clock=self.clock)
+        worker = self.worker
+        dispatcher = Dispatcher(self.config, self.engine, self.metrics, worker.complete, worker.wake.set, self.clock)
         rows = dispatcher._claim(100)
         await asyncio.gather(*(dispatcher._perform(row) for row in rows))
         await dispatcher.http.aclose()

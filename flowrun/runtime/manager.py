@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flowrun.engine import engine
+from flowrun.engine.program import Await
 from flowrun.engine.state import (
     ActionFailed,
     ActionSucceeded,
@@ -49,6 +50,8 @@ class Manager:
         self.flows: dict[str, Flow] = {}
         self.versions: dict[tuple[str, str], Flow] = {}
         self._by_type: dict[str, list[Flow]] = defaultdict(list)
+        self._goals: dict[str, set[str]] = defaultdict(set)
+        self._awaited: set[str] = set()  # event types some flow's wait_for listens to
         self.load(flows)
 
     def load(self, flows: Iterable[Flow]) -> None:
@@ -57,6 +60,9 @@ class Manager:
         self._by_type.clear()
         for flow in self.flows.values():
             self.versions[(flow.id, flow.version)] = flow
+            self._awaited.update(e for ins in flow.program if isinstance(ins, Await) for e in ins.step.events)
+            for event_type in flow.goal.events if flow.goal else ():
+                self._goals[event_type].add(flow.id)  # kept across reloads: old versions' runs
             for event_type in flow.event_types:
                 self._by_type[event_type].append(flow)
 
@@ -67,9 +73,11 @@ class Manager:
 
     def on_event(self, event: Event, now: datetime) -> list[Transition]:
         out: list[Transition] = []
-        candidates = {r.id: r for r in self.store.awaiting(event.type)}
-        if event.customer_key:
-            candidates.update((r.id, r) for r in self.store.active_for_customer(event.customer_key))
+        awaited = event.type in self._awaited
+        candidates = {r.id: r for r in self.store.awaiting(event.type)} if awaited else {}
+        goal_flows = self._goals.get(event.type)
+        if event.customer_key and goal_flows:  # only runs whose goal this event could reach
+            candidates.update((r.id, r) for r in self.store.active_for_customer(event.customer_key, goal_flows))
         for run in sorted(candidates.values(), key=lambda r: (r.started_at, r.id)):
             flow = self.flow_of(run)
             if flow is not None and run.trigger.id != event.id:

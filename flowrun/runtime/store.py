@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Protocol
 
 from flowrun.engine.state import RunState, Status
@@ -13,7 +14,9 @@ class RunStore(Protocol):
 
     def save(self, run: RunState) -> None: ...
 
-    def active_for_customer(self, customer_key: str) -> list[RunState]: ...
+    def active_for_customer(self, customer_key: str, flow_ids: Collection[str]) -> list[RunState]:
+        """Active runs of these flows for this customer."""
+        ...
 
     def active_for_key(self, flow_id: str, concurrency_key: str) -> list[RunState]: ...
 
@@ -58,8 +61,9 @@ class MemoryStore:
         if previous is None and run.customer_key and run.status is not Status.SKIPPED:
             self._last[(run.flow_id, run.customer_key)] = run.id
 
-    def active_for_customer(self, customer_key: str) -> list[RunState]:
-        return sorted((self.runs[i] for i in self._by_customer.get(customer_key, ())), key=_order)
+    def active_for_customer(self, customer_key: str, flow_ids: Collection[str]) -> list[RunState]:
+        found = (self.runs[i] for i in self._by_customer.get(customer_key, ()))
+        return sorted((r for r in found if r.flow_id in flow_ids), key=_order)
 
     def active_for_key(self, flow_id: str, concurrency_key: str) -> list[RunState]:
         return sorted((self.runs[i] for i in self._by_key.get((flow_id, concurrency_key), ())), key=_order)

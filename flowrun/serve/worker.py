@@ -1,20 +1,37 @@
 """The one thread that moves runs: inbox events, due timers, schedule ticks, derived
-events and action results. Each input is applied in its own transaction, together with
-the outbox rows and timers it creates, so a crash leaves either all of it or none.
+events and action results.
+
+Inputs are applied in batches: one transaction holds as many inputs as fit in about
+`CHUNK_SECONDS`, with the run transitions, timers and outbox rows they create, so a crash
+leaves all of a batch or none of it, and SQLite's single write lock is never held long
+enough to delay the inbox writer's group commits. If a batch raises, its inputs are
+applied again one per transaction; an inbox event that still fails is marked `failed`
+(with the error, visible in the inbox) instead of blocking every event behind it.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
 from flowrun.config import Config
-from flowrun.derive import CHECKOUT_TYPES, ORDER_TYPES, abandoned, checkout_completed, checkout_key, stock_edge
+from flowrun.derive import (
+    CHECKOUT_TYPES,
+    ORDER_TYPES,
+    InactivityWatcher,
+    abandoned,
+    checkout_completed,
+    checkout_key,
+    stock_edge,
+)
 from flowrun.engine.state import Perform, Transition
 from flowrun.errors import FlowrunError
 from flowrun.events import Event
@@ -27,8 +44,31 @@ from flowrun.state import codec
 from flowrun.state.sqlstore import SqlStore
 
 log = logging.getLogger("flowrun.worker")
-BATCH = 200
+BATCH = 500
+CHUNK_SECONDS = 0.02
 Clock = Callable[[], datetime]
+Apply = Callable[[Manager, SqlStore], list[Transition]]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One input: applied inside a transaction; `quarantine` records it as failed for good."""
+
+    label: str
+    apply: Apply
+    quarantine: Callable[[SqlStore, str], None] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """An action the dispatcher performed: applied (outbox row + run) in the worker's next batch.
+    Until that commits the row stays `sending`, so a crash here means a re-send after the lease."""
+
+    key: str
+    run_id: str
+    action: str
+    result: dict[str, Any]
+    at: datetime
 
 
 class Worker:
@@ -42,9 +82,11 @@ class Worker:
     ) -> None:
         self.config, self.engine, self.metrics, self.clock = config, engine, metrics, clock
         self.manager = Manager(flows, MemoryStore())
+        self.inactivity = InactivityWatcher(config.inactive_after)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.on_outbox: Callable[[], None] = lambda: None
+        self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="flowrun-worker", daemon=True)
         self._lock = threading.Lock()
 
@@ -62,13 +104,22 @@ class Worker:
         with self._lock:
             self.manager.load(flows)
 
+    def complete(self, completion: Completion) -> None:
+        """Called from the dispatcher's thread when a provider accepted an action."""
+        self.completions.put(completion)
+        self.wake.set()
+
     def _loop(self) -> None:
-        while not self.stopping.is_set():
+        while True:
             self.wake.wait(timeout=0.5)
             self.wake.clear()
+            stopping = self.stopping.is_set()
             try:
                 while self.step() and not self.stopping.is_set():
                     pass
+                if stopping:  # one last round after the dispatcher drained: keep its results
+                    self.step()
+                    return
             except Exception:  # keep serving; the input stays pending and is tried again
                 log.exception("worker step failed; retrying shortly")
                 self.stopping.wait(1.0)
@@ -76,89 +127,89 @@ class Worker:
     def step(self) -> bool:
         """One round of every kind of input; True if anything was done."""
         with self._lock:
-            did = self._results()
-            did |= self._inbox()
-            did |= self._timers()
-            did |= self._schedules()
-            did |= self._abandoned()
-            return did
+            units = self._completed()
+            with self.engine.begin() as conn:
+                store = SqlStore(conn)
+                units += self._results(store)
+                units += self._inbox(store)
+                units += self._timers(store)
+                units += self._schedules(store)
+                units += self._due_checks(store)
+            self._run(units)
+            return bool(units)
 
-    # -- applying transitions ------------------------------------------------------------
+    # -- applying units in batches -------------------------------------------------------
 
-    def _apply(self, conn: Connection, transitions: list[Transition], now: datetime) -> None:
+    def _run(self, units: list[Unit]) -> None:
+        i = 0
+        while i < len(units):
+            j = i
+            try:
+                with self.engine.begin() as conn:
+                    j = self._chunk(conn, units, i)
+            except Exception:
+                log.exception("a batch of %d inputs failed; applying them one by one", j - i + 1)
+                for unit in units[i : j + 1]:
+                    self._alone(unit)
+                j += 1
+            i = j
+
+    def _chunk(self, conn: Connection, units: list[Unit], i: int) -> int:
+        """Apply units from i while time allows; returns the index after the last one applied."""
         store = SqlStore(conn)
+        self.manager.store = store
+        now, started = self.clock(), time.perf_counter()
+        transitions: list[Transition] = []
+        j = i
+        while j < len(units) and (j == i or time.perf_counter() - started < CHUNK_SECONDS):
+            transitions.extend(units[j].apply(self.manager, store))
+            j += 1
+        self._enqueue(store, transitions, now)
+        return j
+
+    def _alone(self, unit: Unit) -> None:
+        try:
+            with self.engine.begin() as conn:
+                self._chunk(conn, [unit], 0)
+        except Exception as exc:
+            log.exception("input %s failed", unit.label)
+            if unit.quarantine is not None:
+                with self.engine.begin() as conn:
+                    unit.quarantine(SqlStore(conn), f"{type(exc).__name__}: {exc}")
+
+    def _enqueue(self, store: SqlStore, transitions: list[Transition], now: datetime) -> None:
+        performs = False
         for transition in transitions:
             for command in transition.commands:
                 if isinstance(command, Perform):
                     store.enqueue(command, now, self.config.action_attempts)
+                    performs = True
             self.metrics.count("flowrun_run_transitions_total", status=transition.run.status.value)
-        if any(isinstance(c, Perform) for t in transitions for c in t.commands):
+        if performs:
             self.on_outbox()
-
-    def _transact(self, fn: Callable[[Manager, SqlStore], list[Transition]]) -> list[Transition]:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            store = SqlStore(conn)
-            self.manager.store = store
-            transitions = fn(self.manager, store)
-            self._apply(conn, transitions, now)
-        return transitions
 
     # -- inputs --------------------------------------------------------------------------
 
-    def _inbox(self) -> bool:
-        with self.engine.begin() as conn:
-            rows = SqlStore(conn).pending_inbox(BATCH)
-        for row in rows:
-            self._event_row(row)
-        return bool(rows)
+    def _completed(self) -> list[Unit]:
+        units: list[Unit] = []
+        while len(units) < BATCH:
+            try:
+                done = self.completions.get_nowait()
+            except queue.Empty:
+                break
 
-    def _event_row(self, row: dict[str, Any]) -> None:
-        try:
-            events = normalise(
-                parse_json(row["body"]),
-                source=row["source"],
-                topic=row["topic"] if row["source"] != "custom" else None,
-                delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,
-                received_at=codec._aware(row["received_at"]),
-            )
-        except (FlowrunError, ValueError, KeyError, TypeError) as exc:
-            log.warning("inbox %s/%s cannot be normalised: %s", row["source"], row["delivery_id"], exc)
-            with self.engine.begin() as conn:
-                SqlStore(conn).mark_inbox(row["seq"], "rejected", str(exc))
-            self.metrics.count("flowrun_events_unprocessable_total", source=row["source"])
-            return
+            def apply(manager: Manager, store: SqlStore, c: Completion = done) -> list[Transition]:
+                store.finish_action(c.key, c.at, "applied", result=c.result)
+                store.record_attempt(c.key, c.at, "ok", "")
+                return manager.on_result(c.run_id, c.key, c.result, None, self.clock())
 
-        def handle(manager: Manager, store: SqlStore) -> list[Transition]:
-            now = self.clock()
-            out: list[Transition] = []
-            for event in events:
-                for derived in self._derive(store, event, now):
-                    out.extend(manager.on_event(derived, now))
-                out.extend(manager.on_event(event, now))
-            store.mark_inbox(row["seq"], "done")
-            return out
+            units.append(Unit(f"result {done.key}", apply))
+        return units
 
-        self._transact(handle)
-
-    def _timers(self) -> bool:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            due = SqlStore(conn).due_timers(now, BATCH)
-        for run_id, due_at in due:
-            self.metrics.observe_lateness((self.clock() - due_at).total_seconds())
-
-            def fire(manager: Manager, _store: SqlStore, r: str = run_id, d: datetime = due_at) -> list[Transition]:
-                return manager.on_timer(r, d, self.clock())
-
-            self._transact(fire)
-        return bool(due)
-
-    def _results(self) -> bool:
-        """Apply finished actions from the outbox (the durable hand-over from the dispatcher)."""
-        with self.engine.begin() as conn:
-            finished = SqlStore(conn).results_to_apply(BATCH)
-        for row in finished:
+    def _results(self, store: SqlStore) -> list[Unit]:
+        """Finished actions left in the outbox: failures handed to the run (on_error: continue)."""
+        units = []
+        for row in store.results_to_apply(BATCH):
 
             def apply(manager: Manager, store: SqlStore, r: dict[str, Any] = row) -> list[Transition]:
                 store.mark_applied(r["key"])
@@ -166,45 +217,91 @@ class Worker:
                 error = r["last_error"] if r["status"] == "failed" else None
                 return manager.on_result(r["run_id"], r["key"], result, error, self.clock())
 
-            self._transact(apply)
-        return bool(finished)
+            units.append(Unit(f"result {row['key']}", apply))
+        return units
+
+    def _inbox(self, store: SqlStore) -> list[Unit]:
+        units = []
+        for row in store.pending_inbox(BATCH):
+            seq = row["seq"]
+
+            def quarantine(store: SqlStore, why: str, s: int = seq) -> None:
+                store.mark_inbox(s, "failed", why)
+
+            units.append(Unit(f"inbox {row['source']}/{row['delivery_id']}", self._event_unit(row), quarantine))
+        return units
+
+    def _event_unit(self, row: dict[str, Any]) -> Apply:
+        def apply(manager: Manager, store: SqlStore) -> list[Transition]:
+            try:
+                events = normalise(
+                    parse_json(row["body"]),
+                    source=row["source"],
+                    topic=row["topic"] if row["source"] != "custom" else None,
+                    delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,
+                    received_at=codec._aware(row["received_at"]),
+                )
+            except (FlowrunError, ValueError, KeyError, TypeError) as exc:
+                log.warning("inbox %s/%s cannot be normalised: %s", row["source"], row["delivery_id"], exc)
+                store.mark_inbox(row["seq"], "rejected", str(exc))
+                self.metrics.count("flowrun_events_unprocessable_total", source=row["source"])
+                return []
+            now = self.clock()
+            out: list[Transition] = []
+            for event in events:
+                out.extend(manager.on_event(event, now))
+                for derived in self._derive(store, event, now):
+                    out.extend(manager.on_event(derived, now))
+            store.mark_inbox(row["seq"], "done")
+            return out
+
+        return apply
+
+    def _timers(self, store: SqlStore) -> list[Unit]:
+        units = []
+        for run_id, due_at in store.due_timers(self.clock(), BATCH):
+
+            def fire(manager: Manager, _store: SqlStore, r: str = run_id, d: datetime = due_at) -> list[Transition]:
+                now = self.clock()
+                self.metrics.observe_lateness((now - d).total_seconds())
+                return manager.on_timer(r, d, now)
+
+            units.append(Unit(f"timer {run_id}", fire))
+        return units
 
     # -- schedules: next due tick per flow, stored as a cursor ---------------------------
 
-    def _schedules(self) -> bool:
-        now, did = self.clock(), False
+    def _schedules(self, store: SqlStore) -> list[Unit]:
+        now, units = self.clock(), []
         for flow in list(self.manager.flows.values()):
             trigger = flow.trigger
             if not isinstance(trigger, ScheduleTrigger):
                 continue
             name = f"schedule:{flow.id}"
-            with self.engine.begin() as conn:
-                due = SqlStore(conn).get_cursor(name)
-                if due is None:  # first start: the next tick from now
-                    SqlStore(conn).set_cursor(name, _next_tick(trigger, now))
-                    continue
+            due = store.get_cursor(name)
+            if due is None:  # first start: the next tick from now
+                store.set_cursor(name, _next_tick(trigger, now))
+                continue
             if due > now:
                 continue
-            missed = due
             following = _next_tick(trigger, due)
             while following <= now:  # ticks that fell due while the service was down
                 following = _next_tick(trigger, following)
-            fire = trigger.missed == "run_once" or _next_tick(trigger, missed) > now
+            go = trigger.missed == "run_once" or _next_tick(trigger, due) > now
 
             def tick(
                 manager: Manager,
                 store: SqlStore,
-                f: Flow = flow,
-                at: datetime = missed,
+                f: str = flow.id,
+                at: datetime = due,
                 nxt: datetime = following,
-                go: bool = fire,
+                go: bool = go,
             ) -> list[Transition]:
-                store.set_cursor(f"schedule:{f.id}", nxt)
-                return manager.on_tick(f.id, at, self.clock()) if go else []
+                store.set_cursor(f"schedule:{f}", nxt)
+                return manager.on_tick(f, at, self.clock()) if go else []
 
-            self._transact(tick)
-            did = True
-        return did
+            units.append(Unit(f"schedule {flow.id}", tick))
+        return units
 
     # -- derived events ------------------------------------------------------------------
 
@@ -213,10 +310,12 @@ class Worker:
         if event.type in CHECKOUT_TYPES and event.customer_key:
             name = f"abandon:{event.customer_key}:{checkout_key(event)}"
             due = None if checkout_completed(event) else now + self.config.checkout_idle
-            store.set_cursor(name, {"due": due, "event": codec.event_to_dict(event)} if due else None)
+            store.set_cursor(name, codec.event_to_dict(event) if due else None, due=due)
         elif event.type in ORDER_TYPES and event.customer_key:
-            for name in _cursor_names(store, f"abandon:{event.customer_key}:"):
-                store.set_cursor(name, None)
+            store.clear_cursors(f"abandon:{event.customer_key}:")
+            first = self.inactivity.first_check(event)
+            if first is not None:
+                store.set_cursor(f"inactive:{event.customer_key}", first.state, due=first.at)
         elif event.type == "inventory.changed":
             key, _, _ = stock_edge(event, False, self.config.low_stock_threshold)
             if key:
@@ -226,25 +325,25 @@ class Worker:
                 return [derived] if derived else []
         return []
 
-    def _abandoned(self) -> bool:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            store = SqlStore(conn)
-            due = []
-            for name in _cursor_names(store, "abandon:"):
-                value = store.get_cursor(name)
-                if value and value["due"] <= now:
-                    due.append((name, value))
-        for name, value in due:
-            seen = codec.event_from_dict(value["event"])
-            derived = abandoned(seen, name.rsplit(":", 1)[-1], value["due"])
+    def _due_checks(self, store: SqlStore) -> list[Unit]:
+        """Abandonment and inactivity checks whose time has come (an indexed `due_at`)."""
+        units = []
+        for name, value, due in store.due_cursors(self.clock(), BATCH):
 
-            def fire(manager: Manager, store: SqlStore, n: str = name, e: Event = derived) -> list[Transition]:
-                store.set_cursor(n, None)
-                return manager.on_event(e, self.clock())
+            def fire(
+                manager: Manager, store: SqlStore, n: str = name, v: Any = value, d: datetime = due
+            ) -> list[Transition]:
+                now = self.clock()
+                if n.startswith("abandon:"):
+                    store.set_cursor(n, None)
+                    derived = abandoned(codec.event_from_dict(v), n.rsplit(":", 1)[-1], d)
+                    return manager.on_event(derived, now)
+                inactive, following = self.inactivity.fire(v, d)
+                store.set_cursor(n, following.state if following else None, due=following.at if following else None)
+                return manager.on_event(inactive, now)
 
-            self._transact(fire)
-        return bool(due)
+            units.append(Unit(f"check {name}", fire))
+        return units
 
 
 def _next_tick(trigger: ScheduleTrigger, after: datetime) -> datetime:
@@ -252,15 +351,6 @@ def _next_tick(trigger: ScheduleTrigger, after: datetime) -> datetime:
         return trigger.cron.next_after(after)
     assert trigger.every is not None
     return after + trigger.every
-
-
-def _cursor_names(store: SqlStore, prefix: str) -> list[str]:
-    from sqlalchemy import select
-
-    from flowrun.state.tables import cursors
-
-    query = select(cursors.c.name).where(cursors.c.name.like(prefix.replace("%", r"\%") + "%", escape="\\"))
-    return list(store.conn.execute(query).scalars())
 
 
 def store_polled(engine: Any, name: str, polled: list[Any], cursor: datetime, now: datetime) -> int:

@@ -13,15 +13,16 @@ from flowrun.events import Event
 
 
 def _encode(value: Any) -> Any:
+    """For what json cannot write itself (called by its C encoder, only for those values)."""
     if isinstance(value, Decimal):
         return {"$dec": str(value)}
     if isinstance(value, datetime):
         return {"$time": value.isoformat()}
     if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in the state database")
 
 
 def _decode(obj: dict[str, Any]) -> Any:
@@ -34,7 +35,7 @@ def _decode(obj: dict[str, Any]) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(_encode(value), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, default=_encode, separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(text: str | bytes) -> Any:

@@ -6,18 +6,23 @@ so one event's run transitions, timers and outbox rows commit together or not at
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from flowrun.engine.state import FINAL, Perform, RunState, Status
 from flowrun.state import codec
-from flowrun.state.tables import attempts, cursors, inbox, insert_ignore, outbox, runs
+from flowrun.state.tables import attempts, cursors, inbox, insert_ignore, outbox, runs, upsert
 
 ACTIVE = [s.value for s in Status if s not in FINAL]
+_GET_RUN = select(runs).where(runs.c.id == bindparam("id"))
+_GET_CURSOR = select(cursors.c.value).where(cursors.c.name == bindparam("name"))
+_DELETE_CURSOR = delete(cursors).where(cursors.c.name == bindparam("name"))
+_DELETE_CURSORS = delete(cursors).where(cursors.c.name >= bindparam("low"), cursors.c.name < bindparam("high"))
+_MARK_INBOX = update(inbox).where(inbox.c.seq == bindparam("b_seq"))
 
 
 class SqlStore:
@@ -27,11 +32,12 @@ class SqlStore:
         self.conn = conn
 
     def get(self, run_id: str) -> RunState | None:
-        row = self.conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        row = self.conn.execute(_GET_RUN, {"id": run_id}).mappings().first()
         return codec.run_from_row(row) if row else None
 
     def save(self, run: RunState) -> None:
-        values = {
+        values: dict[str, object] = {
+            "id": run.id,
             "flow_id": run.flow_id,
             "flow_version": run.flow_version,
             "status": run.status.value,
@@ -43,16 +49,14 @@ class SqlStore:
             "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
             "state": codec.run_to_json(run),
         }
-        changed = self.conn.execute(update(runs).where(runs.c.id == run.id).values(**values)).rowcount
-        if not changed:
-            self.conn.execute(insert(runs).values(id=run.id, **values))
+        upsert(self.conn, runs, values)
 
     def _active(self, *conditions: Any) -> list[RunState]:
         query = select(runs).where(runs.c.status.in_(ACTIVE), *conditions).order_by(runs.c.started_at, runs.c.id)
         return [codec.run_from_row(r) for r in self.conn.execute(query).mappings()]
 
-    def active_for_customer(self, customer_key: str) -> list[RunState]:
-        return self._active(runs.c.customer_key == customer_key)
+    def active_for_customer(self, customer_key: str, flow_ids: Collection[str]) -> list[RunState]:
+        return self._active(runs.c.customer_key == customer_key, runs.c.flow_id.in_(sorted(flow_ids)))
 
     def active_for_key(self, flow_id: str, concurrency_key: str) -> list[RunState]:
         return self._active(runs.c.flow_id == flow_id, runs.c.concurrency_key == concurrency_key)
@@ -184,18 +188,33 @@ class SqlStore:
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
     def mark_inbox(self, seq: int, status: str, error: str | None = None) -> None:
-        self.conn.execute(update(inbox).where(inbox.c.seq == seq).values(status=status, error=error))
+        self.conn.execute(_MARK_INBOX, {"b_seq": seq, "status": status, "error": error})
 
     # -- cursors -------------------------------------------------------------------------
 
     def get_cursor(self, name: str) -> Any:
-        value = self.conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar()
+        value = self.conn.execute(_GET_CURSOR, {"name": name}).scalar()
         return codec.loads(value) if value is not None else None
 
-    def set_cursor(self, name: str, value: Any) -> None:
-        self.conn.execute(delete(cursors).where(cursors.c.name == name))
-        if value is not None:
-            self.conn.execute(insert(cursors).values(name=name, value=codec.dumps(value)))
+    def set_cursor(self, name: str, value: Any, due: datetime | None = None) -> None:
+        """Store (or with None, delete) a cursor; `due` makes it a check `due_cursors` returns."""
+        if value is None:
+            self.conn.execute(_DELETE_CURSOR, {"name": name})
+        else:
+            upsert(self.conn, cursors, {"name": name, "value": codec.dumps(value), "due_at": due})
+
+    def clear_cursors(self, prefix: str) -> None:
+        """Delete every cursor whose name starts with `prefix` (a range on the primary key)."""
+        self.conn.execute(_DELETE_CURSORS, {"low": prefix, "high": prefix + "\U0010ffff"})
+
+    def due_cursors(self, now: datetime, limit: int) -> list[tuple[str, Any, datetime]]:
+        query = (
+            select(cursors.c.name, cursors.c.value, cursors.c.due_at)
+            .where(cursors.c.due_at <= now)
+            .order_by(cursors.c.due_at)
+            .limit(limit)
+        )
+        return [(r.name, codec.loads(r.value), codec._aware(r.due_at)) for r in self.conn.execute(query)]
 
 
 def insert_inbox_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[bool]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -103,27 +107,113 @@ cursors = Table(
     metadata,
     Column("name", String(200), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("due_at", TZ),  # v2: set for checks that fire at a time
 )
 
 
+Index("cursors_due", cursors.c.due_at)
+Index("runs_awaiting", runs.c.status, runs.c.awaiting)
+
+
 def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[inbox, runs, outbox, attempts, cursors])
+    # v1 as it shipped; indexes added later come from create_all too, so v2 says IF NOT EXISTS.
+    metadata.create_all(conn, tables=[inbox, runs, outbox, attempts])
+    v1_cursors = Table(
+        "cursors",
+        MetaData(),
+        Column("name", String(200), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    v1_cursors.create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    """Derived-event checks (abandonment, inactivity) get an indexed due time: the sweep
+    asks for what is due instead of reading every pending check."""
+    zone = " WITH TIME ZONE" if conn.dialect.name == "postgresql" else ""
+    conn.execute(text(f"ALTER TABLE cursors ADD COLUMN due_at TIMESTAMP{zone}"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS cursors_due ON cursors (due_at)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS runs_awaiting ON runs (status, awaiting)"))
+    from flowrun.state import codec
+
+    old = conn.execute(text("SELECT name, value FROM cursors WHERE name LIKE 'abandon:%'")).all()
+    for name, value in old:  # v1 kept {"due", "event"} in the value
+        check = codec.loads(value)
+        moved = {"value": codec.dumps(check["event"]), "due_at": check["due"]}
+        conn.execute(cursors.update().where(cursors.c.name == name).values(**moved))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+
+
+def _dialect_insert(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    return dialect_insert(table)
+
+
+# Statements are built once and executed with parameters: building one per call (`.values(**row)`)
+# cost more than running it, and a constant statement keeps SQLAlchemy's compiled cache warm.
+@functools.cache
+def _insert_ignore_statement(dialect: str, table: Table) -> Any:
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT that SQLAlchemy extends
+    # with RETURNING, so only a returned row proves the insert happened.
+    key = next(iter(table.primary_key.columns))
+    return _dialect_insert(dialect, table).on_conflict_do_nothing().returning(key)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: Table) -> Any:
+    statement = _dialect_insert(dialect, table)
+    keys = [c.name for c in table.primary_key.columns]
+    changes = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
 def insert_ignore(conn: Connection, table: Table, values: dict[str, object]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True if the row was new."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    # RETURNING, not rowcount: psycopg reports -1 for an INSERT that SQLAlchemy extends
-    # with RETURNING, so only a returned row proves the insert happened.
-    key = next(iter(table.primary_key.columns))
-    statement = dialect_insert(table).values(**values).on_conflict_do_nothing().returning(key)
-    return conn.execute(statement).first() is not None
+    return conn.execute(_insert_ignore_statement(conn.dialect.name, table), values).first() is not None
+
+
+def upsert(conn: Connection, table: Table, values: dict[str, object]) -> None:
+    """INSERT, or UPDATE every other column of the row with the same primary key."""
+    conn.execute(_upsert_statement(conn.dialect.name, table), values)
+
+
+def _serialised_connection() -> type[sqlite3.Connection]:
+    """SQLite has one writer. This process's threads queue for it on a Python lock, taken at
+    BEGIN and handed over the moment COMMIT or ROLLBACK returns; waiting in SQLite's busy
+    handler instead sleeps in growing steps (up to 100 ms) and collapsed ingest under load.
+    Other processes (the CLI) still wait through busy_timeout."""
+    writer = threading.Lock()
+
+    class Serialised(sqlite3.Connection):
+        holds = False
+
+        def take_writer_lock(self) -> None:
+            writer.acquire()
+            self.holds = True
+
+        def drop_writer_lock(self) -> None:
+            if self.holds:
+                self.holds = False
+                writer.release()
+
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                self.drop_writer_lock()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self.drop_writer_lock()
+
+    return Serialised
 
 
 def make_engine(url: str) -> Engine:
@@ -133,7 +223,9 @@ def make_engine(url: str) -> Engine:
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False, "factory": _serialised_connection()}
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -148,7 +240,13 @@ def make_engine(url: str) -> Engine:
         def _begin(conn):  # type: ignore[no-untyped-def]
             # IMMEDIATE: a transaction that reads then writes holds the write lock from the
             # start, so two writers wait for each other instead of failing with "locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi = conn.connection.dbapi_connection
+            dbapi.take_writer_lock()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                dbapi.drop_writer_lock()
+                raise
 
         return engine
     if url.startswith("postgresql://"):
