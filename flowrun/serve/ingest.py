@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from flowrun.state.sqlstore import insert_inbox_rows
+from flowrun.state.tables import URGENT
 
 log = logging.getLogger("flowrun.ingest")
 MAX_BATCH = 512
@@ -55,6 +56,7 @@ class InboxWriter:
         return await future
 
     def _loop(self) -> None:
+        URGENT.writes = True  # webhooks wait for this commit: go before the worker's batches
         while True:
             first = self._queue.get()
             if first is None:

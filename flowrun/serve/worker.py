@@ -45,7 +45,7 @@ from flowrun.state.sqlstore import SqlStore
 
 log = logging.getLogger("flowrun.worker")
 BATCH = 500
-CHUNK_SECONDS = 0.02
+CHUNK_SECONDS = 0.01
 Clock = Callable[[], datetime]
 Apply = Callable[[Manager, SqlStore], list[Transition]]
 

@@ -182,24 +182,44 @@ def upsert(conn: Connection, table: Table, values: dict[str, object]) -> None:
     conn.execute(_upsert_statement(conn.dialect.name, table), values)
 
 
+URGENT = threading.local()  # a thread that sets URGENT.writes = True goes first (the inbox writer)
+
+
 def _serialised_connection() -> type[sqlite3.Connection]:
     """SQLite has one writer. This process's threads queue for it on a Python lock, taken at
     BEGIN and handed over the moment COMMIT or ROLLBACK returns; waiting in SQLite's busy
     handler instead sleeps in growing steps (up to 100 ms) and collapsed ingest under load.
+    A waiting urgent thread (the webhook inbox) goes before the others (the worker), whose
+    batches would otherwise take the lock back before a waiting webhook got its turn.
     Other processes (the CLI) still wait through busy_timeout."""
     writer = threading.Lock()
+    turn = threading.Condition()
+    urgent = [0]
 
     class Serialised(sqlite3.Connection):
         holds = False
 
         def take_writer_lock(self) -> None:
-            writer.acquire()
+            if getattr(URGENT, "writes", False):
+                with turn:
+                    urgent[0] += 1
+                try:
+                    writer.acquire()
+                finally:
+                    with turn:
+                        urgent[0] -= 1
+            else:
+                with turn:
+                    turn.wait_for(lambda: urgent[0] == 0, timeout=0.25)
+                writer.acquire()
             self.holds = True
 
         def drop_writer_lock(self) -> None:
             if self.holds:
                 self.holds = False
                 writer.release()
+                with turn:
+                    turn.notify_all()
 
         def commit(self) -> None:
             try:
