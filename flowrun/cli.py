@@ -172,9 +172,13 @@ def dry_run(
         str | None, typer.Option(help="Stop the clock here (offset like 3d, or ISO); runs left show `waiting`.")
     ] = None,
     output: Annotated[RunFormat, typer.Option("--format", help="text or json.")] = RunFormat.text,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Project file whose `derive:` settings to use, as serve does."),
+    ] = None,
 ) -> None:
     """Play flows against sample events on a simulated clock. Nothing is sent."""
-    _guard(_dry_run, path, event or [], timeline, source, topic, start, until, output)
+    _guard(_dry_run, path, event or [], timeline, source, topic, start, until, output, config)
 
 
 def _dry_run(
@@ -186,15 +190,20 @@ def _dry_run(
     start_text: str | None,
     until_text: str | None,
     output: RunFormat,
+    config_path: Path | None = None,
 ) -> None:
-    from flowrun.dryrun.session import play
+    from flowrun.dryrun.session import Derive, play
     from flowrun.errors import UsageError
 
     if not events and timeline is None:
         raise UsageError("give at least one --event FILE or a --timeline FILE")
     if (source is None) != (topic is None) and source not in (None, "custom"):
         raise UsageError("--source shopify|woocommerce needs --topic (e.g. --topic orders/create)")
-    result = play([path], events, timeline, source, topic, start_text, until_text)
+    derive = None
+    if config_path is not None:
+        project = _config(config_path)
+        derive = Derive(project.checkout_idle, project.low_stock_threshold, project.inactive_after)
+    result = play([path], events, timeline, source, topic, start_text, until_text, derive)
     failed = [r for r in result.runs if r.status.value == "failed"]
     if output is RunFormat.json:
         from flowrun.dryrun.report import as_json

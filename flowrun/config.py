@@ -62,6 +62,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 api_url={"type": "string"},
                 api_version={"type": "string"},
                 poll=_closed(orders=DURATION, checkouts=DURATION, inventory=DURATION),
+                location_ids={
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "locations the inventory poller reads (Shopify requires them)",
+                },
             ),
             woocommerce=_closed(
                 url={"type": "string"},
@@ -177,6 +182,33 @@ def _resolve(value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple
     return value
 
 
+def _poll_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """What the schema cannot say: a poller needs credentials, and Shopify's inventory a location."""
+    problems: list[tuple[tuple[str | int, ...], str, str]] = []
+    sources = data.get("sources") or {}
+    shop = sources.get("shopify") or {}
+    if shop.get("poll"):
+        where = ("sources", "shopify", "poll")
+        if "api_token" not in shop:
+            problems.append((where, "polling Shopify needs api_token", "add api_token: {env: SHOPIFY_API_TOKEN}"))
+        if "shop" not in shop and "api_url" not in shop:
+            problems.append((where, "polling Shopify needs the shop", "add shop: your-shop.myshopify.com"))
+        if "inventory" in shop["poll"] and not shop.get("location_ids"):
+            problems.append(
+                ((*where, "inventory"), "the inventory poller needs location_ids", "add location_ids: [<location id>]")
+            )
+    woo = sources.get("woocommerce") or {}
+    if woo.get("poll") and not {"url", "consumer_key", "consumer_secret"} <= set(woo):
+        problems.append(
+            (
+                ("sources", "woocommerce", "poll"),
+                "polling WooCommerce needs url, consumer_key and consumer_secret",
+                "add them under sources.woocommerce",
+            )
+        )
+    return problems
+
+
 def load_config(path: Path | None, *, secrets: bool = True) -> Config:
     """Read and check the project file; `secrets=False` for commands that only read state."""
     if path is None:
@@ -188,6 +220,7 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(data)
         for p, m, h, k in explain(error, CONFIG_SCHEMA)
     ]
+    errors += [doc.problem(p, m, h) for p, m, h in _poll_problems(data)]
     if errors:
         raise ConfigError(errors)
     found: list[tuple[tuple[str | int, ...], str, str]] = []

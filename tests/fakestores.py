@@ -64,39 +64,70 @@ class FakeStore:
 
 
 class FakeShopify(FakeStore):
-    """`GET /admin/api/<version>/orders.json`: X-Shopify-Access-Token, status, updated_at_min, limit
-    (max 250), cursor pagination by `page_info` in a `Link` header (a page_info request accepts
-    only `limit` and `fields`), and X-Shopify-Shop-Api-Call-Limit on every answer."""
+    """Admin REST lists, as documented: X-Shopify-Access-Token; `orders.json` (status,
+    updated_at_min), `checkouts.json` (abandoned checkouts, updated_at_min),
+    `inventory_levels.json` (needs location_ids or inventory_item_ids; updated_at_min) and
+    `inventory_items.json?ids=` (at most 100 ids). limit at most 250; cursor pagination by
+    `page_info` in a `Link` header (a page_info request accepts only `limit` and `fields`);
+    X-Shopify-Shop-Api-Call-Limit on every answer."""
 
-    def __init__(self, token: str, orders: list[dict[str, Any]], page_cap: int = 250) -> None:
-        self.token, self.orders, self.page_cap, self.calls = token, orders, page_cap, 0
+    def __init__(
+        self,
+        token: str,
+        orders: list[dict[str, Any]],
+        page_cap: int = 250,
+        checkouts: list[dict[str, Any]] | None = None,
+        levels: list[dict[str, Any]] | None = None,
+        items: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.token, self.page_cap, self.calls = token, page_cap, 0
+        self.lists = {"orders": orders, "checkouts": checkouts or [], "inventory_levels": levels or []}
+        self.items = {item["id"]: item for item in items or []}
         super().__init__()
         self.api = f"{self.url}/admin/api/2025-07"
+
+    @property
+    def orders(self) -> list[dict[str, Any]]:
+        return self.lists["orders"]
 
     def handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         self.calls += 1
         limit_header = {"X-Shopify-Shop-Api-Call-Limit": f"{min(self.calls, 40)}/40"}
         if headers.get("X-Shopify-Access-Token") != self.token:
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
-        if path != "/admin/api/2025-07/orders.json":
+        name = path.removeprefix("/admin/api/2025-07/").removesuffix(".json")
+        if name == "inventory_items":
+            ids = [int(i) for i in query.get("ids", "").split(",") if i]
+            if not ids or len(ids) > 100:
+                return 422, {"errors": {"ids": ["must name 1 to 100 inventory items"]}}, limit_header
+            return 200, {"inventory_items": [self.items[i] for i in ids if i in self.items]}, limit_header
+        if name not in self.lists:
             return 404, {"errors": "Not Found"}, {}
         limit = min(int(query.get("limit", 50)), 250, self.page_cap)
         if "page_info" in query:
             extra = set(query) - {"page_info", "limit", "fields"}
             if extra:
                 return 400, {"errors": {"page_info": [f"cannot be combined with {sorted(extra)}"]}}, {}
-            start, since = json.loads(base64.urlsafe_b64decode(query["page_info"]))
+            start, since, where = json.loads(base64.urlsafe_b64decode(query["page_info"]))
         else:
-            start, since = 0, query.get("updated_at_min", "")
+            if name == "inventory_levels" and not ({"location_ids", "inventory_item_ids"} & set(query)):
+                return 422, {"errors": {"base": ["location_ids or inventory_item_ids is required"]}}, {}
+            start, since, where = 0, query.get("updated_at_min", ""), query.get("location_ids", "")
+        wanted = {int(i) for i in where.split(",") if i}
         matching = sorted(
-            (o for o in self.orders if o["updated_at"] >= since), key=lambda o: (o["updated_at"], o["id"])
+            (
+                o
+                for o in self.lists[name]
+                if o["updated_at"] >= since and (not wanted or o.get("location_id", 0) in wanted)
+            ),
+            key=lambda o: (o["updated_at"], o.get("id", o.get("inventory_item_id"))),
         )
         page = matching[start : start + limit]
         links = []
         if start + limit < len(matching):
-            token = base64.urlsafe_b64encode(json.dumps([start + limit, since]).encode()).decode()
-            links.append(f'<{self.api}/orders.json?{urlencode({"limit": limit, "page_info": token})}>; rel="next"')
-        return 200, {"orders": page}, {**limit_header, **({"Link": ", ".join(links)} if links else {})}
+            token = base64.urlsafe_b64encode(json.dumps([start + limit, since, where]).encode()).decode()
+            links.append(f'<{self.api}/{name}.json?{urlencode({"limit": limit, "page_info": token})}>; rel="next"')
+        return 200, {name: page}, {**limit_header, **({"Link": ", ".join(links)} if links else {})}
 
 
 class FakeWooCommerce(FakeStore):

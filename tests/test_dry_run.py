@@ -232,3 +232,27 @@ def test_init_scaffolds_a_repository_that_validates_and_tests(cli, tmp_path: Pat
     assert tested.exit_code == 0, tested.output
     assert "2 passed, 0 failed" in tested.output
     assert cli("init", str(tmp_path / "shop")).exit_code == 2
+
+
+def test_customer_inactive_is_derived_up_to_the_horizon_with_the_projects_thresholds(cli, tmp_path: Path) -> None:
+    timeline = tmp_path / "timeline.yaml"
+    timeline.write_text(
+        f"- {{at: 0s, event: {EXAMPLES / 'shopify/orders/create.json'}, source: shopify, topic: orders/create}}\n"
+    )
+    project = tmp_path / "flowrun.yaml"
+    project.write_text("derive: {inactive_after: [30d, 90d]}\n")
+
+    def quiet_runs(*extra: str) -> list[tuple[str, str, int]]:
+        result = cli("dry-run", "flows/", "--timeline", str(timeline), "--format", "json", *extra)
+        assert result.exit_code == 0, result.output
+        return [
+            (r["flow"], r["status"], r["steps"][0]["offset_s"] // 86400)
+            for r in _runs(result.stdout)
+            if r["trigger"]["type"] == "customer.inactive"
+        ]
+
+    assert quiet_runs() == []  # no horizon: nothing is derived past the last event
+    found = quiet_runs("--until", "100d", "--config", str(project))
+    assert ("re-engagement", "completed", 30) in found
+    assert ("win-back", "completed", 90) in found
+    assert not [f for f in found if f[2] == 60]  # 60 days is not one of this project's thresholds

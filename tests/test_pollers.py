@@ -20,6 +20,8 @@ from flowrun.serve.pollers import (
     call_limit,
     next_cursor,
     parse_link,
+    poll_shopify_checkouts,
+    poll_shopify_inventory,
     poll_shopify_orders,
     poll_woocommerce_orders,
 )
@@ -195,3 +197,64 @@ def test_overlapping_polls_and_a_webhook_make_one_run_per_order(tmp_path: Path) 
     assert started == 3  # one run per order
     assert cursor == T0 + timedelta(minutes=2)
     engine.dispose()
+
+
+def test_shopify_abandoned_checkouts_poll_as_checkout_updates() -> None:
+    checkouts = [
+        {
+            "id": 900 + n,
+            "token": f"tok{n}",
+            "email": f"c{n}@example.com",
+            "updated_at": (T0 + timedelta(minutes=n)).isoformat(),
+            "created_at": T0.isoformat(),
+            "completed_at": None,
+            "total_price": "20.00",
+            "currency": "USD",
+            "line_items": [],
+        }
+        for n in range(3)
+    ]
+    fake = FakeShopify("t", [], page_cap=2, checkouts=checkouts)
+
+    async def go() -> list[Any]:
+        async with httpx.AsyncClient() as http:
+            return await poll_shopify_checkouts(http, fake.api, "t", T0 - timedelta(minutes=1), Sleeps())
+
+    try:
+        polled = run(go())
+    finally:
+        fake.close()
+    assert [p.topic for p in polled] == ["checkouts/update"] * 3
+    assert [json.loads(p.body)["token"] for p in polled] == ["tok0", "tok1", "tok2"]
+    assert [r["path"] for r in fake.requests] == ["/admin/api/2025-07/checkouts.json"] * 2  # two pages
+    assert next_cursor(T0, polled) == T0 + timedelta(minutes=2)
+
+
+def test_shopify_inventory_levels_are_polled_per_location_with_their_skus() -> None:
+    levels = [
+        {
+            "inventory_item_id": 808950810 + n,
+            "location_id": 655441491 if n < 3 else 1,
+            "available": n,
+            "updated_at": (T0 + timedelta(minutes=n)).isoformat(),
+        }
+        for n in range(4)
+    ]
+    items = [{"id": 808950810 + n, "sku": f"SKU-{n}", "tracked": True} for n in range(4)]
+    fake = FakeShopify("t", [], levels=levels, items=items)
+
+    async def go() -> list[Any]:
+        async with httpx.AsyncClient() as http:
+            return await poll_shopify_inventory(http, fake.api, "t", [655441491], T0 - timedelta(minutes=1), Sleeps())
+
+    try:
+        polled = run(go())
+    finally:
+        fake.close()
+    bodies = [json.loads(p.body) for p in polled]
+    assert [(b["sku"], b["available"]) for b in bodies] == [("SKU-0", 0), ("SKU-1", 1), ("SKU-2", 2)]
+    assert {p.topic for p in polled} == {"inventory_levels/update"}
+    levels_call, items_call = fake.requests
+    assert levels_call["query"]["location_ids"] == "655441491"
+    assert items_call["path"].endswith("/inventory_items.json")
+    assert items_call["query"]["ids"] == "808950810,808950811,808950812"

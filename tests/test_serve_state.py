@@ -4,6 +4,7 @@ Time is driven by a test clock; every test runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,33 @@ def test_a_claimed_action_is_leased_for_its_own_timeout(rig, db: str) -> None:
     with r.engine.connect() as conn:
         leased = conn.execute(select(outbox.c.next_attempt_at)).scalar_one()
     assert leased.replace(tzinfo=None) == (r.clock() + timedelta(seconds=155)).replace(tzinfo=None)
+
+
+def test_customer_inactive_fires_once_per_threshold_and_an_order_resets_it(rig, db: str) -> None:
+    r = rig("""
+flow: nudge
+on: customer.inactive
+steps:
+  - http: {url: "SINK/nudge", json: {days: "{{ inactivity.days }}", to: "{{ customer.email }}"}}
+""")
+
+    def order_now(n: int) -> bytes:  # inactivity counts from the order's own time
+        stamp = r.clock().isoformat()
+        return json.dumps({**json.loads(ORDER), "id": n, "created_at": stamp, "updated_at": stamp}).encode()
+
+    r.deliver("shopify", "orders/create", order_now(1), "o-1")
+    r.settle()
+    r.clock.advance(timedelta(days=29, hours=23))
+    r.settle()
+    assert r.sink.requests == []
+    r.clock.advance(timedelta(hours=1))  # 30 days after the order
+    r.settle()
+    assert [req["body"] for req in r.sink.requests] == [b'{"days":"30","to":"ada@example.com"}']
+    r.deliver("shopify", "orders/create", order_now(2), "o-2")  # the clock starts again
+    r.settle()
+    r.clock.advance(timedelta(days=59))
+    r.settle()
+    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30"]
+    r.clock.advance(timedelta(days=1))
+    r.settle()
+    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30", "60"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +168,19 @@ def test_healthz_and_metrics(port) -> None:
     text = asyncio.run(get("/metrics")).text
     assert 'flowrun_events_rejected_total{reason="bad_signature",source="shopify"} 1' in text
     assert "flowrun_timer_lateness_seconds_max 0" in text
+
+
+def test_a_database_locked_for_a_moment_delays_the_answer_but_loses_nothing(port, tmp_path: Path) -> None:
+    call, rows, _, _ = port
+    # another process's view: a connection outside flowrun's in-process writer lock
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(0.3, other.execute, args=("COMMIT",))
+    released.start()
+    try:
+        response = call("/webhooks/shopify", ORDER, shopify_headers(ORDER, "orders/create", "locked-1"))
+    finally:
+        released.join()
+        other.close()
+    assert response.status_code == 200, response.text
+    assert [r["delivery_id"] for r in rows()] == ["locked-1"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from flowrun.config import INACTIVE_AFTER
 from flowrun.dryrun.simulator import SimulationResult, Simulator
 from flowrun.dryrun.timeline import Scheduled, load_timeline, resolve_at
 from flowrun.errors import FlowError, UsageError
@@ -46,6 +48,7 @@ def play(
     topic: str | None,
     start_text: str | None,
     until_text: str | None,
+    derive: Derive | None = None,
 ) -> SimulationResult:
     start = parse_start(start_text)
     flows = load_all_flows(flow_paths)
@@ -59,13 +62,33 @@ def play(
         until = resolve_at(until_text, start)
         if until is None:
             raise UsageError(f"--until {until_text!r} is neither an offset (3d) nor an ISO time")
-    return simulate(flows, scheduled, start, until)
+    return simulate(flows, scheduled, start, until, derive)
+
+
+@dataclass(frozen=True)
+class Derive:
+    """The project's derivation settings (flowrun.yaml `derive:`), so dry-run derives as serve does."""
+
+    checkout_idle: timedelta = timedelta(hours=1)
+    low_stock_threshold: int = 5
+    inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
 
 
 def simulate(
-    flows: list[Flow], scheduled: Sequence[Scheduled], start: datetime, until: datetime | None = None
+    flows: list[Flow],
+    scheduled: Sequence[Scheduled],
+    start: datetime,
+    until: datetime | None = None,
+    derive: Derive | None = None,
 ) -> SimulationResult:
-    simulator = Simulator(flows, start)
+    settings = derive or Derive()
+    simulator = Simulator(
+        flows,
+        start,
+        abandonment_idle=settings.checkout_idle,
+        low_stock_threshold=settings.low_stock_threshold,
+        inactive_after=settings.inactive_after,
+    )
     for item in scheduled:
         for event in item.events:
             simulator.add_event(item.at, event)

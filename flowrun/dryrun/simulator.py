@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowrun.actions import REGISTRY
-from flowrun.derive import AbandonmentWatcher, InventoryWatcher
+from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatcher
 from flowrun.engine.state import Perform, RunState, Transition, Wake
-from flowrun.events import Event
+from flowrun.events import Event, customer_key
 from flowrun.flow.model import Flow, ScheduleTrigger
 from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
@@ -44,6 +44,9 @@ class Simulator:
     start: datetime
     abandonment_idle: timedelta = timedelta(hours=1)
     low_stock_threshold: int = 5
+    # customer.inactive is derived only up to a horizon (`run(until=...)`): without one, every
+    # order would stretch the simulation to its last threshold.
+    inactive_after: tuple[timedelta, ...] = ()
     store: MemoryStore = field(default_factory=MemoryStore)
 
     def __post_init__(self) -> None:
@@ -55,6 +58,9 @@ class Simulator:
         self._actions: list[RecordedAction] = []
         self._abandon = AbandonmentWatcher(self.abandonment_idle)
         self._stock = InventoryWatcher(self.low_stock_threshold)
+        self._inactive = InactivityWatcher(self.inactive_after)
+        self._last_order: dict[str, str] = {}
+        self._until: datetime | None = None
         self._played = 0
 
     def _push(self, at: datetime, kind: str, payload: Any) -> None:
@@ -75,6 +81,7 @@ class Simulator:
                 gc.enable()
 
     def _run(self, until: datetime | None) -> SimulationResult:
+        self._until = until
         if until is not None:
             self._schedule_ticks(until)
         while self._queue:
@@ -94,10 +101,20 @@ class Simulator:
             self._follow(self.manager.on_event(payload, now), now)
             for stock_event in self._stock.observe(payload, now):
                 self._follow(self.manager.on_event(stock_event, now), now)
+            quiet = self._inactive.first_check(payload) if self._until is not None else None
+            if quiet is not None and payload.customer_key:
+                self._last_order[payload.customer_key] = payload.id
+                self._push(quiet.at, "inactive", quiet.state)
         elif kind == "abandon":
             derived = self._abandon.check(payload.key, payload.marker, now)
             if derived is not None:
                 self._dispatch(now, "event", derived)
+        elif kind == "inactive":
+            if self._last_order.get(customer_key(payload) or "") == payload["order"]:  # no order since
+                inactive, following = self._inactive.fire(payload, now)
+                if following is not None:
+                    self._push(following.at, "inactive", following.state)
+                self._dispatch(now, "event", inactive)
         elif kind == "timer":
             run_id, due = payload
             self._follow(self.manager.on_timer(run_id, due, now), now)

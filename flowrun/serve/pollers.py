@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,32 +87,81 @@ def _shopify_topics(order: dict[str, Any], since: datetime) -> list[str]:
     return topics
 
 
+async def _shopify_pages(
+    http: httpx.AsyncClient, url: str, token: str, params: dict[str, Any], key: str, sleep: Sleep
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every page of a Shopify REST list: `Link` page_info URLs, pausing near the call limit."""
+    headers = {"X-Shopify-Access-Token": token, "Accept": "application/json"}
+    next_url: str | None = url
+    query: dict[str, Any] | None = params
+    while next_url:
+        response = await fetch(http, next_url, sleep, headers=headers, params=query)
+        yield list(response.json().get(key, []))
+        usage = call_limit(response.headers.get("x-shopify-shop-api-call-limit"))
+        if usage and usage[0] >= usage[1] - 2:
+            await sleep(1.0)  # the leaky bucket drains two calls a second
+        next_url, query = parse_link(response.headers.get("link")).get("next"), None  # page_info URLs are complete
+
+
 async def poll_shopify_orders(
     http: httpx.AsyncClient, api_url: str, token: str, since: datetime, sleep: Sleep
 ) -> list[Polled]:
     """Orders updated since `since`, every page, as orders/create|updated (+paid/fulfilled/cancelled)."""
-    headers = {"X-Shopify-Access-Token": token, "Accept": "application/json"}
-    url: str | None = f"{api_url.rstrip('/')}/orders.json"
-    params: dict[str, Any] | None = {
-        "status": "any",
-        "updated_at_min": since.isoformat(),
-        "limit": 250,
-        "order": "updated_at asc",
-    }
+    params = {"status": "any", "updated_at_min": since.isoformat(), "limit": 250, "order": "updated_at asc"}
     found: list[Polled] = []
-    while url:
-        response = await fetch(http, url, sleep, headers=headers, params=params)
-        for order in response.json().get("orders", []):
+    async for page in _shopify_pages(http, f"{api_url.rstrip('/')}/orders.json", token, params, "orders", sleep):
+        for order in page:
             body = json.dumps(order).encode()
             changed = timestamp(order.get("updated_at")) or since
             for topic in _shopify_topics(order, since):
                 found.append(
                     Polled("shopify", topic, body, f"poll:{topic}:{order['id']}:{order.get('updated_at')}", changed)
                 )
-        usage = call_limit(response.headers.get("x-shopify-shop-api-call-limit"))
-        if usage and usage[0] >= usage[1] - 2:
-            await sleep(1.0)  # the leaky bucket drains two calls a second
-        url, params = parse_link(response.headers.get("link")).get("next"), None  # page_info URLs are complete
+    return found
+
+
+async def poll_shopify_checkouts(
+    http: httpx.AsyncClient, api_url: str, token: str, since: datetime, sleep: Sleep
+) -> list[Polled]:
+    """Abandoned (not completed) checkouts updated since `since`, as checkouts/update: the
+    worker then derives checkout.abandoned after the idle time, as for a webhook."""
+    params = {"updated_at_min": since.isoformat(), "limit": 250}
+    found: list[Polled] = []
+    url = f"{api_url.rstrip('/')}/checkouts.json"
+    async for page in _shopify_pages(http, url, token, params, "checkouts", sleep):
+        for checkout in page:
+            stamp = checkout.get("updated_at")
+            changed = timestamp(stamp) or since
+            delivery = f"poll:checkouts/update:{checkout['id']}:{stamp}"
+            found.append(Polled("shopify", "checkouts/update", json.dumps(checkout).encode(), delivery, changed))
+    return found
+
+
+async def poll_shopify_inventory(
+    http: httpx.AsyncClient, api_url: str, token: str, locations: list[int], since: datetime, sleep: Sleep
+) -> list[Polled]:
+    """Inventory levels updated since `since` at these locations, as inventory_levels/update.
+    A level names only its inventory_item_id; the SKU comes from inventory_items.json (100
+    ids a call), so low-stock flows and purchase orders can name the product."""
+    base = api_url.rstrip("/")
+    params = {"location_ids": ",".join(str(i) for i in locations), "updated_at_min": since.isoformat(), "limit": 250}
+    levels: list[dict[str, Any]] = []
+    async for page in _shopify_pages(http, f"{base}/inventory_levels.json", token, params, "inventory_levels", sleep):
+        levels.extend(page)
+    ids = sorted({level["inventory_item_id"] for level in levels})
+    skus: dict[Any, Any] = {}
+    for start in range(0, len(ids), 100):
+        chunk = {"ids": ",".join(str(i) for i in ids[start : start + 100]), "limit": 100}
+        async for items in _shopify_pages(http, f"{base}/inventory_items.json", token, chunk, "inventory_items", sleep):
+            skus.update((item["id"], item.get("sku")) for item in items)
+    found: list[Polled] = []
+    for level in levels:
+        body = {**level, "sku": skus.get(level["inventory_item_id"])}
+        stamp = level.get("updated_at")
+        delivery = f"poll:inventory_levels/update:{level['inventory_item_id']}:{level.get('location_id')}:{stamp}"
+        found.append(
+            Polled("shopify", "inventory_levels/update", json.dumps(body).encode(), delivery, timestamp(stamp) or since)
+        )
     return found
 
 

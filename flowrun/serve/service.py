@@ -24,7 +24,16 @@ from flowrun.errors import FlowrunError
 from flowrun.serve.dispatcher import Dispatcher
 from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Labels, Metrics
-from flowrun.serve.pollers import OVERLAP, Polled, PollError, next_cursor, poll_shopify_orders, poll_woocommerce_orders
+from flowrun.serve.pollers import (
+    OVERLAP,
+    Polled,
+    PollError,
+    next_cursor,
+    poll_shopify_checkouts,
+    poll_shopify_inventory,
+    poll_shopify_orders,
+    poll_woocommerce_orders,
+)
 from flowrun.serve.webhooks import build_app
 from flowrun.serve.worker import Worker, store_polled
 from flowrun.state.sqlstore import SqlStore
@@ -208,16 +217,19 @@ class Service:
     def _pollers(self, http: Any) -> list[tuple[str, timedelta, Callable[[datetime], Awaitable[list[Polled]]]]]:
         jobs: list[tuple[str, timedelta, Callable[[datetime], Awaitable[list[Polled]]]]] = []
         shop = self.config.sources.get("shopify") or {}
-        if (shop.get("poll") or {}).get("orders") and shop.get("api_token") is not None:
+        every = shop.get("poll") or {}
+        if every and shop.get("api_token") is not None:
             api = shop.get("api_url") or f"https://{shop['shop']}/admin/api/{shop.get('api_version', '2025-07')}"
             token = shop["api_token"].reveal()
-            jobs.append(
-                (
-                    "poll:shopify:orders",
-                    parse_duration(shop["poll"]["orders"]),
-                    lambda since: poll_shopify_orders(http, api, token, since, asyncio.sleep),
-                )
-            )
+            locations = list(shop.get("location_ids") or [])
+            shopify_polls: dict[str, Callable[[datetime], Awaitable[list[Polled]]]] = {
+                "orders": lambda since: poll_shopify_orders(http, api, token, since, asyncio.sleep),
+                "checkouts": lambda since: poll_shopify_checkouts(http, api, token, since, asyncio.sleep),
+                "inventory": lambda since: poll_shopify_inventory(http, api, token, locations, since, asyncio.sleep),
+            }
+            for what, poll in shopify_polls.items():
+                if what in every:
+                    jobs.append((f"poll:shopify:{what}", parse_duration(every[what]), poll))
         woo = self.config.sources.get("woocommerce") or {}
         if (woo.get("poll") or {}).get("orders") and woo.get("consumer_key") is not None:
             key, secret = woo["consumer_key"].reveal(), woo["consumer_secret"].reveal()
