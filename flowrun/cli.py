@@ -202,7 +202,7 @@ def _dry_run(
     derive = None
     if config_path is not None:
         project = _config(config_path)
-        derive = Derive(project.checkout_idle, project.low_stock_threshold, project.inactive_after)
+        derive = Derive(project.checkout_idle, project.low_stock_threshold, project.inactive_after, project.guardrails)
     result = play([path], events, timeline, source, topic, start_text, until_text, derive)
     failed = [r for r in result.runs if r.status.value == "failed"]
     if output is RunFormat.json:

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
+from flowrun.guardrails import Guardrails, load_guardrails
 from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
@@ -38,6 +39,7 @@ SECRET: dict[str, Any] = {
     ],
 }
 DURATION = {"type": "string", "pattern": DURATION_PATTERN}
+CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 def _closed(**props: Any) -> dict[str, Any]:
@@ -90,6 +92,27 @@ CONFIG_SCHEMA: dict[str, Any] = {
             action_attempts={"type": "integer", "minimum": 1},
             shutdown_grace=DURATION,
         ),
+        guardrails=_closed(
+            quiet_hours={
+                **_closed(
+                    start={"type": "string", "pattern": CLOCK},
+                    end={"type": "string", "pattern": CLOCK},
+                    channels={"type": "array", "items": {"enum": ["email", "sms", "push"]}},
+                ),
+                "required": ["start", "end"],
+                "description": "marketing sends inside this window (recipient's time zone) wait for its end",
+            },
+            caps={
+                "type": "object",
+                "propertyNames": {"enum": ["email", "sms", "push"]},
+                "additionalProperties": {
+                    **_closed(max={"type": "integer", "minimum": 1}, per=DURATION),
+                    "required": ["max", "per"],
+                },
+                "description": "marketing messages per customer and channel, all flows: email: {max: 1, per: 16h}",
+            },
+            suppression_list={"type": "string", "description": "file of emails/phones (one a line) never marketed to"},
+        ),
         derive=_closed(
             checkout_idle=DURATION,
             low_stock_threshold={"type": "integer", "minimum": 0},
@@ -138,6 +161,7 @@ class Config:
     checkout_idle: timedelta = timedelta(hours=1)
     low_stock_threshold: int = 5
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
+    guardrails: Guardrails = field(default_factory=Guardrails)
 
     def secrets(self) -> list[str]:
         """Every secret value, for redaction."""
@@ -182,9 +206,31 @@ def _resolve(value: Any, path: tuple[str | int, ...], problems: list[tuple[tuple
     return value
 
 
-def _poll_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, str]]:
-    """What the schema cannot say: a poller needs credentials, and Shopify's inventory a location."""
+def _suppression_list(base: Path, name: str | None) -> frozenset[str]:
+    """Customer keys from a file of emails and phone numbers; '#' starts a comment."""
+    if not name:
+        return frozenset()
+    keys = set()
+    for line in (base / name).read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            keys.add("email:" + entry.lower() if "@" in entry else "phone:" + entry.replace(" ", ""))
+    return frozenset(keys)
+
+
+def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """What the schema cannot say: a poller needs credentials, Shopify's inventory a location,
+    and a suppression list must exist."""
     problems: list[tuple[tuple[str | int, ...], str, str]] = []
+    listed = (data.get("guardrails") or {}).get("suppression_list")
+    if listed and not (base / listed).is_file():
+        problems.append(
+            (
+                ("guardrails", "suppression_list"),
+                f"suppression list {listed!r} not found (looked for {base / listed})",
+                "the path is relative to the project file",
+            )
+        )
     sources = data.get("sources") or {}
     shop = sources.get("shopify") or {}
     if shop.get("poll"):
@@ -220,7 +266,7 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(data)
         for p, m, h, k in explain(error, CONFIG_SCHEMA)
     ]
-    errors += [doc.problem(p, m, h) for p, m, h in _poll_problems(data)]
+    errors += [doc.problem(p, m, h) for p, m, h in _semantic_problems(data, path.parent)]
     if errors:
         raise ConfigError(errors)
     found: list[tuple[tuple[str | int, ...], str, str]] = []
@@ -248,6 +294,11 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         shutdown_grace=parse_duration(limits.get("shutdown_grace", "20s")),
         checkout_idle=parse_duration(derive.get("checkout_idle", "1h")),
         low_stock_threshold=derive.get("low_stock_threshold", 5),
+        guardrails=load_guardrails(
+            data.get("guardrails") or {},
+            data.get("timezone", "UTC"),
+            _suppression_list(base, (data.get("guardrails") or {}).get("suppression_list")),
+        ),
         inactive_after=tuple(sorted(parse_duration(d) for d in derive["inactive_after"]))
         if "inactive_after" in derive
         else INACTIVE_AFTER,

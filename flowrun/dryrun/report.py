@@ -83,6 +83,7 @@ def _action(action: RecordedAction, start: datetime) -> dict[str, Any]:
         "type": action.type,
         "params": plain(action.params),
         "result": plain(action.result),
+        **({"skipped": action.skipped} if action.skipped else {}),
     }
 
 

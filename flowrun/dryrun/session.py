@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from flowrun.events.normalise import load_event_file
 from flowrun.events.values import timestamp
 from flowrun.flow.loader import load_flows
 from flowrun.flow.model import Flow
+from flowrun.guardrails import Guardrails
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday morning; fixed so output is repeatable
 
@@ -72,6 +73,7 @@ class Derive:
     checkout_idle: timedelta = timedelta(hours=1)
     low_stock_threshold: int = 5
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
+    guardrails: Guardrails = field(default_factory=Guardrails)
 
 
 def simulate(
@@ -88,6 +90,7 @@ def simulate(
         abandonment_idle=settings.checkout_idle,
         low_stock_threshold=settings.low_stock_threshold,
         inactive_after=settings.inactive_after,
+        guardrails=settings.guardrails,
     )
     for item in scheduled:
         for event in item.events:

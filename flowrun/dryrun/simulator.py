@@ -14,6 +14,7 @@ from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatch
 from flowrun.engine.state import Perform, RunState, Transition, Wake
 from flowrun.events import Event, customer_key
 from flowrun.flow.model import Flow, ScheduleTrigger
+from flowrun.guardrails import SEND, Decision, Guardrails, decide, subscription_change
 from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
 
@@ -27,6 +28,7 @@ class RecordedAction:
     type: str
     params: dict[str, Any]
     result: dict[str, Any]
+    skipped: str = ""  # a guardrail's reason: recorded, not sent
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Simulator:
     # customer.inactive is derived only up to a horizon (`run(until=...)`): without one, every
     # order would stretch the simulation to its last threshold.
     inactive_after: tuple[timedelta, ...] = ()
+    guardrails: Guardrails = field(default_factory=Guardrails)
     store: MemoryStore = field(default_factory=MemoryStore)
 
     def __post_init__(self) -> None:
@@ -60,6 +63,8 @@ class Simulator:
         self._stock = InventoryWatcher(self.low_stock_threshold)
         self._inactive = InactivityWatcher(self.inactive_after)
         self._last_order: dict[str, str] = {}
+        self._sent: dict[tuple[str, str], list[datetime]] = {}
+        self._unsubscribed: set[str] = set()
         self._until: datetime | None = None
         self._played = 0
 
@@ -96,6 +101,9 @@ class Simulator:
     def _dispatch(self, now: datetime, kind: str, payload: Any) -> None:
         if kind == "event":
             self._played += 1
+            consent = subscription_change(payload.type, payload.data)
+            if consent is not None and payload.customer_key:
+                (self._unsubscribed.discard if consent else self._unsubscribed.add)(payload.customer_key)
             for check in self._abandon.observe(payload, now):
                 self._push(check.at, "abandon", check)
             self._follow(self.manager.on_event(payload, now), now)
@@ -120,6 +128,9 @@ class Simulator:
             self._follow(self.manager.on_timer(run_id, due, now), now)
         elif kind == "tick":
             self._follow(self.manager.on_tick(payload, now, now), now)
+        elif kind == "perform":  # a send deferred by quiet hours
+            command, run = payload
+            self._follow(self._perform(command, run, now), now)
 
     def _follow(self, transitions: list[Transition], now: datetime) -> None:
         pending = list(transitions)
@@ -132,19 +143,39 @@ class Simulator:
                 if isinstance(command, Wake):
                     self._push(command.at, "timer", (command.run_id, command.at))
                 elif isinstance(command, Perform):
-                    result = REGISTRY[command.action].simulate(command.params, command.key)
-                    self._actions.append(
-                        RecordedAction(
-                            now,
-                            command.run_id,
-                            transition.run.flow_id,
-                            command.step,
-                            command.action,
-                            dict(command.params),
-                            result,
-                        )
-                    )
-                    pending.extend(self.manager.on_result(command.run_id, command.key, result, None, now))
+                    pending.extend(self._perform(command, transition.run, now))
+
+    def _perform(self, command: Perform, run: RunState, now: datetime) -> list[Transition]:
+        """What serve's dispatcher does, simulated: guardrails first, then the provider's answer."""
+        decision = self._guard(command, run, now)
+        if decision.kind == "defer" and decision.at is not None:
+            self._push(decision.at, "perform", (command, run))
+            return []
+        skipped = decision.reason if decision.kind == "skip" else ""
+        result: dict[str, Any] = (
+            {"skipped": skipped} if skipped else REGISTRY[command.action].simulate(command.params, command.key)
+        )
+        self._actions.append(
+            RecordedAction(
+                now, command.run_id, run.flow_id, command.step, command.action, dict(command.params), result, skipped
+            )
+        )
+        return self.manager.on_result(command.run_id, command.key, result, None, now)
+
+    def _guard(self, command: Perform, run: RunState, now: datetime) -> Decision:
+        channel = REGISTRY[command.action].channel
+        category = str(command.params.get("category", "marketing"))
+        if channel is None or category == "transactional":
+            return SEND
+        who = run.customer_key
+        sent = self._sent.setdefault((who, channel), []) if who else []
+        customer = run.trigger.data.get("customer") or {}
+        decision = decide(
+            self.guardrails, now, channel, category, customer, who, sent, bool(who and who in self._unsubscribed)
+        )
+        if decision.kind == "send":
+            sent.append(now)
+        return decision
 
     def _schedule_ticks(self, until: datetime) -> None:
         for flow in self.flows:

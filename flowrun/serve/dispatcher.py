@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from flowrun.actions import REGISTRY
 from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
 from flowrun.config import Config
+from flowrun.guardrails import decide
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.worker import Completion
 from flowrun.state.sqlstore import SqlStore
@@ -95,7 +96,39 @@ class Dispatcher:
     def _claim(self, limit: int) -> list[dict[str, Any]]:
         now = self.clock()
         with self.engine.begin() as conn:
-            return SqlStore(conn).claim_due(now, min(limit, 100), LEASE_MARGIN)
+            store = SqlStore(conn)
+            rows = store.claim_due(now, min(limit, 100), LEASE_MARGIN)
+            return [row for row in rows if self._guard(store, row, now)]
+
+    def _guard(self, store: SqlStore, row: dict[str, Any], now: datetime) -> bool:
+        """Guardrails, decided in the claiming transaction (so two sends cannot both pass a cap)."""
+        channel = REGISTRY[row["action"]].channel
+        category = str(row["params"].get("category", "marketing"))
+        if channel is None or category == "transactional":
+            return True
+        run = store.get(row["run_id"])
+        customer = dict((run.trigger.data.get("customer") or {}) if run else {})
+        who = run.customer_key if run else None
+        rules = self.config.guardrails
+        recent = store.recent_sends(who, channel, now - rules.longest_cap) if who else []
+        decision = decide(
+            rules, now, channel, category, customer, who, recent, store.is_suppressed(who) if who else False
+        )
+        if decision.kind == "send":
+            if who:
+                store.record_send(row["key"], who, channel, now)
+            return True
+        if decision.kind == "defer" and decision.at is not None:
+            store.defer(row["key"], decision.at, now)
+            store.record_attempt(row["key"], now, "deferred", decision.reason)
+            log.info("action %s deferred: %s", row["key"], decision.reason)
+            return False
+        store.finish_action(row["key"], now, "done", result={"skipped": decision.reason})
+        store.record_attempt(row["key"], now, "skipped", decision.reason)
+        self.metrics.count("flowrun_actions_skipped_total", action=row["action"])
+        log.info("action %s skipped: %s", row["key"], decision.reason)
+        self.wake_worker()
+        return False
 
     async def _perform(self, row: dict[str, Any]) -> None:
         action = REGISTRY[row["action"]]

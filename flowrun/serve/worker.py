@@ -37,6 +37,7 @@ from flowrun.errors import FlowrunError
 from flowrun.events import Event
 from flowrun.events.normalise import normalise, parse_json
 from flowrun.flow.model import Flow, ScheduleTrigger
+from flowrun.guardrails import subscription_change
 from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
 from flowrun.serve.metrics import Metrics
@@ -307,6 +308,9 @@ class Worker:
 
     def _derive(self, store: SqlStore, event: Event, now: datetime) -> list[Event]:
         """The same derivation as dry-run (flowrun.derive), with its state kept as cursors."""
+        consent = subscription_change(event.type, event.data)
+        if consent is not None and event.customer_key:
+            store.set_suppressed(event.customer_key, not consent, f"{event.type} {event.id}", now)
         if event.type in CHECKOUT_TYPES and event.customer_key:
             name = f"abandon:{event.customer_key}:{checkout_key(event)}"
             due = None if checkout_completed(event) else now + self.config.checkout_idle

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flowrun.engine.state import FINAL, Perform, RunState, Status
 from flowrun.state import codec
-from flowrun.state.tables import attempts, cursors, inbox, insert_ignore, outbox, runs, upsert
+from flowrun.state.tables import attempts, cursors, inbox, insert_ignore, outbox, runs, sends, suppressions, upsert
 
 ACTIVE = [s.value for s in Status if s not in FINAL]
 _GET_RUN = select(runs).where(runs.c.id == bindparam("id"))
@@ -181,6 +181,33 @@ class SqlStore:
         return self.conn.execute(
             query.values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
         ).rowcount
+
+    # -- guardrails -------------------------------------------------------------------------
+
+    def recent_sends(self, customer_key: str, channel: str, since: datetime) -> list[datetime]:
+        query = select(sends.c.at).where(
+            sends.c.customer_key == customer_key, sends.c.channel == channel, sends.c.at > since
+        )
+        return [codec._aware(at) for at in self.conn.execute(query).scalars()]
+
+    def record_send(self, key: str, customer_key: str, channel: str, now: datetime) -> None:
+        insert_ignore(self.conn, sends, {"key": key, "customer_key": customer_key, "channel": channel, "at": now})
+
+    def is_suppressed(self, customer_key: str) -> bool:
+        query = select(suppressions.c.customer_key).where(suppressions.c.customer_key == customer_key)
+        return self.conn.execute(query).first() is not None
+
+    def set_suppressed(self, customer_key: str, suppressed: bool, reason: str, now: datetime) -> None:
+        if suppressed:
+            upsert(self.conn, suppressions, {"customer_key": customer_key, "reason": reason, "at": now})
+        else:
+            self.conn.execute(delete(suppressions).where(suppressions.c.customer_key == customer_key))
+
+    def defer(self, key: str, until: datetime, now: datetime) -> None:
+        """Back to pending until `until`, without spending an attempt (quiet hours)."""
+        self.conn.execute(
+            update(outbox).where(outbox.c.key == key).values(status="pending", next_attempt_at=until, updated_at=now)
+        )
 
     # -- inbox ---------------------------------------------------------------------------
 

@@ -143,7 +143,31 @@ def _v2(conn: Connection) -> None:
         conn.execute(cursors.update().where(cursors.c.name == name).values(**moved))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+sends = Table(
+    "sends",
+    metadata,
+    Column("key", String(300), primary_key=True),  # the outbox row: a retry is not a second send
+    Column("customer_key", String(320), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("at", TZ, nullable=False),
+)
+Index("sends_recent", sends.c.customer_key, sends.c.channel, sends.c.at)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("customer_key", String(320), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("at", TZ, nullable=False),
+)
+
+
+def _v3(conn: Connection) -> None:
+    """Guardrails: marketing sends per customer and channel (caps), and unsubscribed customers."""
+    metadata.create_all(conn, tables=[sends, suppressions])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:
