@@ -7,6 +7,7 @@ a log line or an error.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,7 +47,23 @@ def _closed(**props: Any) -> dict[str, Any]:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
-CONFIG_SCHEMA: dict[str, Any] = {
+@functools.cache
+def config_schema() -> dict[str, Any]:
+    """The project file's schema; each action module contributes its `channels:` settings."""
+    from flowrun.actions import REGISTRY
+
+    schema = dict(_CONFIG_SCHEMA)
+    schema["properties"] = {
+        **schema["properties"],
+        "channels": {
+            **_closed(**{a.name: a.config_schema for a in REGISTRY.values()}),
+            "description": "per-action settings; secrets by reference",
+        },
+    }
+    return schema
+
+
+_CONFIG_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://flowrun.dev/schemas/config.schema.json",
     "title": "flowrun project configuration",
@@ -85,7 +102,6 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 tolerance=DURATION,
             ),
         ),
-        channels={"type": "object", "description": "per-action settings (see the actions' documentation)"},
         limits=_closed(
             max_body_bytes={"type": "integer", "minimum": 1024},
             dispatch_concurrency={"type": "integer", "minimum": 1},
@@ -263,8 +279,8 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
     data = doc.data or {}
     errors = [
         doc.problem(p, m, h, key=k)
-        for error in Draft202012Validator(CONFIG_SCHEMA).iter_errors(data)
-        for p, m, h, k in explain(error, CONFIG_SCHEMA)
+        for error in Draft202012Validator(config_schema()).iter_errors(data)
+        for p, m, h, k in explain(error, config_schema())
     ]
     errors += [doc.problem(p, m, h) for p, m, h in _semantic_problems(data, path.parent)]
     if errors:

@@ -13,9 +13,9 @@ def _text(schema: object) -> str:
 
 
 def render_all() -> dict[str, str]:
-    from flowrun.config import CONFIG_SCHEMA
+    from flowrun.config import config_schema
 
-    files = {"flow.schema.json": _text(flow_schema()), "config.schema.json": _text(CONFIG_SCHEMA)}
+    files = {"flow.schema.json": _text(flow_schema()), "config.schema.json": _text(config_schema())}
     for event_type in all_types():
         files[f"events/{event_type.name}.json"] = _text(event_type.data_schema())
     return files

@@ -35,15 +35,40 @@ class FakeStore:
                     status, headers = store.failures.pop(0)
                     self._send(status, {"errors": "scripted failure"}, headers)
                     return
-                status, body, headers = store.handle(url.path, query, dict(self.headers))
+                status, body, headers = store.handle(url.path, query, httpx.Headers(list(self.headers.items())))
+                self._send(status, body, headers)
+
+            def do_POST(self) -> None:
+                self._write("POST")
+
+            def do_PUT(self) -> None:
+                self._write("PUT")
+
+            def _write(self, method: str) -> None:
+                url = urlparse(self.path)
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                request = {
+                    "method": method,
+                    "path": url.path,
+                    "query": {k: v[-1] for k, v in parse_qs(url.query).items()},
+                    "headers": httpx.Headers(list(self.headers.items())),
+                    "body": raw,
+                }
+                store.requests.append(request)
+                if store.failures:
+                    status, headers = store.failures.pop(0)
+                    self._send(status, {"errors": "scripted failure"}, headers)
+                    return
+                status, body, headers = store.write(request)
                 self._send(status, body, headers)
 
             def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
-                payload = json.dumps(body).encode()
+                text = isinstance(body, str)  # Slack answers plain text ("ok", "invalid_payload")
+                payload = body.encode() if text else json.dumps(body).encode()
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -55,8 +80,11 @@ class FakeStore:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        return 405, {"errors": "method not allowed"}, {}
 
     def close(self) -> None:
         self.server.shutdown()
@@ -83,6 +111,9 @@ class FakeShopify(FakeStore):
         self.token, self.page_cap, self.calls = token, page_cap, 0
         self.lists = {"orders": orders, "checkouts": checkouts or [], "inventory_levels": levels or []}
         self.items = {item["id"]: item for item in items or []}
+        self.customers: dict[int, dict[str, Any]] = {}
+        self.price_rules: dict[int, dict[str, Any]] = {}
+        self.codes: dict[int, dict[str, Any]] = {}
         super().__init__()
         self.api = f"{self.url}/admin/api/2025-07"
 
@@ -90,12 +121,51 @@ class FakeShopify(FakeStore):
     def orders(self) -> list[dict[str, Any]]:
         return self.lists["orders"]
 
-    def handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """Customers (PUT tags), price rules and their discount codes (POST), as the Admin REST docs."""
+        if request["headers"].get("X-Shopify-Access-Token") != self.token:
+            return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
+        path = request["path"].removeprefix("/admin/api/2025-07/").removesuffix(".json")
+        body = json.loads(request["body"] or b"{}")
+        parts = path.split("/")
+        if parts[0] == "customers" and len(parts) == 2 and request["method"] == "PUT":
+            customer = self.customers.get(int(parts[1]))
+            if customer is None:
+                return 404, {"errors": "Not Found"}, {}
+            customer.update(body["customer"])
+            return 200, {"customer": customer}, {}
+        if path == "price_rules" and request["method"] == "POST":
+            rule = body["price_rule"]
+            missing = [k for k in ("title", "target_type", "value_type", "value", "allocation_method") if k not in rule]
+            if missing or not str(rule.get("value", "")).startswith("-"):
+                return 422, {"errors": {k: ["can't be blank"] for k in missing} or {"value": ["must be negative"]}}, {}
+            rule = {**rule, "id": 507328175 + len(self.price_rules)}
+            self.price_rules[rule["id"]] = rule
+            return 201, {"price_rule": rule}, {}
+        if parts[0] == "price_rules" and parts[2:] == ["discount_codes"] and request["method"] == "POST":
+            code = body["discount_code"]["code"]
+            if any(c["code"] == code for c in self.codes.values()):
+                return 422, {"errors": {"code": ["must be unique. Please try a different code."]}}, {}
+            entry = {"id": 1054381139 + len(self.codes), "price_rule_id": int(parts[1]), "code": code}
+            self.codes[entry["id"]] = entry
+            return 201, {"discount_code": entry}, {}
+        return 404, {"errors": "Not Found"}, {}
+
+    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any, dict[str, str]]:
         self.calls += 1
         limit_header = {"X-Shopify-Shop-Api-Call-Limit": f"{min(self.calls, 40)}/40"}
         if headers.get("X-Shopify-Access-Token") != self.token:
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
         name = path.removeprefix("/admin/api/2025-07/").removesuffix(".json")
+        if name.startswith("customers/"):
+            customer = self.customers.get(int(name.split("/")[1]))
+            return (200, {"customer": customer}, {}) if customer else (404, {"errors": "Not Found"}, {})
+        if name == "discount_codes/lookup":
+            found = next((c for c in self.codes.values() if c["code"] == query.get("code")), None)
+            if found is None:
+                return 404, {"errors": "Not Found"}, {}
+            location = f"{self.api}/price_rules/{found['price_rule_id']}/discount_codes/{found['id']}.json"
+            return 303, {}, {"Location": location}
         if name == "inventory_items":
             ids = [int(i) for i in query.get("ids", "").split(",") if i]
             if not ids or len(ids) > 100:
@@ -139,7 +209,7 @@ class FakeWooCommerce(FakeStore):
         self.orders = orders
         super().__init__()
 
-    def handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any, dict[str, str]]:
         if headers.get("Authorization") != self.auth:
             return (
                 401,

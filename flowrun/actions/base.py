@@ -86,6 +86,19 @@ class DeliveryContext:
     settings: Mapping[str, Any]
     log: logging.Logger
     timeout_s: float
+    sources: Mapping[str, Any] = field(default_factory=dict)  # store credentials, for store actions
+    channels: Mapping[str, Any] = field(default_factory=dict)  # every channel's settings (a PO is an email)
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A channel setting, secrets revealed."""
+        value = self.settings.get(name, default)
+        return value.reveal() if hasattr(value, "reveal") else value
+
+    def require(self, *names: str) -> list[Any]:
+        missing = [n for n in names if self.settings.get(n) in (None, "")]
+        if missing:
+            raise PermanentError(f"channel settings missing: {', '.join(missing)} (set them in flowrun.yaml)")
+        return [self.setting(n) for n in names]
 
 
 class ActionType:
@@ -93,7 +106,8 @@ class ActionType:
 
     name: str = ""
     summary: str = ""
-    channel: str | None = None  # email | sms | push | slack: subject to guardrails
+    channel: str | None = None  # email | sms | push: subject to guardrails
+    config_schema: Schema = {"type": "object"}  # its settings under `channels:` in flowrun.yaml
     params_schema: Schema = {}
     result_schema: Schema = {"type": "object", "properties": {}}
     retry_by_default: bool = True

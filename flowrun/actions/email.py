@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import html as html_lib
 import re
-from collections.abc import Mapping
+import smtplib
+import ssl
+from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
+from email.utils import formatdate
 from typing import Any
+from urllib.parse import quote
 
 from flowrun.actions.base import (
     CATEGORY,
     TEMPLATED,
     ActionType,
     CompileContext,
+    DeliveryContext,
+    PermanentError,
+    RetryableError,
     compile_tree,
     obj,
     result,
     stable_token,
 )
+from flowrun.config import SECRET
 
 _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"[ \t]+")
@@ -24,6 +34,7 @@ _SPACE = re.compile(r"[ \t]+")
 
 def html_to_text(html: str) -> str:
     text = re.sub(r"(?i)<li[^>]*>", "\n- ", html)
+    text = re.sub(r"(?i)</t[dh]>", " ", text)
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</h\d>|</tr>|</ul>|</ol>", "\n", text)
     text = re.sub(r"(?is)<(script|style).*?</\1>", "", text)
     text = _TAGS.sub("", text)
@@ -53,6 +64,43 @@ class Email(ActionType):
     )
     params_schema["properties"]["from"] = params_schema["properties"].pop("from_")
     result_schema = result(message_id={"type": "string"})
+    config_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["from"],
+        "properties": {
+            "from": {"type": "string", "description": "the From address, e.g. 'Knit & Co <hello@knit.example>'"},
+            "smtp": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["host"],
+                "properties": {
+                    "host": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "security": {"enum": ["starttls", "tls", "none"], "description": "default starttls"},
+                    "username": {"type": "string"},
+                    "password": SECRET,
+                    "ca_file": {"type": "string", "description": "trust this CA (a private relay)"},
+                },
+            },
+            "postmark": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["server_token"],
+                "properties": {
+                    "server_token": SECRET,
+                    "api_url": {"type": "string"},
+                    "message_stream": {"type": "string"},
+                },
+            },
+            "unsubscribe_url": {
+                "type": "string",
+                "description": "List-Unsubscribe link on marketing mail; {email} is replaced",
+            },
+            "unsubscribe_mailto": {"type": "string"},
+        },
+        "oneOf": [{"required": ["smtp"]}, {"required": ["postmark"]}],
+    }
 
     def compile_params(self, raw: Any, ctx: CompileContext) -> Any:
         params = dict(raw)
@@ -79,3 +127,96 @@ class Email(ActionType):
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {"message_id": f"<{stable_token(key, 16).lower()}@dry-run.flowrun>"}
+
+    async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
+        return await send_email(params, key, ctx)
+
+
+Attachment = tuple[str, bytes, str]  # file name, content, MIME type
+
+
+def build_message(
+    params: Mapping[str, Any], key: str, settings: Mapping[str, Any], attachments: Sequence[Attachment] = ()
+) -> EmailMessage:
+    """Text and HTML as alternatives, attachments beside them; List-Unsubscribe on marketing."""
+    message = EmailMessage()
+    sender = str(params.get("from") or settings["from"])
+    message["From"] = sender
+    message["To"] = str(params["to"])
+    message["Subject"] = str(params["subject"])
+    message["Date"] = formatdate(usegmt=True)
+    domain = sender.rsplit("@", 1)[-1].strip("> ") or "flowrun"
+    message["Message-ID"] = f"<{stable_token(key, 16).lower()}@{domain}>"
+    message["X-Flowrun-Key"] = key
+    if params.get("reply_to"):
+        message["Reply-To"] = str(params["reply_to"])
+    if params.get("category", "marketing") == "marketing":
+        links = []
+        if settings.get("unsubscribe_url"):
+            links.append(f"<{str(settings['unsubscribe_url']).replace('{email}', quote(str(params['to'])))}>")
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if settings.get("unsubscribe_mailto"):
+            links.append(f"<mailto:{settings['unsubscribe_mailto']}?subject=unsubscribe>")
+        if links:
+            message["List-Unsubscribe"] = ", ".join(links)
+    message.set_content(str(params.get("text") or html_to_text(str(params.get("html") or ""))))
+    if params.get("html"):
+        message.add_alternative(str(params["html"]), subtype="html")
+    for name, content, mime in attachments:
+        maintype, _, subtype = mime.partition("/")
+        message.add_attachment(content, maintype=maintype, subtype=subtype, filename=name)
+    return message
+
+
+async def send_email(
+    params: Mapping[str, Any], key: str, ctx: DeliveryContext, attachments: Sequence[Attachment] = ()
+) -> dict[str, Any]:
+    settings = {k: (v.reveal() if hasattr(v, "reveal") else v) for k, v in ctx.settings.items()}
+    if not settings.get("from"):
+        raise PermanentError("channels.email is not configured (from, and smtp or postmark)")
+    message = build_message(params, key, settings, attachments)
+    if "postmark" in settings:
+        from flowrun.actions.postmark import send_postmark
+
+        return await send_postmark(message, settings["postmark"], ctx)
+    smtp = {k: (v.reveal() if hasattr(v, "reveal") else v) for k, v in settings["smtp"].items()}
+    await asyncio.to_thread(_smtp_send, message, smtp, ctx.timeout_s)
+    return {"message_id": str(message["Message-ID"])}
+
+
+def _smtp_send(message: EmailMessage, smtp: Mapping[str, Any], timeout: float) -> None:
+    security = smtp.get("security", "starttls")
+    context = ssl.create_default_context(cafile=smtp.get("ca_file"))
+    host, port = smtp["host"], smtp.get("port") or {"tls": 465, "starttls": 587}.get(security, 25)
+    try:
+        client: smtplib.SMTP
+        if security == "tls":
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        else:
+            client = smtplib.SMTP(host, port, timeout=timeout)
+        with client:
+            if security == "starttls":
+                client.starttls(context=context)
+            if smtp.get("username"):
+                client.login(smtp["username"], smtp.get("password") or "")
+            client.send_message(message)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise PermanentError(f"SMTP login refused: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        refused = "; ".join(
+            f"{who}: {code} {text.decode(errors='replace')}" for who, (code, text) in exc.recipients.items()
+        )
+        raise (PermanentError if _permanent(exc.recipients) else RetryableError)(f"SMTP refused {refused}") from None
+    except smtplib.SMTPResponseException as exc:
+        text = f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}"
+        raise (PermanentError if 500 <= exc.smtp_code < 600 else RetryableError)(text) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise RetryableError(f"SMTP {host}:{port}: {type(exc).__name__}: {exc}") from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _permanent(recipients: Mapping[str, tuple[int, bytes]]) -> bool:
+    return all(500 <= code < 600 for code, _ in recipients.values())

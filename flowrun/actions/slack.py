@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from flowrun.actions.base import TEMPLATED, ActionType, obj
+from collections.abc import Mapping
+from typing import Any
+
+from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj
+from flowrun.actions.provider import call
+from flowrun.config import SECRET
 
 
 class Slack(ActionType):
@@ -16,3 +21,23 @@ class Slack(ActionType):
         webhook={"type": "string", "description": "name of a webhook in the project config"},
     )
     params_schema["anyOf"] = [{"required": ["text"]}, {"required": ["blocks"]}]
+    config_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "webhook_url": SECRET,
+            "webhooks": {"type": "object", "additionalProperties": SECRET, "description": "named webhooks"},
+        },
+    }
+
+    async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
+        name = params.get("webhook")
+        url = (ctx.settings.get("webhooks") or {}).get(name) if name else ctx.settings.get("webhook_url")
+        if url is None:
+            raise PermanentError(
+                f"no Slack webhook {'named ' + repr(name) if name else 'webhook_url'} in channels.slack"
+            )
+        body = {k: params[k] for k in ("text", "blocks") if k in params}
+        # Slack answers errors as plain text (invalid_payload, no_service, channel_is_archived...).
+        await call(ctx, "POST", url.reveal(), provider="Slack", json=body)
+        return {}

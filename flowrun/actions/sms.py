@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import CATEGORY, TEMPLATED, ActionType, obj, result, stable_token
+from flowrun.actions.base import (
+    CATEGORY,
+    TEMPLATED,
+    ActionType,
+    DeliveryContext,
+    PermanentError,
+    obj,
+    result,
+    stable_token,
+)
+from flowrun.actions.provider import call
+from flowrun.config import SECRET
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 class Sms(ActionType):
@@ -14,6 +28,45 @@ class Sms(ActionType):
     channel = "sms"
     params_schema = obj(["to", "text"], to=TEMPLATED, text=TEMPLATED, category=CATEGORY)
     result_schema = result(sid={"type": "string"}, status={"type": "string"})
+    config_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["account_sid", "auth_token"],
+        "properties": {
+            "account_sid": {"type": "string", "pattern": "^AC[0-9a-fA-F]{32}$"},
+            "auth_token": SECRET,
+            "from": {"type": "string", "pattern": E164.pattern, "description": "a Twilio number in E.164"},
+            "messaging_service_sid": {"type": "string", "pattern": "^MG[0-9a-fA-F]{32}$"},
+            "api_url": {"type": "string", "description": "default https://api.twilio.com"},
+        },
+        "oneOf": [{"required": ["from"]}, {"required": ["messaging_service_sid"]}],
+    }
+
+    def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        params["to"] = re.sub(r"[\s().-]", "", str(params["to"]))
+        return super().finish_params(params, context)
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {"sid": "SM" + stable_token(key, 32).lower(), "status": "queued"}
+
+    async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
+        sid, token = ctx.require("account_sid", "auth_token")
+        if not E164.match(params["to"]):
+            raise PermanentError(f"{params['to']!r} is not a phone number in E.164 form (+14155550123)")
+        form = {"To": params["to"], "Body": params["text"]}
+        if ctx.setting("messaging_service_sid"):
+            form["MessagingServiceSid"] = ctx.setting("messaging_service_sid")
+        else:
+            form["From"] = ctx.setting("from")
+        base = str(ctx.setting("api_url", "https://api.twilio.com")).rstrip("/")
+        response = await call(
+            ctx,
+            "POST",
+            f"{base}/2010-04-01/Accounts/{sid}/Messages.json",
+            provider="Twilio",
+            explain=lambda b: f"error {b['code']}: {b['message']} ({b.get('more_info', '')})",
+            data=form,
+            auth=(sid, token),
+        )
+        answer = response.json()
+        return {"sid": str(answer["sid"]), "status": str(answer.get("status", "queued"))}

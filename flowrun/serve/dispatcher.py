@@ -132,7 +132,14 @@ class Dispatcher:
 
     async def _perform(self, row: dict[str, Any]) -> None:
         action = REGISTRY[row["action"]]
-        ctx = DeliveryContext(self.http, self.config.channels.get(row["action"], {}), log, float(row["timeout_s"]))
+        ctx = DeliveryContext(
+            self.http,
+            self.config.channels.get(row["action"], {}),
+            log,
+            float(row["timeout_s"]),
+            self.config.sources,
+            self.config.channels,
+        )
         attempt = row["attempts"] + 1
         async with self.limit:
             try:

@@ -7,7 +7,7 @@ so one event's run transitions, timers and outbox rows commit together or not at
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
@@ -46,7 +46,7 @@ class SqlStore:
             "concurrency_key": run.concurrency_key,
             "started_at": run.started_at,
             "updated_at": run.updated_at,
-            "wake_at": run.wake_at if not run.status.final else None,
+            "wake_at": _utc(run.wake_at) if not run.status.final else None,
             "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
             "state": codec.run_to_json(run),
         }
@@ -206,7 +206,9 @@ class SqlStore:
     def defer(self, key: str, until: datetime, now: datetime) -> None:
         """Back to pending until `until`, without spending an attempt (quiet hours)."""
         self.conn.execute(
-            update(outbox).where(outbox.c.key == key).values(status="pending", next_attempt_at=until, updated_at=now)
+            update(outbox)
+            .where(outbox.c.key == key)
+            .values(status="pending", next_attempt_at=_utc(until), updated_at=now)
         )
 
     # -- inbox ---------------------------------------------------------------------------
@@ -229,7 +231,7 @@ class SqlStore:
         if value is None:
             self.conn.execute(_DELETE_CURSOR, {"name": name})
         else:
-            upsert(self.conn, cursors, {"name": name, "value": codec.dumps(value), "due_at": due})
+            upsert(self.conn, cursors, {"name": name, "value": codec.dumps(value), "due_at": _utc(due)})
 
     def clear_cursors(self, prefix: str) -> None:
         """Delete every cursor whose name starts with `prefix` (a range on the primary key)."""
@@ -243,6 +245,12 @@ class SqlStore:
             .limit(limit)
         )
         return [(r.name, codec.loads(r.value), codec._aware(r.due_at)) for r in self.conn.execute(query)]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite keeps a timestamp's wall time and drops its offset: store every one in UTC
+    (a quiet-hours end in New York was read back five hours early)."""
+    return value.astimezone(UTC) if value is not None else None
 
 
 def insert_inbox_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[bool]:

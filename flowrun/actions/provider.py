@@ -1,0 +1,41 @@
+"""Calling a provider's HTTP API the same way everywhere: its error message surfaced, 429,
+408 and 5xx retried (honouring Retry-After), other 4xx failing at once, timeouts retried."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError, retry_after_seconds
+
+
+async def call(
+    ctx: DeliveryContext,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    explain: Callable[[Any], str | None] | None = None,
+    ok: Callable[[httpx.Response], bool] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    try:
+        response: httpx.Response = await ctx.http.request(method, url, timeout=ctx.timeout_s, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"{provider}: timed out after {ctx.timeout_s:g} s ({type(exc).__name__})") from None
+    except httpx.HTTPError as exc:
+        raise RetryableError(f"{provider}: {type(exc).__name__}: {exc or 'connection closed'}") from None
+    if ok(response) if ok else response.is_success:
+        return response
+    detail = None
+    if explain is not None:
+        try:
+            detail = explain(response.json())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            detail = None
+    message = f"{provider} HTTP {response.status_code}: {detail or response.text[:300]}"
+    if response.status_code in (408, 425, 429) or response.status_code >= 500:
+        raise RetryableError(message, retry_after_seconds(response.headers.get("retry-after")))
+    raise PermanentError(message)

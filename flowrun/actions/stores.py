@@ -1,0 +1,78 @@
+"""The stores' admin APIs as the store actions use them: Shopify Admin REST
+(X-Shopify-Access-Token) and WooCommerce REST v3 (basic auth with the consumer key).
+Credentials come from `sources:` in flowrun.yaml; an action's `store:` setting picks one
+when both are configured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from flowrun.actions.base import DeliveryContext, PermanentError
+from flowrun.actions.provider import call
+
+STORE_SETTING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"store": {"enum": ["shopify", "woocommerce"], "description": "default: the one with API access"}},
+}
+
+
+def _reveal(value: Any) -> str:
+    return value.reveal() if hasattr(value, "reveal") else str(value)
+
+
+def store_of(ctx: DeliveryContext) -> str:
+    chosen = ctx.setting("store")
+    if chosen:
+        return str(chosen)
+    if (ctx.sources.get("shopify") or {}).get("api_token") is not None:
+        return "shopify"
+    if (ctx.sources.get("woocommerce") or {}).get("consumer_key") is not None:
+        return "woocommerce"
+    raise PermanentError("no store API configured: add sources.shopify.api_token or sources.woocommerce.consumer_key")
+
+
+class Shopify:
+    def __init__(self, ctx: DeliveryContext) -> None:
+        shop = ctx.sources.get("shopify") or {}
+        if shop.get("api_token") is None:
+            raise PermanentError("sources.shopify.api_token is not configured")
+        self.ctx = ctx
+        self.api = str(
+            shop.get("api_url") or f"https://{shop['shop']}/admin/api/{shop.get('api_version', '2025-07')}"
+        ).rstrip("/")
+        self.headers = {"X-Shopify-Access-Token": _reveal(shop["api_token"]), "Accept": "application/json"}
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await call(
+            self.ctx,
+            method,
+            f"{self.api}/{path}",
+            provider="Shopify",
+            explain=lambda b: str(b.get("errors") or b),
+            headers=self.headers,
+            **kwargs,
+        )
+
+
+class WooCommerce:
+    def __init__(self, ctx: DeliveryContext) -> None:
+        woo = ctx.sources.get("woocommerce") or {}
+        if woo.get("consumer_key") is None or not woo.get("url"):
+            raise PermanentError("sources.woocommerce needs url, consumer_key and consumer_secret")
+        self.ctx = ctx
+        self.api = f"{str(woo['url']).rstrip('/')}/wp-json/wc/v3"
+        self.auth = (_reveal(woo["consumer_key"]), _reveal(woo["consumer_secret"]))
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await call(
+            self.ctx,
+            method,
+            f"{self.api}/{path}",
+            provider="WooCommerce",
+            explain=lambda b: f"{b['code']}: {b['message']}",
+            auth=self.auth,
+            **kwargs,
+        )
