@@ -9,6 +9,9 @@ BIN    := $(VENV)/bin
 export SHOPIFY_WEBHOOK_SECRET ?= dev-only-shopify-secret
 export WOOCOMMERCE_WEBHOOK_SECRET ?= dev-only-woocommerce-secret
 export FLOWRUN_CUSTOM_SECRET ?= dev-only-custom-secret
+export SHOPIFY_API_TOKEN ?= dev-only-shopify-token
+export TWILIO_AUTH_TOKEN ?= dev-only-twilio-token
+export SLACK_WEBHOOK_URL ?= http://127.0.0.1:9/dev-only-slack
 
 $(BIN)/flowrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -338,9 +338,10 @@ def _serve(config_path: Path | None, check: bool) -> None:
 
     config = _config(config_path, secrets=True)
     if check:
-        for line in check_service(config):
+        notes = check_service(config)
+        for line in notes:
             print(line)
-        raise typer.Exit(EXIT_OK)
+        raise typer.Exit(EXIT_PROBLEMS if any(n.startswith("error:") for n in notes) else EXIT_OK)
     raise typer.Exit(run_service(config))
 
 

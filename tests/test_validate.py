@@ -102,3 +102,16 @@ def test_the_project_file_is_validated_too(cli, tmp_path: Path) -> None:
 def test_the_example_project_file_is_valid(cli) -> None:
     result = cli("validate", "examples/flowrun.yaml", "flows/")
     assert result.exit_code == 0, result.output
+
+
+def test_serve_check_names_the_channel_a_flow_needs_and_fails(cli, tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows/f.yaml").write_text(
+        "flow: hello\non: order.created\nsteps:\n  - sms: {to: '{{ customer.phone }}', text: hi}\n"
+    )
+    (tmp_path / "flowrun.yaml").write_text(f"database: sqlite:///{tmp_path / 's.db'}\nflows: flows\n")
+    result = cli("serve", "--check", "-c", str(tmp_path / "flowrun.yaml"))
+    assert result.exit_code == 1, result.output
+    assert "error: flows use `sms` but channels.sms (Twilio account_sid, auth_token, from) is not configured" in (
+        result.output
+    )

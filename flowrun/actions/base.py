@@ -129,6 +129,10 @@ class ActionType:
         """The result a dry-run records for `as:`; deterministic in the idempotency key."""
         return {}
 
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        """What `serve --check` must report before this action can deliver (None: ready)."""
+        return None
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         """Perform the action for real; raise PermanentError or RetryableError on failure."""
         raise PermanentError(f"no channel delivers `{self.name}` in this version of flowrun")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, obj, result, stable_token
-from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of
+from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of, store_unconfigured
 from flowrun.durations import DURATION_PATTERN, parse_duration
 
 
@@ -34,6 +34,9 @@ class Discount(ActionType):
         expires_at={"type": ["string", "null"]},
         id={"type": "string"},
     )
+
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        return store_unconfigured(sources)
 
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         now = context.get("now")

@@ -116,6 +116,9 @@ class Email(ActionType):
             ctx.report(ctx.path, "email needs a body", "add `template: file.html.j2`, `text:` or `html:`")
         return compiled
 
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        return None if channels.get("email") else "channels.email (from, and smtp or postmark)"
+
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         if "template_file" in params:
             body, name = params.pop("template"), params.pop("template_file")

@@ -52,6 +52,14 @@ class PurchaseOrder(ActionType):
         },
     }
 
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        via = (channels.get("purchase_order") or {}).get("via", "email")
+        if via == "email" and not channels.get("email"):
+            return "channels.email (purchase orders go out as email)"
+        if via == "http" and not (channels.get("purchase_order") or {}).get("url"):
+            return "channels.purchase_order.url"
+        return None
+
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         for item in params["items"]:
             item["quantity"] = int(item["quantity"])

@@ -30,6 +30,9 @@ class Slack(ActionType):
         },
     }
 
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        return None if channels.get("slack") else "channels.slack (webhook_url)"
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         name = params.get("webhook")
         url = (ctx.settings.get("webhooks") or {}).get(name) if name else ctx.settings.get("webhook_url")

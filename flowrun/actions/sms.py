@@ -42,6 +42,9 @@ class Sms(ActionType):
         "oneOf": [{"required": ["from"]}, {"required": ["messaging_service_sid"]}],
     }
 
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        return None if channels.get("sms") else "channels.sms (Twilio account_sid, auth_token, from)"
+
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         params["to"] = re.sub(r"[\s().-]", "", str(params["to"]))
         return super().finish_params(params, context)

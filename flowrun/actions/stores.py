@@ -76,3 +76,11 @@ class WooCommerce:
             auth=self.auth,
             **kwargs,
         )
+
+
+def store_unconfigured(sources: Any) -> str | None:
+    if (sources.get("shopify") or {}).get("api_token") is not None:
+        return None
+    if (sources.get("woocommerce") or {}).get("consumer_key") is not None:
+        return None
+    return "a store API: sources.shopify.api_token or sources.woocommerce.consumer_key"

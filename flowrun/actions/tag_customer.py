@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj, result
-from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of
+from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of, store_unconfigured
 
 TAGS = {"type": "array", "items": TEMPLATED, "minItems": 1}
 WOO_META = "flowrun_tags"  # WooCommerce customers have no tags: flowrun keeps them in this meta field
@@ -19,6 +19,9 @@ class TagCustomer(ActionType):
     params_schema["anyOf"] = [{"required": ["add"]}, {"required": ["remove"]}]
     result_schema = result(tags={"type": "array", "items": {"type": "string"}})
     config_schema = STORE_SETTING
+
+    def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
+        return store_unconfigured(sources)
 
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         customer = context.get("customer") or {}

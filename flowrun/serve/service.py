@@ -284,6 +284,10 @@ def check(config: Config) -> list[str]:
     undelivered = sorted(a for a in used if type(REGISTRY[a]).deliver is ActionType.deliver)
     if undelivered:
         notes.append(f"warning: no channel delivers {', '.join(undelivered)} yet; those actions will be parked")
+    for name in sorted(used):
+        missing = REGISTRY[name].unconfigured(config.channels, config.sources)
+        if missing:
+            notes.append(f"error: flows use `{name}` but {missing} is not configured in {config.file}")
     return notes
 
 
