@@ -83,7 +83,7 @@ class FakeTwilio(FakeStore):
             return 404, _twilio_error(20404, "The requested resource was not found", 404), {}
         form = {k: v[-1] for k, v in parse_qs(request["body"].decode()).items()}
         to = form.get("To", "")
-        if not to.startswith("+") or not to[1:].isdigit():
+        if not to.startswith("+") or not to[1:].isdigit() or to == "+15005550001":  # Twilio's magic invalid number
             return 400, _twilio_error(21211, f"The 'To' number {to} is not a valid phone number.", 400), {}
         if not form.get("Body"):
             return 400, _twilio_error(21602, "Message body is required.", 400), {}
@@ -99,3 +99,53 @@ def _twilio_error(code: int, message: str, status: int) -> dict[str, Any]:
         "more_info": f"https://www.twilio.com/docs/errors/{code}",
         "status": status,
     }
+
+
+class FakeOneSignal(FakeStore):
+    """`POST /notifications`: `Authorization: Key <api key>`, app_id, target_channel, aliases.
+    A request whose aliases match no subscribed user gets 200 with an empty id and `errors`."""
+
+    def __init__(self, app_id: str, key: str, subscribed: set[str]) -> None:
+        self.app_id, self.key, self.subscribed = app_id, key, subscribed
+        self.notifications: list[dict[str, Any]] = []
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["headers"].get("authorization") != f"Key {self.key}":
+            return 403, {"errors": ["Access denied.  Please include an 'Authorization: ...' header."]}, {}
+        body = json.loads(request["body"])
+        if body.get("app_id") != self.app_id:
+            return (
+                400,
+                {"errors": ["app_id not found. You may be missing a Content-Type: application/json header."]},
+                {},
+            )
+        if any(n.get("idempotency_key") == body.get("idempotency_key") for n in self.notifications):
+            return 200, {"id": self.notifications[0]["id"], "external_id": None}, {}  # the repeat is dropped
+        aliases = body.get("include_aliases", {}).get("external_id", [])
+        if not set(aliases) & self.subscribed:
+            return 200, {"id": "", "errors": {"invalid_aliases": {"external_id": aliases}}}, {}
+        self.notifications.append({**body, "id": f"b98881cc-1e94-4366-bbd9-{len(self.notifications):012d}"})
+        return 200, {"id": self.notifications[-1]["id"], "external_id": None}, {}
+
+
+class FakeZendesk(FakeStore):
+    """`POST /api/v2/tickets.json`: basic auth `{email}/token:{api token}`; 201 with the ticket;
+    422 RecordInvalid for a ticket without a comment body; 429 with Retry-After when told."""
+
+    def __init__(self, email: str, token: str) -> None:
+        self.auth = "Basic " + base64.b64encode(f"{email}/token:{token}".encode()).decode()
+        self.tickets: list[dict[str, Any]] = []
+        self.idempotency_keys: list[str] = []
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["headers"].get("authorization") != self.auth:
+            return 401, {"error": "Couldn't authenticate you"}, {}
+        ticket = json.loads(request["body"])["ticket"]
+        if not (ticket.get("comment") or {}).get("body"):
+            details = {"base": [{"description": "Description: cannot be blank", "error": "BlankValue"}]}
+            return 422, {"error": "RecordInvalid", "description": "Record validation errors", "details": details}, {}
+        self.idempotency_keys.append(request["headers"].get("idempotency-key", ""))
+        self.tickets.append({**ticket, "id": 35436 + len(self.tickets)})
+        return 201, {"ticket": self.tickets[-1]}, {}
