@@ -85,7 +85,7 @@ async def _shopify_code(shop: Shopify, params: Mapping[str, Any], code: str) -> 
         "customer_selection": "all",
         "once_per_customer": True,
         "usage_limit": params.get("usage_limit", 1),
-        "starts_at": params.get("starts_at") or params.get("now"),
+        "starts_at": params.get("starts_at"),
     }
     if "percent" in params:
         rule |= {"value_type": "percentage", "value": f"-{params['percent']}"}
