@@ -91,8 +91,7 @@ class DeliveryContext:
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A channel setting, secrets revealed."""
-        value = self.settings.get(name, default)
-        return value.reveal() if hasattr(value, "reveal") else value
+        return revealed(self.settings.get(name, default))
 
     def require(self, *names: str) -> list[Any]:
         missing = [n for n in names if self.settings.get(n) in (None, "")]
@@ -147,6 +146,15 @@ class ActionType:
                 return False
             schema = props[part]
         return True
+
+
+def revealed(value: Any) -> Any:
+    """Settings as a provider needs them: every Secret (config.Secret) in them revealed."""
+    if hasattr(value, "reveal"):
+        return value.reveal()
+    if isinstance(value, Mapping):
+        return {k: revealed(v) for k, v in value.items()}
+    return value
 
 
 def compile_tree(raw: Any, path: YamlPath, ctx: CompileContext) -> Any:

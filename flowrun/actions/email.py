@@ -24,6 +24,7 @@ from flowrun.actions.base import (
     compile_tree,
     obj,
     result,
+    revealed,
     stable_token,
 )
 from flowrun.config import SECRET
@@ -174,7 +175,7 @@ def build_message(
 async def send_email(
     params: Mapping[str, Any], key: str, ctx: DeliveryContext, attachments: Sequence[Attachment] = ()
 ) -> dict[str, Any]:
-    settings = {k: (v.reveal() if hasattr(v, "reveal") else v) for k, v in ctx.settings.items()}
+    settings = revealed(ctx.settings)
     if not settings.get("from"):
         raise PermanentError("channels.email is not configured (from, and smtp or postmark)")
     message = build_message(params, key, settings, attachments)
@@ -182,8 +183,7 @@ async def send_email(
         from flowrun.actions.postmark import send_postmark
 
         return await send_postmark(message, settings["postmark"], ctx)
-    smtp = {k: (v.reveal() if hasattr(v, "reveal") else v) for k, v in settings["smtp"].items()}
-    await asyncio.to_thread(_smtp_send, message, smtp, ctx.timeout_s)
+    await asyncio.to_thread(_smtp_send, message, settings["smtp"], ctx.timeout_s)
     return {"message_id": str(message["Message-ID"])}
 
 

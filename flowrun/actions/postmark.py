@@ -52,7 +52,7 @@ async def send_postmark(message: EmailMessage, settings: Mapping[str, Any], ctx:
         explain=lambda b: f"error {b['ErrorCode']}: {b['Message']}",
         json=body,
         headers={
-            "X-Postmark-Server-Token": token.reveal() if hasattr(token, "reveal") else str(token),
+            "X-Postmark-Server-Token": str(token),
             "Accept": "application/json",
         },
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj
+from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj, revealed
 from flowrun.actions.provider import call
 from flowrun.config import SECRET
 
@@ -42,5 +42,5 @@ class Slack(ActionType):
             )
         body = {k: params[k] for k in ("text", "blocks") if k in params}
         # Slack answers errors as plain text (invalid_payload, no_service, channel_is_archived...).
-        await call(ctx, "POST", url.reveal(), provider="Slack", json=body)
+        await call(ctx, "POST", revealed(url), provider="Slack", json=body)
         return {}

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from flowrun.actions.base import DeliveryContext, PermanentError
+from flowrun.actions.base import DeliveryContext, PermanentError, revealed
 from flowrun.actions.provider import call
 
 STORE_SETTING = {
@@ -17,10 +17,6 @@ STORE_SETTING = {
     "additionalProperties": False,
     "properties": {"store": {"enum": ["shopify", "woocommerce"], "description": "default: the one with API access"}},
 }
-
-
-def _reveal(value: Any) -> str:
-    return value.reveal() if hasattr(value, "reveal") else str(value)
 
 
 def store_of(ctx: DeliveryContext) -> str:
@@ -43,7 +39,7 @@ class Shopify:
         self.api = str(
             shop.get("api_url") or f"https://{shop['shop']}/admin/api/{shop.get('api_version', '2025-07')}"
         ).rstrip("/")
-        self.headers = {"X-Shopify-Access-Token": _reveal(shop["api_token"]), "Accept": "application/json"}
+        self.headers = {"X-Shopify-Access-Token": revealed(shop["api_token"]), "Accept": "application/json"}
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await call(
@@ -64,7 +60,7 @@ class WooCommerce:
             raise PermanentError("sources.woocommerce needs url, consumer_key and consumer_secret")
         self.ctx = ctx
         self.api = f"{str(woo['url']).rstrip('/')}/wp-json/wc/v3"
-        self.auth = (_reveal(woo["consumer_key"]), _reveal(woo["consumer_secret"]))
+        self.auth = (revealed(woo["consumer_key"]), revealed(woo["consumer_secret"]))
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await call(

@@ -165,7 +165,7 @@ class Simulator:
     def _guard(self, command: Perform, run: RunState, now: datetime) -> Decision:
         channel = REGISTRY[command.action].channel
         category = str(command.params.get("category", "marketing"))
-        if channel is None or category == "transactional":
+        if channel is None:
             return SEND
         who = run.customer_key
         sent = self._sent.setdefault((who, channel), []) if who else []

@@ -304,10 +304,6 @@ def _walk(steps: Any) -> Iterator[Any]:
 
 def serve(config: Config) -> int:
     setup_logging(config)
-    # The worker and writer threads share the GIL with the event loop. At the default 5 ms
-    # switch interval a webhook waiting for the loop queued behind a busy worker for whole
-    # intervals; 0.5 ms measured better ingest throughput and latency (benchmarks/serve_ingest.py).
-    sys.setswitchinterval(float(os.environ.get("FLOWRUN_SWITCH_INTERVAL", "0.0005")))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(Service(config).run())
 

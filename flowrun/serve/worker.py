@@ -67,7 +67,6 @@ class Completion:
 
     key: str
     run_id: str
-    action: str
     result: dict[str, Any]
     at: datetime
 
@@ -149,10 +148,12 @@ class Worker:
                 with self.engine.begin() as conn:
                     j = self._chunk(conn, units, i)
             except Exception:
-                log.exception("a batch of %d inputs failed; applying them one by one", j - i + 1)
-                for unit in units[i : j + 1]:
-                    self._alone(unit)
-                j += 1
+                # The batch rolled back. Apply its first input alone (quarantined if it fails
+                # again) and go on from the next one: order is kept, nothing is lost, and a
+                # poison input is isolated after at most one retry per input ahead of it.
+                log.exception("a batch starting at %s failed; applying it alone", units[i].label)
+                self._alone(units[i])
+                j = i + 1
             i = j
 
     def _chunk(self, conn: Connection, units: list[Unit], i: int) -> int:
