@@ -380,6 +380,23 @@ def _show(config_path: Path | None, run_id: str) -> None:
 
 
 @app.command()
+def loyalty(
+    customer: Annotated[str | None, typer.Argument(help="One customer (email, or key): balance and ledger.")] = None,
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(help="At most this many lines, newest first.")] = 50,
+) -> None:
+    """Loyalty balances, or one customer's ledger: every change with its reason and run."""
+    _guard(_loyalty, config, customer, limit)
+
+
+def _loyalty(config_path: Path | None, customer: str | None, limit: int) -> None:
+    from flowrun.inspect import loyalty as loyalty_lines
+
+    for line in loyalty_lines(_config(config_path), customer, limit):
+        print(line)
+
+
+@app.command()
 def retry(
     keys: Annotated[list[str] | None, typer.Argument(help="Parked action keys (default: list them).")] = None,
     all_parked: Annotated[bool, typer.Option("--all", help="Re-queue every parked action.")] = False,

@@ -1,4 +1,4 @@
-"""`flowrun runs`, `show` and `retry`: read the state database."""
+"""`flowrun runs`, `show`, `retry` and `loyalty`: read the state database."""
 
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def list_runs(config: Config, flow: str | None, status: str | None, customer: st
     elif status:
         query = query.where(runs.c.status == status)
     if customer:
-        key = customer if ":" in customer else f"email:{customer.lower()}"
-        query = query.where(runs.c.customer_key == key)
+        query = query.where(runs.c.customer_key == customer_filter(customer))
     with _engine(config).connect() as conn:
         rows = conn.execute(query).all()
     lines = [f"{'RUN':<24} {'FLOW':<28} {'STATUS':<15} {'STARTED':<21} {'NEXT':<21} CUSTOMER"]
@@ -45,6 +44,29 @@ def list_runs(config: Config, flow: str | None, status: str | None, customer: st
             f"{r.id:<24} {r.flow_id:<28} {r.status:<15} {_short(r.started_at):<21} {wake:<21} {r.customer_key or '-'}"
         )
     return lines
+
+
+def customer_filter(customer: str) -> str:
+    """A customer as people type it (an email) or as flowrun keys it (`id:42`, `phone:+1...`)."""
+    return customer if ":" in customer else f"email:{customer.lower()}"
+
+
+def loyalty(config: Config, customer: str | None, limit: int) -> list[str]:
+    """Balances (highest first), or one customer's balance and ledger, newest first."""
+    from flowrun.state.ledger import SqlLedger
+
+    with _engine(config).connect() as conn:
+        ledger = SqlLedger(conn)
+        if customer is None:
+            rows = ledger.balances(limit)
+            return [f"{'BALANCE':>8}  CUSTOMER", *(f"{b:>8}  {k}" for k, b in rows)]
+        key = customer_filter(customer)
+        entries = ledger.history(key, limit)
+        header = f"{'WHEN':<21} {'POINTS':>7} {'BALANCE':>8}  {'RUN':<24} REASON"
+        lines = [f"{key}: {ledger.balance(key)} points", header]
+        for e in entries:
+            lines.append(f"{_short(e.at):<21} {e.points:>+7} {e.balance:>8}  {e.run_id:<24} {e.reason}")
+        return lines
 
 
 def _short(value: datetime) -> str:

@@ -16,7 +16,8 @@ A test file:
             actions:
               - {at: 1h, type: email, params: {subject: "You left something behind, Ada"}}
 
-`params` is a subset match; `actions` must match in count and order; `at` is an offset.
+`params` and `result` (the action's simulated answer) are subset matches; `actions` must
+match in count and order; `at` is an offset.
 Runs of flows the expectation does not name are ignored, unless the case says
 `exhaustive: true`; extra runs of a named flow always count as differences.
 """
@@ -163,10 +164,11 @@ def _compare_actions(
                 due = None
             if due != g["offset_s"]:
                 problems.append(f"at: expected +{w['at']}, got +{format_duration(_seconds(g['offset_s']))}")
-        for key, value in (w.get("params") or {}).items():
-            actual = g["params"].get(key, "<absent>")
-            if plain(value) != actual:
-                problems.append(f"params.{key}: expected {value!r}, got {actual!r}")
+        for part in ("params", "result"):
+            for key, value in (w.get(part) or {}).items():
+                actual = (g.get(part) or {}).get(key, "<absent>")
+                if plain(value) != actual:
+                    problems.append(f"{part}.{key}: expected {value!r}, got {actual!r}")
         if problems:
             diff.append(f"  {label} action {index + 1} ({g['type']} at +{format_duration(_seconds(g['offset_s']))}):")
             diff.extend(f"    {p}" for p in problems)

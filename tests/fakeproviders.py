@@ -6,36 +6,60 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from tests.fakestores import FakeStore
 
 
 class SmtpServer:
-    """aiosmtpd on a free port; `messages` are the parsed MIME messages as received."""
+    """aiosmtpd on a free port; `messages` are the parsed MIME messages as received.
 
-    def __init__(self) -> None:
+    `security`: "none", "starttls" (STARTTLS required before MAIL) or "tls" (implicit TLS,
+    SMTPS), with `ssl_context` as the server's certificate. `login`: (user, password) makes
+    authentication required."""
+
+    def __init__(
+        self,
+        security: str = "none",
+        ssl_context: ssl.SSLContext | None = None,
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.logins: list[str] = []
         server = self
 
         class Handler:
-            async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+            async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
                 server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 parsed = message_from_bytes(envelope.original_content, policy=policy.default)
                 assert isinstance(parsed, EmailMessage)
                 server.messages.append(parsed)
                 return "250 Message accepted for delivery"
 
+        def authenticate(_server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any) -> AuthResult:
+            user, password = data.login.decode(), data.password.decode()
+            server.logins.append(user)
+            return AuthResult(success=(user, password) == login, handled=False)
+
         with socket.socket() as probe:  # aiosmtpd checks its port by connecting: it needs a real one
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        options: dict[str, Any] = {}
+        if security == "starttls":
+            options |= {"tls_context": ssl_context, "require_starttls": True}
+        elif security == "tls":  # aiosmtpd cannot tell an implicit-TLS session is encrypted
+            options |= {"ssl_context": ssl_context, "auth_require_tls": False}
+        if login is not None:
+            options |= {"authenticator": authenticate, "auth_required": True}
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
         self.controller.start()
 
     def close(self) -> None:
@@ -149,3 +173,31 @@ class FakeZendesk(FakeStore):
         self.idempotency_keys.append(request["headers"].get("idempotency-key", ""))
         self.tickets.append({**ticket, "id": 35436 + len(self.tickets)})
         return 201, {"ticket": self.tickets[-1]}, {}
+
+
+class FakePostmark(FakeStore):
+    """Postmark's `POST /email`: X-Postmark-Server-Token; JSON in and out; 200 with
+    ErrorCode 0 and a MessageID; 401 with ErrorCode 10 for a bad token; 422 with
+    ErrorCode 300 for an invalid request (a bad address, no body at all)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.sent: list[dict[str, Any]] = []
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["path"] != "/email":
+            return 404, {"ErrorCode": 404, "Message": "Not found"}, {}
+        if request["headers"].get("X-Postmark-Server-Token") != self.token:
+            return 401, {"ErrorCode": 10, "Message": "The Server API token you provided is invalid."}, {}
+        if request["headers"].get("Content-Type") != "application/json":
+            return 415, {"ErrorCode": 409, "Message": "JSON request required."}, {}
+        body = json.loads(request["body"])
+        if "@" not in str(body.get("To", "")):
+            return 422, {"ErrorCode": 300, "Message": f"Invalid 'To' address: '{body.get('To')}'."}, {}
+        if not body.get("TextBody") and not body.get("HtmlBody"):
+            return 422, {"ErrorCode": 300, "Message": "Provide either email TextBody or HtmlBody or both."}, {}
+        message_id = f"b7bc2f4a-e38e-4336-af7d-{len(self.sent):012d}"
+        self.sent.append({**body, "MessageID": message_id})
+        answer = {"To": body["To"], "SubmittedAt": "2026-11-22T10:00:00Z", "MessageID": message_id}
+        return 200, {**answer, "ErrorCode": 0, "Message": "OK"}, {}

@@ -128,6 +128,14 @@ class FakeShopify(FakeStore):
         path = request["path"].removeprefix("/admin/api/2025-07/").removesuffix(".json")
         body = json.loads(request["body"] or b"{}")
         parts = path.split("/")
+        if parts[0] == "orders" and len(parts) == 2 and request["method"] == "PUT":
+            order = next((o for o in self.orders if str(o["id"]) == parts[1]), None)
+            if order is None:
+                return 404, {"errors": "Not Found"}, {}
+            order.update({k: v for k, v in body["order"].items() if k in ("note", "tags", "email")})
+            return 200, {"order": order}, {}
+        if path in ("inventory_levels/set", "inventory_levels/adjust") and request["method"] == "POST":
+            return self._inventory(path.rsplit("/", 1)[1], body)
         if parts[0] == "customers" and len(parts) == 2 and request["method"] == "PUT":
             customer = self.customers.get(int(parts[1]))
             if customer is None:
@@ -151,12 +159,34 @@ class FakeShopify(FakeStore):
             return 201, {"discount_code": entry}, {}
         return 404, {"errors": "Not Found"}, {}
 
+    def _inventory(self, verb: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """inventory_levels/set (`available`) and /adjust (`available_adjustment`)."""
+        field = "available" if verb == "set" else "available_adjustment"
+        missing = [k for k in ("location_id", "inventory_item_id", field) if k not in body]
+        if missing:
+            return 422, {"errors": {k: ["is required"] for k in missing}}, {}
+        level = next(
+            (
+                lv
+                for lv in self.lists["inventory_levels"]
+                if (lv["inventory_item_id"], lv["location_id"]) == (body["inventory_item_id"], body["location_id"])
+            ),
+            None,
+        )
+        if level is None:
+            return 422, {"errors": ["Inventory item is not stocked at the location"]}, {}
+        level["available"] = body[field] if verb == "set" else level["available"] + body[field]
+        return 200, {"inventory_level": level}, {}
+
     def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any, dict[str, str]]:
         self.calls += 1
         limit_header = {"X-Shopify-Shop-Api-Call-Limit": f"{min(self.calls, 40)}/40"}
         if headers.get("X-Shopify-Access-Token") != self.token:
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
         name = path.removeprefix("/admin/api/2025-07/").removesuffix(".json")
+        if name.startswith("orders/"):
+            order = next((o for o in self.orders if str(o["id"]) == name.split("/")[1]), None)
+            return (200, {"order": order}, {}) if order else (404, {"errors": "Not Found"}, {})
         if name.startswith("customers/"):
             customer = self.customers.get(int(name.split("/")[1]))
             return (200, {"customer": customer}, {}) if customer else (404, {"errors": "Not Found"}, {})
@@ -200,26 +230,54 @@ class FakeShopify(FakeStore):
         return 200, {name: page}, {**limit_header, **({"Link": ", ".join(links)} if links else {})}
 
 
+def _woo_error(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:
+    return status, {"code": code, "message": message, "data": {"status": status}}, {}
+
+
 class FakeWooCommerce(FakeStore):
-    """`GET /wp-json/wc/v3/orders`: basic auth with consumer key and secret, modified_after,
-    per_page (max 100), page, X-WP-Total and X-WP-TotalPages."""
+    """WooCommerce REST v3 as documented: basic auth with consumer key and secret;
+    `GET orders` (modified_after, per_page at most 100, page; X-WP-Total, X-WP-TotalPages);
+    order notes (`GET|POST orders/{id}/notes`, type any|customer|internal); coupons
+    (`GET coupons?code=`, `POST coupons`, codes unique); products (`GET products?sku=`,
+    `PUT products/{id}`); customers (`GET|PUT customers/{id}`, meta_data merged by key).
+    Errors are `{code, message, data: {status}}`."""
 
     def __init__(self, key: str, secret: str, orders: list[dict[str, Any]]) -> None:
         self.auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
         self.orders = orders
+        self.notes: dict[int, list[dict[str, Any]]] = {}
+        self.coupons: list[dict[str, Any]] = []
+        self.products: list[dict[str, Any]] = []
+        self.customers: dict[int, dict[str, Any]] = {}
         super().__init__()
 
-    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any, dict[str, str]]:
+    def _unauthorised(self, headers: Any) -> tuple[int, Any, dict[str, str]] | None:
         if headers.get("Authorization") != self.auth:
-            return (
-                401,
-                {
-                    "code": "woocommerce_rest_cannot_view",
-                    "message": "Sorry, you cannot list resources.",
-                    "data": {"status": 401},
-                },
-                {},
-            )
+            return _woo_error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
+        return None
+
+    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any, dict[str, str]]:
+        if denied := self._unauthorised(headers):
+            return denied
+        parts = path.removeprefix("/wp-json/wc/v3/").split("/")
+        if parts[0] == "orders" and parts[2:] == ["notes"]:
+            if int(parts[1]) not in {o["id"] for o in self.orders}:
+                return _woo_error(404, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            wanted = query.get("type", "any")
+            notes = self.notes.get(int(parts[1]), [])
+            return 200, [n for n in notes if wanted == "any" or n["customer_note"] == (wanted == "customer")], {}
+        if parts == ["coupons"]:
+            return 200, [c for c in self.coupons if "code" not in query or c["code"] == query["code"].lower()], {}
+        if parts == ["products"]:
+            skus = set(query.get("sku", "").split(",")) - {""}
+            return 200, [p for p in self.products if not skus or p["sku"] in skus], {}
+        if parts[0] == "customers" and len(parts) == 2:
+            customer = self.customers.get(int(parts[1]))
+            if customer is None:
+                return _woo_error(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
+            return 200, customer, {}
+        if parts != ["orders"]:
+            return _woo_error(404, "rest_no_route", "No route was found matching the URL and request method.")
         per_page = int(query.get("per_page", 10))
         if per_page > 100:
             return 400, {"code": "rest_invalid_param", "message": "Invalid parameter(s): per_page"}, {}
@@ -231,3 +289,44 @@ class FakeWooCommerce(FakeStore):
         page = int(query.get("page", 1))
         chunk = matching[(page - 1) * per_page : page * per_page]
         return 200, chunk, {"X-WP-Total": str(len(matching)), "X-WP-TotalPages": str(pages)}
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if denied := self._unauthorised(request["headers"]):
+            return denied
+        parts = request["path"].removeprefix("/wp-json/wc/v3/").split("/")
+        body = json.loads(request["body"] or b"{}")
+        method = request["method"]
+        if method == "POST" and parts[0] == "orders" and parts[2:] == ["notes"]:
+            if int(parts[1]) not in {o["id"] for o in self.orders}:
+                return _woo_error(404, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            if not body.get("note"):
+                return _woo_error(400, "rest_missing_callback_param", "Missing parameter(s): note")
+            notes = self.notes.setdefault(int(parts[1]), [])
+            note = {"id": 281 + len(notes), "note": body["note"], "customer_note": bool(body.get("customer_note"))}
+            notes.append(note)
+            return 201, note, {}
+        if method == "POST" and parts == ["coupons"]:
+            code = str(body.get("code", "")).lower()  # WooCommerce stores coupon codes in lower case
+            if not code:
+                return _woo_error(400, "woocommerce_rest_empty_coupon_code", "The coupon code cannot be empty.")
+            if any(c["code"] == code for c in self.coupons):
+                return _woo_error(400, "woocommerce_rest_coupon_code_already_exists", "The coupon code already exists")
+            coupon = {**body, "id": 719 + len(self.coupons), "code": code}
+            self.coupons.append(coupon)
+            return 201, coupon, {}
+        if method == "PUT" and parts[0] == "products" and len(parts) == 2:
+            product = next((p for p in self.products if p["id"] == int(parts[1])), None)
+            if product is None:
+                return _woo_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID.")
+            product.update({k: v for k, v in body.items() if k in ("stock_quantity", "manage_stock")})
+            return 200, product, {}
+        if method == "PUT" and parts[0] == "customers" and len(parts) == 2:
+            customer = self.customers.get(int(parts[1]))
+            if customer is None:
+                return _woo_error(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
+            meta = {m["key"]: m for m in customer.setdefault("meta_data", [])}
+            for entry in body.get("meta_data", []):
+                meta.setdefault(entry["key"], {"id": 900 + len(meta), "key": entry["key"]})["value"] = entry["value"]
+            customer["meta_data"] = list(meta.values())
+            return 200, customer, {}
+        return _woo_error(404, "rest_no_route", "No route was found matching the URL and request method.")

@@ -16,16 +16,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from flowrun.cli import app
 from flowrun.config import load_config
 from flowrun.dryrun.session import Derive, load_all_flows, simulate
 from flowrun.dryrun.timeline import Scheduled
 from flowrun.events.normalise import normalise, parse_json
 from flowrun.serve.dispatcher import Dispatcher
 from flowrun.serve.metrics import Metrics
-from flowrun.serve.worker import Worker
+from flowrun.serve.worker import Completion, Worker
 from flowrun.state.sqlstore import insert_inbox_rows
-from flowrun.state.tables import attempts, cursors, make_engine, migrate, outbox, runs
+from flowrun.state.tables import attempts, cursors, loyalty_ledger, make_engine, migrate, outbox, runs
 from tests.conftest import ROOT
 from tests.fakeproviders import FakeSlack, FakeTwilio, SmtpServer
 from tests.fakestores import FakeShopify
@@ -33,7 +35,14 @@ from tests.servekit import Clock
 
 START = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
 SHOPIFY = ROOT / "examples/events/shopify"
-LIBRARY = ["order-confirmation", "abandoned-checkout", "low-stock-purchase-order", "vip-tagging"]
+LIBRARY = [
+    "order-confirmation",
+    "abandoned-checkout",
+    "low-stock-purchase-order",
+    "vip-tagging",
+    "loyalty-points",
+    "loyalty-milestone",
+]
 CUSTOMER_ID = 7362947358123456789
 
 
@@ -342,3 +351,58 @@ def test_guardrails_defer_in_quiet_hours_cap_and_suppress(tmp_path: Path, peers:
         "suppressed: the customer unsubscribed from marketing",
     ]
     assert sorted(x.skipped for x in expected if x.skipped) == sorted(reasons.values())  # dry-run said so too
+
+
+def test_loyalty_ledger_balances_and_its_event_start_other_flows(tmp_path: Path, peers: Peers, monkeypatch) -> None:
+    order = json.loads((SHOPIFY / "orders/paid.json").read_bytes())
+    lin = {**order["customer"], "id": 5, "email": "lin@example.com", "total_spent": "0.00"}
+
+    def paid(n: int, total: str) -> bytes:
+        return json.dumps({**order, "id": n, "name": f"#{n}", "total_price": total, "customer": lin}).encode()
+
+    day = timedelta(days=1)
+    events: Events = [
+        (0 * day, "shopify:orders/paid", paid(1, "320.00")),
+        (2 * day, "shopify:orders/paid", paid(2, "250.00")),
+        (4 * day, "shopify:orders/paid", paid(3, "90.00")),
+    ]
+    expected, serve = play(tmp_path, peers, monkeypatch, events, hours=24 * 5)
+    assert emails(peers) == [
+        (
+            "lin@example.com",
+            "You have 570 points",
+            next(x.params["text"] for x in expected if x.flow_id == "loyalty-milestone"),
+        )
+    ]
+    with serve.engine.connect() as conn:
+        ledger = conn.execute(
+            select(
+                loyalty_ledger.c.points, loyalty_ledger.c.balance, loyalty_ledger.c.reason, loyalty_ledger.c.run_id
+            ).order_by(loyalty_ledger.c.at)
+        ).all()
+        earned = conn.execute(select(outbox.c.key, outbox.c.params).where(outbox.c.action == "loyalty_points")).all()
+    assert [(p, b, r) for p, b, r, _ in ledger] == [
+        (320, 320, "order #1"),
+        (250, 570, "order #2"),
+        (90, 660, "order #3"),
+    ]
+    assert [x.result["balance"] for x in expected if x.type == "loyalty_points"] == [320, 570, 660]
+    # A result applied twice (a re-send after a crash) changes the balance once and starts nothing new.
+    key, params = earned[0]
+    again = Completion(key, key.split("/")[0], "loyalty_points", json.loads(params), {"points": 320}, serve.clock())
+    serve.worker.complete(again)
+    serve.run_until(serve.clock() + timedelta(hours=1))
+    with serve.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(loyalty_ledger)).scalar() == 3
+        applied = select(func.count()).where(attempts.c.key == key, attempts.c.outcome == "ok")
+        assert conn.execute(applied).scalar() == 2  # the second one was applied, not rolled back
+        assert (
+            conn.execute(select(func.count()).select_from(runs).where(runs.c.flow_id == "loyalty-milestone")).scalar()
+            == 3
+        )
+    result = CliRunner().invoke(app, ["loyalty", "lin@example.com", "--config", str(tmp_path / "flowrun.yaml")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "email:lin@example.com: 660 points"
+    assert [line.split()[1:3] for line in lines[2:]] == [["+90", "660"], ["+250", "570"], ["+320", "320"]]
+    assert lines[2].split()[3:] == [ledger[2][3], "order", "#3"]

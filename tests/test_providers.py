@@ -4,6 +4,7 @@ received, and how its errors surface (fail at once, or retry with Retry-After)."
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
 from flowrun.config import Secret
 from flowrun.serve.dispatcher import http_client
 from tests.fakeproviders import FakeOneSignal, FakeSlack, FakeTwilio, FakeZendesk
+from tests.fakestores import FakeStore
 
 KEY = "r_0123456789abcdef0123/steps[0]"
 
@@ -111,3 +113,34 @@ def test_slack_rate_limit_retries_after_and_bad_payload_fails() -> None:
         fake.close()
     assert limited.value.retry_after == 30.0
     assert fake.posts == [{"text": "hello"}]
+
+
+class LoyaltyService(FakeStore):
+    """An outside loyalty service as flowrun documents its push: JSON POST, bearer token,
+    Idempotency-Key; a repeated key answers the first result without applying it again."""
+
+    def __init__(self) -> None:
+        self.applied: dict[str, dict[str, Any]] = {}
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["headers"].get("Authorization") != "Bearer loyal-key":
+            return 401, {"error": "unauthorised"}, {}
+        key = request["headers"]["Idempotency-Key"]
+        self.applied.setdefault(key, json.loads(request["body"]))
+        return 200, {"ok": True}, {}
+
+
+def test_loyalty_points_are_pushed_to_an_outside_service_once_per_key() -> None:
+    service = LoyaltyService()
+    settings = {"api_url": f"{service.url}/points", "api_key": Secret("loyal-key", "L")}
+    params = {"points": 120, "reason": "order #1042", "customer": "email:ada@example.com"}
+    try:
+        first = deliver("loyalty_points", params, settings)
+        deliver("loyalty_points", params, settings)
+        with pytest.raises(PermanentError, match="loyalty API HTTP 401"):
+            deliver("loyalty_points", params, {**settings, "api_key": "other"})
+    finally:
+        service.close()
+    assert first["points"] == 120
+    assert service.applied == {KEY: params}

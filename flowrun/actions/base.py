@@ -7,10 +7,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowrun.errors import Problem, YamlPath
 from flowrun.templating import Template, TemplateSyntax, parse_template
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from flowrun.engine.state import RunState
+    from flowrun.events import Event
+    from flowrun.loyalty import Ledger
 
 Schema = dict[str, Any]
 TEMPLATED: Schema = {"type": "string", "description": "text; may use {{ }} templates"}
@@ -110,6 +117,7 @@ class ActionType:
     params_schema: Schema = {}
     result_schema: Schema = {"type": "object", "properties": {}}
     retry_by_default: bool = True
+    emits: tuple[str, ...] = ()  # event types its settling may emit (a flow may not start on them)
 
     def step_schema(self) -> Schema:
         return self.params_schema
@@ -135,6 +143,20 @@ class ActionType:
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         """Perform the action for real; raise PermanentError or RetryableError on failure."""
         raise PermanentError(f"no channel delivers `{self.name}` in this version of flowrun")
+
+    def settle(
+        self,
+        params: Mapping[str, Any],
+        key: str,
+        result: dict[str, Any],
+        run: RunState,
+        ledger: Ledger,
+        now: datetime,
+    ) -> tuple[dict[str, Any], list[Event]]:
+        """Local effects of a delivered action, applied with the run's next step in one
+        transaction (serve's worker; the simulator in dry-run): the result the run sees, and
+        events to play. Applied again after a crash, so it must be idempotent in `key`."""
+        return result, []
 
     def result_has(self, path: tuple[str, ...]) -> bool:
         schema = self.result_schema

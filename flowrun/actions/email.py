@@ -205,6 +205,8 @@ def _smtp_send(message: EmailMessage, smtp: Mapping[str, Any], timeout: float) -
             client.send_message(message)
     except smtplib.SMTPAuthenticationError as exc:
         raise PermanentError(f"SMTP login refused: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+    except smtplib.SMTPNotSupportedError as exc:  # e.g. AUTH offered only after STARTTLS
+        raise PermanentError(f"SMTP {host}:{port}: {exc} (check smtp.security)") from None
     except smtplib.SMTPRecipientsRefused as exc:
         refused = "; ".join(
             f"{who}: {code} {text.decode(errors='replace')}" for who, (code, text) in exc.recipients.items()

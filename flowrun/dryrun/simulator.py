@@ -15,6 +15,7 @@ from flowrun.engine.state import Perform, RunState, Transition, Wake
 from flowrun.events import Event, customer_key
 from flowrun.flow.model import Flow, ScheduleTrigger
 from flowrun.guardrails import SEND, Decision, Guardrails, decide, subscription_change
+from flowrun.loyalty import MemoryLedger
 from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
 
@@ -51,6 +52,7 @@ class Simulator:
     inactive_after: tuple[timedelta, ...] = ()
     guardrails: Guardrails = field(default_factory=Guardrails)
     store: MemoryStore = field(default_factory=MemoryStore)
+    ledger: MemoryLedger = field(default_factory=MemoryLedger)
 
     def __post_init__(self) -> None:
         self.manager = Manager(self.flows, self.store)
@@ -152,15 +154,21 @@ class Simulator:
             self._push(decision.at, "perform", (command, run))
             return []
         skipped = decision.reason if decision.kind == "skip" else ""
-        result: dict[str, Any] = (
-            {"skipped": skipped} if skipped else REGISTRY[command.action].simulate(command.params, command.key)
-        )
+        action = REGISTRY[command.action]
+        result: dict[str, Any] = {"skipped": skipped}
+        events: list[Event] = []
+        if not skipped:
+            result = action.simulate(command.params, command.key)
+            result, events = action.settle(command.params, command.key, result, run, self.ledger, now)
         self._actions.append(
             RecordedAction(
                 now, command.run_id, run.flow_id, command.step, command.action, dict(command.params), result, skipped
             )
         )
-        return self.manager.on_result(command.run_id, command.key, result, None, now)
+        transitions = self.manager.on_result(command.run_id, command.key, result, None, now)
+        for event in events:
+            transitions.extend(self.manager.on_event(event, now))
+        return transitions
 
     def _guard(self, command: Perform, run: RunState, now: datetime) -> Decision:
         channel = REGISTRY[command.action].channel

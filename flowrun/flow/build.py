@@ -89,6 +89,7 @@ class Builder:
         data: dict[str, Any] = self.doc.data
         self._collect_bindings(data.get("steps", []), ("steps",))
         trigger = self.trigger(data["on"], ("on",))
+        self.trigger_events = trigger.events if isinstance(trigger, m.EventTrigger) else ()
         timezone = self.zone_name(data.get("timezone", "UTC"), ("timezone",))
         types = types_for(trigger.events if isinstance(trigger, m.EventTrigger) else ("schedule.tick",))
         scope = Scope(types)
@@ -292,6 +293,14 @@ class Builder:
     def action_step(self, item: dict[str, Any], path: YamlPath, scope: Scope) -> m.ActionStep | None:
         kind = next(k for k in item if k in REGISTRY)
         action = REGISTRY[kind]
+        looping = set(action.emits) & set(self.trigger_events)
+        if looping:
+            self.report(
+                (*path, kind),
+                f"`{kind}` emits {', '.join(sorted(looping))}, which starts this flow: each run would start another",
+                "act on the event in a flow that does not itself emit it",
+                key=True,
+            )
         ctx = CompileContext(self.file, (*path, kind), locate=self.doc.where)
         params = action.compile_params(item[kind], ctx)
         self.problems.extend(ctx.problems)

@@ -165,7 +165,7 @@ class Dispatcher:
         self._done(row, result)
 
     def _done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
-        self.complete(Completion(row["key"], row["run_id"], result, self.clock()))
+        self.complete(Completion(row["key"], row["run_id"], row["action"], row["params"], result, self.clock()))
         self.metrics.count("flowrun_actions_sent_total", action=row["action"])
 
     def _retry_later(self, row: dict[str, Any], attempt: int, message: str, delay: float) -> None:

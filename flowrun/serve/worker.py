@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from flowrun.actions import REGISTRY
 from flowrun.config import Config
 from flowrun.derive import (
     CHECKOUT_TYPES,
@@ -42,6 +43,7 @@ from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
 from flowrun.serve.metrics import Metrics
 from flowrun.state import codec
+from flowrun.state.ledger import SqlLedger
 from flowrun.state.sqlstore import SqlStore
 
 log = logging.getLogger("flowrun.worker")
@@ -67,6 +69,8 @@ class Completion:
 
     key: str
     run_id: str
+    action: str
+    params: dict[str, Any]
     result: dict[str, Any]
     at: datetime
 
@@ -201,9 +205,18 @@ class Worker:
                 break
 
             def apply(manager: Manager, store: SqlStore, c: Completion = done) -> list[Transition]:
-                store.finish_action(c.key, c.at, "applied", result=c.result)
+                now = self.clock()
+                run = store.get(c.run_id)
+                result, events = c.result, list[Event]()
+                if run is not None:
+                    ledger = SqlLedger(store.conn)
+                    result, events = REGISTRY[c.action].settle(c.params, c.key, c.result, run, ledger, c.at)
+                store.finish_action(c.key, c.at, "applied", result=result)
                 store.record_attempt(c.key, c.at, "ok", "")
-                return manager.on_result(c.run_id, c.key, c.result, None, self.clock())
+                out = manager.on_result(c.run_id, c.key, result, None, now)
+                for event in events:
+                    out.extend(manager.on_event(event, now))
+                return out
 
             units.append(Unit(f"result {done.key}", apply))
         return units

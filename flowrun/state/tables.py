@@ -167,7 +167,34 @@ def _v3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[sends, suppressions])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+loyalty_ledger = Table(
+    "loyalty_ledger",
+    metadata,
+    Column("key", String(300), primary_key=True),  # the action (run + step): applied once
+    Column("customer_key", String(320), nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("balance", Integer, nullable=False),  # after this change
+    Column("reason", Text, nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("at", TZ, nullable=False),
+)
+Index("loyalty_by_customer", loyalty_ledger.c.customer_key, loyalty_ledger.c.at)
+
+loyalty_balances = Table(
+    "loyalty_balances",
+    metadata,
+    Column("customer_key", String(320), primary_key=True),
+    Column("balance", Integer, nullable=False),
+    Column("updated_at", TZ, nullable=False),
+)
+
+
+def _v4(conn: Connection) -> None:
+    """The loyalty ledger: every change with its reason and run, and a balance per customer."""
+    metadata.create_all(conn, tables=[loyalty_ledger, loyalty_balances])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:
