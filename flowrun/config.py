@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
-from flowrun.guardrails import Guardrails, load_guardrails
+from flowrun.guardrails import CHANNELS, Guardrails, guardrail_schemas, load_guardrails
 from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
@@ -40,7 +40,7 @@ SECRET: dict[str, Any] = {
     ],
 }
 DURATION = {"type": "string", "pattern": DURATION_PATTERN}
-CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+QUIET_HOURS, CAP = guardrail_schemas(DURATION)
 
 
 def _closed(**props: Any) -> dict[str, Any]:
@@ -109,22 +109,11 @@ _CONFIG_SCHEMA: dict[str, Any] = {
             shutdown_grace=DURATION,
         ),
         guardrails=_closed(
-            quiet_hours={
-                **_closed(
-                    start={"type": "string", "pattern": CLOCK},
-                    end={"type": "string", "pattern": CLOCK},
-                    channels={"type": "array", "items": {"enum": ["email", "sms", "push"]}},
-                ),
-                "required": ["start", "end"],
-                "description": "marketing sends inside this window (recipient's time zone) wait for its end",
-            },
+            quiet_hours=QUIET_HOURS,
             caps={
                 "type": "object",
-                "propertyNames": {"enum": ["email", "sms", "push"]},
-                "additionalProperties": {
-                    **_closed(max={"type": "integer", "minimum": 1}, per=DURATION),
-                    "required": ["max", "per"],
-                },
+                "propertyNames": {"enum": CHANNELS},
+                "additionalProperties": CAP,
                 "description": "marketing messages per customer and channel, all flows: email: {max: 1, per: 16h}",
             },
             suppression_list={"type": "string", "description": "file of emails/phones (one a line) never marketed to"},

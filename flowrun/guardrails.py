@@ -53,6 +53,56 @@ class Guardrails:
     def longest_cap(self) -> timedelta:
         return max((c.per for c in self.caps), default=timedelta(0))
 
+    def overridden(self, override: FlowGuardrails | None) -> Guardrails:
+        """The project's rules with one flow's changes: its quiet hours, its caps per channel.
+        Suppression is never overridable, and sends still count across every flow."""
+        if override is None:
+            return self
+        caps = {c.channel: c for c in self.caps}
+        for channel, cap in override.caps.items():
+            if cap is None:
+                caps.pop(channel, None)
+            else:
+                caps[channel] = cap
+        quiet = override.quiet if override.quiet_set else self.quiet
+        return Guardrails(self.timezone, quiet, tuple(caps.values()), self.suppressed)
+
+
+@dataclass(frozen=True)
+class FlowGuardrails:
+    """A flow's `guardrails:`: `quiet_hours` (or false: none for this flow), and `caps` per
+    channel (a cap replaces the project's for that channel; false removes it)."""
+
+    quiet: QuietHours | None = None
+    quiet_set: bool = False
+    caps: Mapping[str, Cap | None] = field(default_factory=dict)
+
+
+CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+CHANNELS = ["email", "sms", "push"]
+
+
+def guardrail_schemas(duration: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schema fragments of `quiet_hours` and of one channel's cap (project file and flows)."""
+    quiet = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "start": {"type": "string", "pattern": CLOCK},
+            "end": {"type": "string", "pattern": CLOCK},
+            "channels": {"type": "array", "items": {"enum": CHANNELS}},
+        },
+        "required": ["start", "end"],
+        "description": "marketing sends inside this window (recipient's time zone) wait for its end",
+    }
+    cap = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"max": {"type": "integer", "minimum": 1}, "per": dict(duration)},
+        "required": ["max", "per"],
+    }
+    return quiet, cap
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -123,20 +173,30 @@ def subscription_change(event_type: str, data: Mapping[str, Any]) -> bool | None
 
 
 def load_guardrails(data: Mapping[str, Any], timezone: str, suppressed: frozenset[str]) -> Guardrails:
-    quiet = data.get("quiet_hours")
     caps = data.get("caps") or {}
     return Guardrails(
         timezone=timezone,
-        quiet=QuietHours(
-            time.fromisoformat(quiet["start"]),
-            time.fromisoformat(quiet["end"]),
-            frozenset(quiet.get("channels", ["sms", "push"])),
-        )
-        if quiet
-        else None,
-        caps=tuple(Cap(channel, int(rule["max"]), parse_duration(rule["per"])) for channel, rule in caps.items()),
+        quiet=_quiet(data.get("quiet_hours")),
+        caps=tuple(_cap(channel, rule) for channel, rule in caps.items()),
         suppressed=suppressed,
     )
+
+
+def load_flow_guardrails(data: Mapping[str, Any]) -> FlowGuardrails:
+    """A flow's `guardrails:` (already schema-checked)."""
+    caps = {channel: (_cap(channel, rule) if rule else None) for channel, rule in (data.get("caps") or {}).items()}
+    return FlowGuardrails(_quiet(data.get("quiet_hours")), "quiet_hours" in data, caps)
+
+
+def _quiet(data: Mapping[str, Any] | bool | None) -> QuietHours | None:
+    if not isinstance(data, Mapping):
+        return None
+    start, end = time.fromisoformat(data["start"]), time.fromisoformat(data["end"])
+    return QuietHours(start, end, frozenset(data.get("channels", ["sms", "push"])))
+
+
+def _cap(channel: str, rule: Mapping[str, Any]) -> Cap:
+    return Cap(channel, int(rule["max"]), parse_duration(rule["per"]))
 
 
 def _span(delta: timedelta) -> str:

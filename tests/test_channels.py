@@ -147,7 +147,9 @@ class Serve:
 
     async def _dispatch(self) -> int:
         worker = self.worker
-        dispatcher = Dispatcher(self.config, self.engine, Metrics(), worker.complete, worker.wake.set, self.clock)
+        dispatcher = Dispatcher(
+            self.config, self.engine, Metrics(), worker.complete, worker.wake.set, self.clock, worker.manager.flow_of
+        )
         rows = dispatcher._claim(100)
         await asyncio.gather(*(dispatcher._perform(row) for row in rows))
         await dispatcher.http.aclose()
@@ -406,3 +408,39 @@ def test_loyalty_ledger_balances_and_its_event_start_other_flows(tmp_path: Path,
     assert lines[0] == "email:lin@example.com: 660 points"
     assert [line.split()[1:3] for line in lines[2:]] == [["+90", "660"], ["+250", "570"], ["+320", "320"]]
     assert lines[2].split()[3:] == [ledger[2][3], "order", "#3"]
+
+
+OVERRIDING_FLOWS = {
+    **PROMO_FLOWS,
+    "promo-flash": (
+        "flow: promo-flash\non: custom.flash\n"
+        "guardrails: {caps: {email: {max: 5, per: 16h}}, quiet_hours: false}\nsteps:\n"
+        '  - email: {to: "{{ customer.email }}", subject: "Flash: {{ properties.promo }}", text: "Today only."}\n'
+        '  - if: customer.phone\n    then:\n      - sms: {to: "{{ customer.phone }}", text: "Flash sale now"}\n'
+    ),
+}
+
+
+def test_a_flow_overrides_caps_and_quiet_hours_and_sends_still_count(tmp_path: Path, peers: Peers, monkeypatch) -> None:
+    hour = timedelta(hours=1)
+    events: Events = [
+        (1 * hour, *custom("custom.promo", "ada@example.com", 1, "Scarves")),
+        (2 * hour, *custom("custom.promo", "ada@example.com", 2, "Hats")),
+        (3 * hour, *custom("custom.flash", "ada@example.com", 3, "Gloves")),  # its own cap: 5 per 16 h
+        (4 * hour, *custom("custom.promo", "ada@example.com", 4, "Mittens")),  # project cap 2: skipped
+        # 23:00 in New York: the project's quiet hours would hold the SMS until 08:00; this flow has none
+        (
+            14 * hour,
+            *custom("custom.flash", "ny@example.com", 5, "Socks", phone="+12125550123", timezone="America/New_York"),
+        ),
+    ]
+    expected, serve = play(tmp_path, peers, monkeypatch, events, hours=30, flows=OVERRIDING_FLOWS)
+    assert [subject for _, subject, _ in emails(peers)] == [
+        "New: Scarves",
+        "New: Hats",
+        "Flash: Gloves",
+        "Flash: Socks",
+    ]
+    [sms] = [s for s in serve.sent() if s[1] == "sms" and s[3] == "ok"]
+    assert sms[2] == START + 14 * hour  # at once, not at 08:00
+    assert [x.params["subject"] for x in expected if x.skipped] == ["New: Mittens"]

@@ -72,7 +72,9 @@ class Rig:
 
     async def _dispatch(self) -> int:
         worker = self.worker
-        dispatcher = Dispatcher(self.config, self.engine, self.metrics, worker.complete, worker.wake.set, self.clock)
+        dispatcher = Dispatcher(
+            self.config, self.engine, self.metrics, worker.complete, worker.wake.set, self.clock, worker.manager.flow_of
+        )
         rows = dispatcher._claim(100)
         await asyncio.gather(*(dispatcher._perform(row) for row in rows))
         await dispatcher.http.aclose()

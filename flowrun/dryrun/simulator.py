@@ -178,9 +178,9 @@ class Simulator:
         who = run.customer_key
         sent = self._sent.setdefault((who, channel), []) if who else []
         customer = run.trigger.data.get("customer") or {}
-        decision = decide(
-            self.guardrails, now, channel, category, customer, who, sent, bool(who and who in self._unsubscribed)
-        )
+        flow = self.manager.flow_of(run)
+        rules = self.guardrails.overridden(flow.guardrails if flow else None)
+        decision = decide(rules, now, channel, category, customer, who, sent, bool(who and who in self._unsubscribed))
         if decision.kind == "send":
             sent.append(now)
         return decision

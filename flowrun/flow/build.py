@@ -16,6 +16,7 @@ from flowrun.errors import Problem, YamlPath
 from flowrun.events.catalogue import EVENT_TYPES, lookup_type
 from flowrun.flow import model as m
 from flowrun.flow.scope import Binding, Scope, check_field, types_for
+from flowrun.guardrails import load_flow_guardrails
 from flowrun.templating import Condition, Template, TemplateSyntax, parse_condition, parse_template
 from flowrun.timing import CronSchedule, TimeSpecError, parse_time_of_day, zone
 from flowrun.yamlsource import Document
@@ -120,6 +121,7 @@ class Builder:
             concurrency=concurrency,
             timezone=timezone,
             steps=steps,
+            guardrails=load_flow_guardrails(data["guardrails"]) if "guardrails" in data else None,
         )
         object.__setattr__(flow, "program", compile_program(steps))
         return flow

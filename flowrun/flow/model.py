@@ -12,6 +12,7 @@ from typing import Any, Union
 
 from flowrun.actions.base import ActionType
 from flowrun.errors import YamlPath
+from flowrun.guardrails import FlowGuardrails
 from flowrun.templating import Condition, Template
 from flowrun.timing import CronSchedule
 
@@ -162,6 +163,7 @@ class Flow:
     timezone: str
     steps: tuple[AnyStep, ...]
     program: tuple[Any, ...] = field(default=(), compare=False)
+    guardrails: FlowGuardrails | None = None
 
     @property
     def event_types(self) -> tuple[str, ...]:

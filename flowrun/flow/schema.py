@@ -11,6 +11,7 @@ from typing import Any
 from flowrun.actions import REGISTRY
 from flowrun.durations import DURATION_PATTERN
 from flowrun.events.catalogue import EVENT_TYPES
+from flowrun.guardrails import CHANNELS, guardrail_schemas
 
 Schema = dict[str, Any]
 SCHEMA_ID = "https://flowrun.dev/schemas/flow.schema.json"
@@ -160,11 +161,30 @@ def flow_schema() -> Schema:
                 [], key={"type": "string"}, mode={"enum": ["single", "restart", "queue", "parallel"]}
             ),
             "timezone": {"type": "string", "description": "IANA zone for waits and schedules (default UTC)"},
+            "guardrails": _flow_guardrails(),
             "steps": STEPS_REF,
         },
         "$defs": {
             "steps": {"type": "array", "items": {"$ref": "#/$defs/step"}},
             "step": {"anyOf": [{"$ref": f"#/$defs/{name}"} for name in steps]},
             **steps,
+        },
+    }
+
+
+def _flow_guardrails() -> Schema:
+    quiet, cap = guardrail_schemas(DURATION)
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "this flow's changes to the project's guardrails (suppression always applies)",
+        "properties": {
+            "quiet_hours": {"anyOf": [quiet, {"const": False}], "description": "this flow's window, or false: none"},
+            "caps": {
+                "type": "object",
+                "propertyNames": {"enum": CHANNELS},
+                "additionalProperties": {"anyOf": [cap, {"const": False}]},
+                "description": "a channel's cap for this flow's sends (counting every flow's), or false: none",
+            },
         },
     }

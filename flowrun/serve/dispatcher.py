@@ -28,6 +28,8 @@ from sqlalchemy.engine import Engine
 from flowrun.actions import REGISTRY
 from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
 from flowrun.config import Config
+from flowrun.engine.state import RunState
+from flowrun.flow.model import Flow
 from flowrun.guardrails import decide
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.worker import Completion
@@ -64,8 +66,10 @@ class Dispatcher:
         complete: Callable[[Completion], None],
         wake_worker: Callable[[], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        flow_of: Callable[[RunState], Flow | None] = lambda run: None,
     ) -> None:
         self.config, self.engine, self.metrics, self.clock = config, engine, metrics, clock
+        self.flow_of = flow_of  # for a flow's own guardrails
         self.complete, self.wake_worker = complete, wake_worker
         self.limit = asyncio.Semaphore(config.dispatch_concurrency)
         self.wake = asyncio.Event()
@@ -109,7 +113,8 @@ class Dispatcher:
         run = store.get(row["run_id"])
         customer = dict((run.trigger.data.get("customer") or {}) if run else {})
         who = run.customer_key if run else None
-        rules = self.config.guardrails
+        flow = self.flow_of(run) if run else None
+        rules = self.config.guardrails.overridden(flow.guardrails if flow else None)
         recent = store.recent_sends(who, channel, now - rules.longest_cap) if who else []
         decision = decide(
             rules, now, channel, category, customer, who, recent, store.is_suppressed(who) if who else False

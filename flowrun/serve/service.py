@@ -151,7 +151,13 @@ class Service:
         loop = asyncio.get_running_loop()
         self.metrics.gauges = self.gauges
         dispatcher = Dispatcher(
-            self.config, self.engine, self.metrics, self.worker.complete, self.worker.wake.set, clock=self.clock
+            self.config,
+            self.engine,
+            self.metrics,
+            self.worker.complete,
+            self.worker.wake.set,
+            clock=self.clock,
+            flow_of=self.worker.manager.flow_of,
         )
         self.dispatcher = dispatcher
 
