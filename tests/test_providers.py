@@ -144,3 +144,28 @@ def test_loyalty_points_are_pushed_to_an_outside_service_once_per_key() -> None:
         service.close()
     assert first["points"] == 120
     assert service.applied == {KEY: params}
+
+
+class PurchaseOrderEndpoint(FakeStore):
+    def __init__(self) -> None:
+        self.orders: list[dict[str, Any]] = []
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["headers"].get("Content-Type") != "application/json":
+            return 415, {"error": "JSON only"}, {}
+        self.orders.append(json.loads(request["body"]))
+        return 201, {"received": True}, {}
+
+
+def test_purchase_order_by_http_posts_the_items_as_json() -> None:
+    endpoint = PurchaseOrderEndpoint()
+    params = {"supplier": "Yarn Co", "items": [{"sku": "BEANIE-CHA", "title": "Beanie", "quantity": 40}]}
+    try:
+        made = deliver("purchase_order", params, {"via": "http", "url": f"{endpoint.url}/po"})
+        with pytest.raises(PermanentError, match="channel settings missing: url"):
+            deliver("purchase_order", params, {"via": "http"})
+    finally:
+        endpoint.close()
+    [order] = endpoint.orders
+    assert order == {"number": made["number"], **params} and made["lines"] == 1
