@@ -79,16 +79,21 @@ class Dispatcher:
 
     async def run(self) -> None:
         while self.running:
+            self.wake.clear()  # before claiming: a wake-up during the claim is not lost
             free = self.config.dispatch_concurrency - len(self.in_flight)
             rows = await asyncio.to_thread(self._claim, free) if free > 0 else []
             for row in rows:
                 task = asyncio.create_task(self._perform(row))
                 self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
-            if not rows:
-                self.wake.clear()
+                task.add_done_callback(self._finished)
+            if not rows or len(rows) == free:  # nothing due, or no free slot: wait for a change
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A slot is free: claim again now, not at the next poll."""
+        self.in_flight.discard(task)
+        self.wake.set()
 
     async def drain(self, grace: float) -> None:
         self.running = False

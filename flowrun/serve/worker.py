@@ -49,6 +49,7 @@ from flowrun.state.sqlstore import SqlStore
 log = logging.getLogger("flowrun.worker")
 BATCH = 500
 CHUNK_SECONDS = 0.01
+READ_AHEAD = 32  # due timers' runs read in one query per this many inputs
 Clock = Callable[[], datetime]
 Apply = Callable[[Manager, SqlStore], list[Transition]]
 
@@ -60,6 +61,7 @@ class Unit:
     label: str
     apply: Apply
     quarantine: Callable[[SqlStore, str], None] | None = None
+    run_id: str | None = None  # the run it resumes, read ahead with its batch
 
 
 @dataclass(frozen=True)
@@ -162,15 +164,22 @@ class Worker:
 
     def _chunk(self, conn: Connection, units: list[Unit], i: int) -> int:
         """Apply units from i while time allows; returns the index after the last one applied."""
-        store = SqlStore(conn)
+        store = SqlStore(conn, batched=True)
         self.manager.store = store
         now, started = self.clock(), time.perf_counter()
         transitions: list[Transition] = []
-        j = i
-        while j < len(units) and (j == i or time.perf_counter() - started < CHUNK_SECONDS):
-            transitions.extend(units[j].apply(self.manager, store))
+        j, read = i, set[str]()  # runs read ahead and not resumed yet: finish them in this batch
+        while j < len(units) and (j == i or units[j].run_id in read or time.perf_counter() - started < CHUNK_SECONDS):
+            unit = units[j]
+            if unit.run_id and unit.run_id not in read:
+                ahead = [u.run_id for u in units[j : j + READ_AHEAD] if u.run_id]
+                store.prefetch(ahead)
+                read.update(ahead)
+            transitions.extend(unit.apply(self.manager, store))
+            read.discard(unit.run_id or "")
             j += 1
         self._enqueue(store, transitions, now)
+        store.flush()
         return j
 
     def _alone(self, unit: Unit) -> None:
@@ -211,14 +220,13 @@ class Worker:
                 if run is not None:
                     ledger = SqlLedger(store.conn)
                     result, events = REGISTRY[c.action].settle(c.params, c.key, c.result, run, ledger, c.at)
-                store.finish_action(c.key, c.at, "applied", result=result)
-                store.record_attempt(c.key, c.at, "ok", "")
+                store.apply_result(c.key, c.at, result)
                 out = manager.on_result(c.run_id, c.key, result, None, now)
                 for event in events:
                     out.extend(manager.on_event(event, now))
                 return out
 
-            units.append(Unit(f"result {done.key}", apply))
+            units.append(Unit(f"result {done.key}", apply, run_id=done.run_id))
         return units
 
     def _results(self, store: SqlStore) -> list[Unit]:
@@ -281,7 +289,7 @@ class Worker:
                 self.metrics.observe_lateness((now - d).total_seconds())
                 return manager.on_timer(r, d, now)
 
-            units.append(Unit(f"timer {run_id}", fire))
+            units.append(Unit(f"timer {run_id}", fire, run_id=run_id))
         return units
 
     # -- schedules: next due tick per flow, stored as a cursor ---------------------------

@@ -16,43 +16,97 @@ from sqlalchemy.exc import IntegrityError
 
 from flowrun.engine.state import FINAL, Perform, RunState, Status
 from flowrun.state import codec
-from flowrun.state.tables import attempts, cursors, inbox, insert_ignore, outbox, runs, sends, suppressions, upsert
+from flowrun.state.tables import (
+    attempts,
+    cursors,
+    inbox,
+    insert_ignore,
+    insert_many_ignore,
+    outbox,
+    runs,
+    sends,
+    suppressions,
+    upsert,
+    upsert_many,
+)
 
 ACTIVE = [s.value for s in Status if s not in FINAL]
 _GET_RUN = select(runs).where(runs.c.id == bindparam("id"))
 _GET_CURSOR = select(cursors.c.value).where(cursors.c.name == bindparam("name"))
 _DELETE_CURSOR = delete(cursors).where(cursors.c.name == bindparam("name"))
 _DELETE_CURSORS = delete(cursors).where(cursors.c.name >= bindparam("low"), cursors.c.name < bindparam("high"))
+_RECORD_ATTEMPT = insert(attempts)
+_APPLY_RESULT = (
+    update(outbox)
+    .where(outbox.c.key == bindparam("b_key"))
+    .values(
+        status="applied",
+        updated_at=bindparam("b_now"),
+        attempts=outbox.c.attempts + 1,
+        result=bindparam("b_result"),
+    )
+)
 _MARK_INBOX = update(inbox).where(inbox.c.seq == bindparam("b_seq"))
 
 
 class SqlStore:
-    """RunStore over one open transaction."""
+    """RunStore over one open transaction.
 
-    def __init__(self, conn: Connection) -> None:
+    With `batched=True` (the worker's batches) run saves and outbox rows are held and written
+    by `flush()` as one executemany each; every query that could see them flushes first, and
+    the worker flushes before it commits. Runs read or written are kept for the transaction,
+    and `prefetch` reads many in one query (due timers)."""
+
+    def __init__(self, conn: Connection, *, batched: bool = False) -> None:
         self.conn = conn
+        self.batched = batched
+        self._runs: dict[str, RunState] = {}
+        self._dirty: dict[str, dict[str, object]] = {}
+        self._outbox: list[dict[str, object]] = []
+        self._applied: list[dict[str, object]] = []
+
+    def flush(self) -> None:
+        if self._dirty:
+            upsert_many(self.conn, runs, list(self._dirty.values()))
+            self._dirty.clear()
+        if self._outbox:
+            insert_many_ignore(self.conn, outbox, self._outbox)
+            self._outbox = []
+        if self._applied:
+            self.conn.execute(_APPLY_RESULT, self._applied)
+            ok = [{"key": a["b_key"], "at": a["b_now"], "outcome": "ok", "detail": ""} for a in self._applied]
+            self.conn.execute(_RECORD_ATTEMPT, ok)
+            self._applied = []
+
+    def prefetch(self, run_ids: Sequence[str]) -> None:
+        wanted = [r for r in run_ids if r not in self._runs]
+        for start in range(0, len(wanted), 500):
+            query = select(runs).where(runs.c.id.in_(wanted[start : start + 500]))
+            for row in self.conn.execute(query).mappings():
+                self._runs[row["id"]] = codec.run_from_row(row)
 
     def get(self, run_id: str) -> RunState | None:
+        cached = self._runs.get(run_id)
+        if cached is not None:
+            return cached
         row = self.conn.execute(_GET_RUN, {"id": run_id}).mappings().first()
-        return codec.run_from_row(row) if row else None
+        if row is None:
+            return None
+        run = codec.run_from_row(row)
+        if self.batched:
+            self._runs[run_id] = run
+        return run
 
     def save(self, run: RunState) -> None:
-        values: dict[str, object] = {
-            "id": run.id,
-            "flow_id": run.flow_id,
-            "flow_version": run.flow_version,
-            "status": run.status.value,
-            "customer_key": run.customer_key,
-            "concurrency_key": run.concurrency_key,
-            "started_at": run.started_at,
-            "updated_at": run.updated_at,
-            "wake_at": _utc(run.wake_at) if not run.status.final else None,
-            "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
-            "state": codec.run_to_json(run),
-        }
-        upsert(self.conn, runs, values)
+        values = _run_row(run)
+        if self.batched:
+            self._runs[run.id] = run
+            self._dirty[run.id] = values
+        else:
+            upsert(self.conn, runs, values)
 
     def _active(self, *conditions: Any) -> list[RunState]:
+        self.flush()
         query = select(runs).where(runs.c.status.in_(ACTIVE), *conditions).order_by(runs.c.started_at, runs.c.id)
         return [codec.run_from_row(r) for r in self.conn.execute(query).mappings()]
 
@@ -71,6 +125,7 @@ class SqlStore:
             .order_by(runs.c.started_at.desc())
             .limit(1)
         )
+        self.flush()
         row = self.conn.execute(query).mappings().first()
         return codec.run_from_row(row) if row else None
 
@@ -82,10 +137,12 @@ class SqlStore:
     # -- timers --------------------------------------------------------------------------
 
     def due_timers(self, now: datetime, limit: int) -> list[tuple[str, datetime]]:
+        self.flush()
         query = select(runs.c.id, runs.c.wake_at).where(runs.c.wake_at <= now).order_by(runs.c.wake_at).limit(limit)
         return [(r.id, codec._aware(r.wake_at)) for r in self.conn.execute(query)]
 
     def next_wake(self) -> datetime | None:
+        self.flush()
         value = self.conn.execute(select(func.min(runs.c.wake_at))).scalar()
         return codec._aware(value) if value else None
 
@@ -94,30 +151,31 @@ class SqlStore:
     def enqueue(self, command: Perform, now: datetime, attempts_default: int) -> None:
         retry = command.retry
         # A step asked twice (a replayed transition) keeps its one row: one send.
-        insert_ignore(
-            self.conn,
-            outbox,
-            dict(
-                key=command.key,
-                run_id=command.run_id,
-                action=command.action,
-                on_error=command.on_error,
-                params=codec.dumps(command.params),
-                status="pending",
-                attempts=0,
-                max_attempts=retry.attempts or attempts_default,
-                backoff_s=int(retry.backoff.total_seconds()),
-                max_backoff_s=int(retry.max_backoff.total_seconds()),
-                timeout_s=int(command.timeout_s),
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            ),
+        row: dict[str, object] = dict(
+            key=command.key,
+            run_id=command.run_id,
+            action=command.action,
+            on_error=command.on_error,
+            params=codec.dumps(command.params),
+            status="pending",
+            attempts=0,
+            max_attempts=retry.attempts or attempts_default,
+            backoff_s=int(retry.backoff.total_seconds()),
+            max_backoff_s=int(retry.max_backoff.total_seconds()),
+            timeout_s=int(command.timeout_s),
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
         )
+        if self.batched:
+            self._outbox.append(row)
+        else:
+            insert_ignore(self.conn, outbox, row)
 
     def claim_due(self, now: datetime, limit: int, margin: timedelta) -> list[dict[str, Any]]:
         """Take due rows; `sending` rows whose lease ran out (a crash mid-send) come back.
         A row's lease is its own timeout plus `margin`, so a slow send is never re-sent while in flight."""
+        self.flush()
         due = or_(
             and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
             and_(outbox.c.status == "sending", outbox.c.next_attempt_at <= now),
@@ -128,19 +186,18 @@ class SqlStore:
                 select(outbox).where(due).order_by(outbox.c.next_attempt_at).limit(limit)
             ).mappings()
         ]
+        by_timeout: dict[int, list[str]] = {}
         for row in rows:
-            self.conn.execute(
-                update(outbox)
-                .where(outbox.c.key == row["key"])
-                .values(
-                    status="sending", next_attempt_at=now + timedelta(seconds=row["timeout_s"]) + margin, updated_at=now
-                )
-            )
+            by_timeout.setdefault(row["timeout_s"], []).append(row["key"])
             row["params"] = codec.loads(row["params"])
+        for timeout_s, keys in by_timeout.items():
+            lease = now + timedelta(seconds=timeout_s) + margin
+            claim = update(outbox).where(outbox.c.key.in_(keys))
+            self.conn.execute(claim.values(status="sending", next_attempt_at=lease, updated_at=now))
         return rows
 
     def record_attempt(self, key: str, now: datetime, outcome: str, detail: str) -> None:
-        self.conn.execute(insert(attempts).values(key=key, at=now, outcome=outcome, detail=detail))
+        self.conn.execute(_RECORD_ATTEMPT, {"key": key, "at": now, "outcome": outcome, "detail": detail})
 
     def finish_action(
         self,
@@ -152,6 +209,7 @@ class SqlStore:
         error: str | None = None,
         retry_at: datetime | None = None,
     ) -> None:
+        self.flush()
         values: dict[str, Any] = {"status": status, "updated_at": now, "attempts": outbox.c.attempts + 1}
         if result is not None:
             values["result"] = codec.dumps(result)
@@ -161,8 +219,18 @@ class SqlStore:
             values["next_attempt_at"] = retry_at
         self.conn.execute(update(outbox).where(outbox.c.key == key).values(**values))
 
+    def apply_result(self, key: str, now: datetime, result: dict[str, Any]) -> None:
+        """A delivered action's answer: the row `applied`, its result kept, the attempt listed."""
+        values = {"b_key": key, "b_now": now, "b_result": codec.dumps(result)}
+        if self.batched:
+            self._applied.append(values)
+        else:
+            self.conn.execute(_APPLY_RESULT, values)
+            self.record_attempt(key, now, "ok", "")
+
     def results_to_apply(self, limit: int) -> list[dict[str, Any]]:
         """Actions finished (sent, or failed for good with on_error: continue) whose run has not moved on."""
+        self.flush()
         query = (
             select(outbox.c.key, outbox.c.run_id, outbox.c.status, outbox.c.result, outbox.c.last_error)
             .where(outbox.c.status.in_(["done", "failed"]))
@@ -172,9 +240,11 @@ class SqlStore:
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
     def mark_applied(self, key: str) -> None:
+        self.flush()
         self.conn.execute(update(outbox).where(outbox.c.key == key).values(status="applied"))
 
     def requeue(self, keys: Sequence[str] | None, now: datetime) -> int:
+        self.flush()
         query = update(outbox).where(outbox.c.status == "parked")
         if keys:
             query = query.where(outbox.c.key.in_(keys))
@@ -205,6 +275,7 @@ class SqlStore:
 
     def defer(self, key: str, until: datetime, now: datetime) -> None:
         """Back to pending until `until`, without spending an attempt (quiet hours)."""
+        self.flush()
         self.conn.execute(
             update(outbox)
             .where(outbox.c.key == key)
@@ -284,3 +355,19 @@ def insert_inbox_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[
     except IntegrityError:
         return [insert_ignore(conn, inbox, {**row, "status": "pending"}) for row in batch]
     return fresh
+
+
+def _run_row(run: RunState) -> dict[str, object]:
+    return {
+        "id": run.id,
+        "flow_id": run.flow_id,
+        "flow_version": run.flow_version,
+        "status": run.status.value,
+        "customer_key": run.customer_key,
+        "concurrency_key": run.concurrency_key,
+        "started_at": run.started_at,
+        "updated_at": run.updated_at,
+        "wake_at": _utc(run.wake_at) if not run.status.final else None,
+        "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
+        "state": codec.run_to_json(run),
+    }

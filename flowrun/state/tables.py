@@ -223,6 +223,20 @@ def _upsert_statement(dialect: str, table: Table) -> Any:
     return statement.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
+@functools.cache
+def _insert_many_ignore_statement(dialect: str, table: Table) -> Any:
+    return _dialect_insert(dialect, table).on_conflict_do_nothing()
+
+
+def insert_many_ignore(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
+    """Many rows in one executemany; rows whose key exists are left alone."""
+    conn.execute(_insert_many_ignore_statement(conn.dialect.name, table), rows)
+
+
+def upsert_many(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
+    conn.execute(_upsert_statement(conn.dialect.name, table), rows)
+
+
 def insert_ignore(conn: Connection, table: Table, values: dict[str, object]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True if the row was new."""
     return conn.execute(_insert_ignore_statement(conn.dialect.name, table), values).first() is not None
