@@ -154,20 +154,17 @@ class Simulator:
             self._push(decision.at, "perform", (command, run))
             return []
         skipped = decision.reason if decision.kind == "skip" else ""
-        action = REGISTRY[command.action]
-        result: dict[str, Any] = {"skipped": skipped}
-        events: list[Event] = []
-        if not skipped:
-            result = action.simulate(command.params, command.key)
-            result, events = action.settle(command.params, command.key, result, run, self.ledger, now)
+        if skipped:
+            result: dict[str, Any] = {"skipped": skipped}
+            transitions = self.manager.on_result(command.run_id, command.key, result, None, now)
+        else:
+            simulated = REGISTRY[command.action].simulate(command.params, command.key)
+            result, transitions = self.manager.on_delivered(command, simulated, self.ledger, now, now)
         self._actions.append(
             RecordedAction(
                 now, command.run_id, run.flow_id, command.step, command.action, dict(command.params), result, skipped
             )
         )
-        transitions = self.manager.on_result(command.run_id, command.key, result, None, now)
-        for event in events:
-            transitions.extend(self.manager.on_event(event, now))
         return transitions
 
     def _guard(self, command: Perform, run: RunState, now: datetime) -> Decision:

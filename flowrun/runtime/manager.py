@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any, Protocol
 
+from flowrun.actions import REGISTRY
 from flowrun.engine import engine
 from flowrun.engine.program import Await
 from flowrun.engine.state import (
@@ -24,7 +26,21 @@ from flowrun.engine.state import (
 from flowrun.errors import RenderError
 from flowrun.events import Event
 from flowrun.flow.model import EventTrigger, Flow, ScheduleTrigger
+from flowrun.loyalty import Ledger
 from flowrun.runtime.store import RunStore
+
+
+class Delivered(Protocol):
+    """What names a delivered action: serve's Completion and dry-run's Perform both do."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
 
 
 def run_id_for(flow_id: str, event_id: str) -> str:
@@ -101,6 +117,20 @@ class Manager:
     ) -> list[Transition]:
         given = ActionSucceeded(key, result or {}) if error is None else ActionFailed(key, error)
         return self._input(run_id, given, now)
+
+    def on_delivered(
+        self, perform: Delivered, result: dict[str, Any], ledger: Ledger, at: datetime, now: datetime
+    ) -> tuple[dict[str, Any], list[Transition]]:
+        """A delivered action: its local effects settled (the loyalty ledger) at `at`, then its
+        result handed to the run, then any events settling emitted. Returns the settled result."""
+        run = self.store.get(perform.run_id)
+        events: list[Event] = []
+        if run is not None:
+            result, events = REGISTRY[perform.action].settle(perform.params, perform.key, result, run, ledger, at)
+        out = self.on_result(perform.run_id, perform.key, result, None, now)
+        for event in events:
+            out.extend(self.on_event(event, now))
+        return result, out
 
     def _input(
         self, run_id: str, given: TimerFired | ActionSucceeded | ActionFailed, now: datetime

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from flowrun.actions import REGISTRY
 from flowrun.config import Config
 from flowrun.derive import (
     CHECKOUT_TYPES,
@@ -214,16 +213,8 @@ class Worker:
                 break
 
             def apply(manager: Manager, store: SqlStore, c: Completion = done) -> list[Transition]:
-                now = self.clock()
-                run = store.get(c.run_id)
-                result, events = c.result, list[Event]()
-                if run is not None:
-                    ledger = SqlLedger(store.conn)
-                    result, events = REGISTRY[c.action].settle(c.params, c.key, c.result, run, ledger, c.at)
+                result, out = manager.on_delivered(c, c.result, SqlLedger(store.conn), c.at, self.clock())
                 store.apply_result(c.key, c.at, result)
-                out = manager.on_result(c.run_id, c.key, result, None, now)
-                for event in events:
-                    out.extend(manager.on_event(event, now))
                 return out
 
             units.append(Unit(f"result {done.key}", apply, run_id=done.run_id))
