@@ -140,8 +140,61 @@ def test_readme_path_signed_webhook_to_a_run_then_sigterm_exits_0(tmp_path: Path
     service.wait_for(lambda: service.count(runs) == 1, "one run")
     listed = subprocess.run([FLOWRUN, "runs", "-c", str(tmp_path / "flowrun.yaml")], capture_output=True, text=True)
     assert listed.returncode == 0 and "remind-later" in listed.stdout and "waiting" in listed.stdout
+
+    def metrics() -> str:
+        return httpx.get(f"http://127.0.0.1:{service.port}/metrics", timeout=5).text
+
+    # The port's process counts the webhook; the engine's counters reach it through the pipe.
+    service.wait_for(lambda: 'flowrun_run_transitions_total{status="waiting"} 1' in metrics(), "engine counters")
+    assert 'flowrun_events_accepted_total{source="shopify"} 1' in metrics()
+    assert 'flowrun_runs{status="waiting"} 1' in metrics()
     assert service.stop() == 0
     assert "stopped cleanly" in service.log.read_text()
+
+
+def test_the_service_stops_with_an_error_when_its_webhook_port_dies(tmp_path: Path, sink: Sink) -> None:
+    service = Service(tmp_path, WAITING_FLOW, sink.url)
+    service.start()
+    assert service.process is not None
+    port = port_processes(service.process.pid)
+    assert len(port) == 1, "serve runs its webhook port as one child process"
+    os.kill(port[0], signal.SIGKILL)
+    assert service.process.wait(timeout=30) == 1  # systemd's Restart=on-failure brings both back
+    assert "webhook port's process exited unexpectedly" in service.log.read_text()
+
+
+def test_a_kill_9_of_serve_takes_its_webhook_port_down_too(tmp_path: Path, sink: Sink) -> None:
+    service = Service(tmp_path, WAITING_FLOW, sink.url)
+    service.start()
+    assert service.process is not None
+    [port] = port_processes(service.process.pid)
+    service.process.kill()
+    service.process.wait()
+    service.wait_for(lambda: not Path(f"/proc/{port}").exists() or _zombie(port), "the port's process to die")
+    assert not service._healthy()
+
+
+def port_processes(pid: int) -> list[int]:
+    """pid's children started by multiprocessing's spawn (its resource tracker is left out), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"spawn_main" in command:
+                found.append(int(entry.name))
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
 
 
 def test_sighup_reloads_valid_flows_and_refuses_invalid_ones(tmp_path: Path, sink: Sink) -> None:

@@ -1,29 +1,25 @@
-"""`flowrun serve`: one asyncio process wiring the webhook port, the inbox writer, the
-worker, the dispatcher and APScheduler (which owns the clock and the wake-ups)."""
+"""`flowrun serve`: the engine process (worker, dispatcher, pollers and APScheduler, which
+owns the clock and the wake-ups) and, as its child, the webhook port's process
+(flowrun.serve.port). They share the database and two pipes: "new events" one way,
+counters for /metrics the other."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
-import uvicorn
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
 from flowrun.durations import parse_duration
 from flowrun.errors import FlowrunError
 from flowrun.serve.dispatcher import Dispatcher
-from flowrun.serve.ingest import InboxWriter
-from flowrun.serve.metrics import Labels, Metrics
+from flowrun.serve.metrics import Metrics
 from flowrun.serve.pollers import (
     OVERLAP,
     Polled,
@@ -34,68 +30,13 @@ from flowrun.serve.pollers import (
     poll_shopify_orders,
     poll_woocommerce_orders,
 )
-from flowrun.serve.webhooks import build_app
+from flowrun.serve.port import PortProcess
+from flowrun.serve.process import clock_from_env, loop_factory, setup_logging
 from flowrun.serve.worker import Worker, store_polled
 from flowrun.state.sqlstore import SqlStore
-from flowrun.state.tables import inbox, make_engine, migrate, outbox, runs
+from flowrun.state.tables import make_engine, migrate
 
 log = logging.getLogger("flowrun.serve")
-
-
-class RedactingFilter(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 4]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "****")
-            record.msg, record.args = message, ()
-        return True
-
-
-def setup_logging(config: Config) -> None:
-    # journald adds its own timestamps; keep lines short: level, logger, message.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "<%(levelno)s>%(levelname)s %(name)s: %(message)s"
-            if os.environ.get("JOURNAL_STREAM")
-            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    )
-    handler.addFilter(RedactingFilter(config.secrets()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every sweep at INFO
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # and httpx every request
-
-
-def clock_from_env() -> Callable[[], datetime]:
-    """The wall clock; or, for process-level tests, the time written in $FLOWRUN_TEST_CLOCK_FILE
-    (so a test moves time forward instead of sleeping through a wait)."""
-    path = os.environ.get("FLOWRUN_TEST_CLOCK_FILE")
-    if not path:
-        return lambda: datetime.now(UTC)
-    clock_file = Path(path)
-
-    last = [datetime.now(UTC)]
-
-    def read() -> datetime:
-        with contextlib.suppress(ValueError):  # caught mid-write: keep the last time read
-            last[0] = datetime.fromisoformat(clock_file.read_text().strip())
-        return last[0]
-
-    return read
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # flowrun installs its own handlers (SIGTERM drains, SIGHUP reloads)
 
 
 class Service:
@@ -106,9 +47,9 @@ class Service:
         self.clock = clock_from_env()
         self.flows = load_all_flows([config.flows])
         self.worker = Worker(config, self.engine, self.flows, self.metrics, self.clock)
-        self.writer = InboxWriter(self.engine, on_commit=self.worker.wake.set)
         self.dispatcher: Dispatcher | None = None
-        self.server: _Server | None = None
+        self.stopping: asyncio.Event | None = None
+        self.exit_code = 0
 
     def reload(self) -> None:
         try:
@@ -119,37 +60,17 @@ class Service:
         self.worker.reload(flows)
         log.info("SIGHUP: reloaded %d flows (runs in flight finish on their own version)", len(flows))
 
-    async def health(self) -> bool:
-        def probe() -> bool:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return True
-
-        try:
-            return await asyncio.to_thread(probe)
-        except Exception:
-            return False
-
-    async def gauges(self) -> dict[str, dict[Labels, float]]:
-        def read() -> dict[str, dict[Labels, float]]:
-            with self.engine.connect() as conn:
-                by_status = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
-                actions = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
-                backlog = conn.execute(select(func.count()).where(inbox.c.status == "pending")).scalar()
-            return {
-                "flowrun_runs": {(("status", s),): float(n) for s, n in by_status},
-                "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
-                "flowrun_inbox_backlog": {(): float(backlog or 0)},
-            }
-
-        return await asyncio.to_thread(read)
-
     async def run(self) -> int:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         version = await asyncio.to_thread(migrate, self.engine)
         loop = asyncio.get_running_loop()
-        self.metrics.gauges = self.gauges
+        self.stopping = asyncio.Event()
+        port = PortProcess(self.config, self.worker.wake.set, self.metrics, on_exit=self._port_exited(loop))
+        port.start()
+        import os
+
+        os.nice(int(os.environ.get("FLOWRUN_ENGINE_NICE", "0")))
         dispatcher = Dispatcher(
             self.config,
             self.engine,
@@ -165,8 +86,8 @@ class Service:
             loop.call_soon_threadsafe(dispatcher.wake.set)
 
         self.worker.on_outbox = outbox_changed
-        self.writer.start()
-        self.worker.start()
+        if not os.environ.get("NOWORKER"):
+            self.worker.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         # The pending steps live in flowrun's indexed tables; APScheduler only drives the
         # wake-ups, so a missed or coalesced tick loses nothing: the next sweep finds it.
@@ -192,12 +113,6 @@ class Service:
                 misfire_grace_time=None,
             )
         dispatch = asyncio.create_task(dispatcher.run())
-        app = build_app(self.config, self.writer.store, self.metrics, self.health, now=self.clock)
-        self.server = _Server(
-            uvicorn.Config(
-                app, host=self.config.host, port=self.config.port, log_config=None, access_log=False, lifespan="off"
-            )
-        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -209,16 +124,16 @@ class Service:
             self.config.host,
             self.config.port,
         )
-        await self.server.serve()
+        await self.stopping.wait()
         log.info("draining: no new webhooks; finishing in-flight work (up to %s)", self.config.shutdown_grace)
+        await asyncio.to_thread(port.stop, self.config.shutdown_grace.total_seconds())
         scheduler.shutdown(wait=False)
         await dispatcher.drain(self.config.shutdown_grace.total_seconds())
         dispatch.cancel()
-        await asyncio.to_thread(self.writer.stop)
         await asyncio.to_thread(self.worker.stop)
         self.engine.dispose()
-        log.info("stopped cleanly")
-        return 0
+        log.info("stopped cleanly" if self.exit_code == 0 else "stopped after the webhook port failed")
+        return self.exit_code
 
     def _pollers(self, http: Any) -> list[tuple[str, timedelta, Callable[[datetime], Awaitable[list[Polled]]]]]:
         jobs: list[tuple[str, timedelta, Callable[[datetime], Awaitable[list[Polled]]]]] = []
@@ -270,8 +185,17 @@ class Service:
             self.worker.wake.set()
 
     def _stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
+        if self.stopping is not None:
+            self.stopping.set()
+
+    def _port_exited(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        def exited() -> None:  # called from the pipe reader's thread
+            if self.stopping is not None and not self.stopping.is_set():
+                log.error("the webhook port's process exited unexpectedly; stopping so systemd restarts serve")
+                self.exit_code = 1
+                loop.call_soon_threadsafe(self._stop)
+
+        return exited
 
 
 def check(config: Config) -> list[str]:
@@ -310,15 +234,5 @@ def _walk(steps: Any) -> Iterator[Any]:
 
 def serve(config: Config) -> int:
     setup_logging(config)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(Service(config).run())
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (it is a dependency on Linux): the webhook port's request
-    handling is about a third cheaper on it; asyncio's own loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop

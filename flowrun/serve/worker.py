@@ -133,7 +133,7 @@ class Worker:
         """One round of every kind of input; True if anything was done."""
         with self._lock:
             units = self._completed()
-            with self.engine.begin() as conn:
+            with self.engine.connect().execution_options(flowrun_read_only=True) as conn, conn.begin():
                 store = SqlStore(conn)
                 units += self._results(store)
                 units += self._inbox(store)
@@ -294,7 +294,7 @@ class Worker:
             name = f"schedule:{flow.id}"
             due = store.get_cursor(name)
             if due is None:  # first start: the next tick from now
-                store.set_cursor(name, _next_tick(trigger, now))
+                units.append(Unit(f"schedule {flow.id}", _set_cursor(name, _next_tick(trigger, now))))
                 continue
             if due > now:
                 continue
@@ -361,6 +361,14 @@ class Worker:
 
             units.append(Unit(f"check {name}", fire))
         return units
+
+
+def _set_cursor(name: str, value: Any) -> Apply:
+    def apply(_: Manager, store: SqlStore) -> list[Transition]:
+        store.set_cursor(name, value)
+        return []
+
+    return apply
 
 
 def _next_tick(trigger: ScheduleTrigger, after: datetime) -> datetime:

@@ -47,6 +47,7 @@ _APPLY_RESULT = (
     )
 )
 _MARK_INBOX = update(inbox).where(inbox.c.seq == bindparam("b_seq"))
+_CURSOR_WRITES = {"delete": _DELETE_CURSOR, "clear": _DELETE_CURSORS}
 
 
 class SqlStore:
@@ -64,8 +65,13 @@ class SqlStore:
         self._dirty: dict[str, dict[str, object]] = {}
         self._outbox: list[dict[str, object]] = []
         self._applied: list[dict[str, object]] = []
+        self._marks: list[dict[str, Any]] = []
+        self._held: dict[str, list[dict[str, Any]]] = {}  # cursor writes by kind: upsert, delete, clear
+        self._touched: dict[str, str] = {}  # cursor name -> the kind of write held for it
+        self._cleared: list[str] = []  # prefixes of held clears
 
     def flush(self) -> None:
+        self._flush_small()
         if self._dirty:
             upsert_many(self.conn, runs, list(self._dirty.values()))
             self._dirty.clear()
@@ -77,6 +83,40 @@ class SqlStore:
             ok = [{"key": a["b_key"], "at": a["b_now"], "outcome": "ok", "detail": ""} for a in self._applied]
             self.conn.execute(_RECORD_ATTEMPT, ok)
             self._applied = []
+
+    def _flush_small(self) -> None:
+        """Inbox marks and cursor writes as one executemany per kind. Cursor writes only
+        change order across kinds when they touch different names (`_write` flushes first
+        when a new write would meet a held one), so the result is the order they were made in."""
+        marks, self._marks = self._marks, []
+        if marks:
+            self.conn.execute(_MARK_INBOX, marks)
+        held, self._held = self._held, {}
+        self._touched, self._cleared = {}, []
+        for kind, params in held.items():
+            if kind == "upsert":
+                upsert_many(self.conn, cursors, params)
+            else:
+                self.conn.execute(_CURSOR_WRITES[kind], params)
+
+    def _write(self, kind: str, params: dict[str, Any]) -> None:
+        if not self.batched:
+            if kind == "upsert":
+                upsert(self.conn, cursors, params)
+            else:
+                self.conn.execute(_CURSOR_WRITES[kind], params)
+            return
+        if kind == "clear":
+            prefix = params["low"]
+            if any(name.startswith(prefix) for name in self._touched):
+                self._flush_small()
+            self._cleared.append(prefix)
+        else:
+            name = params["name"]
+            if self._touched.get(name, kind) != kind or any(name.startswith(p) for p in self._cleared):
+                self._flush_small()
+            self._touched[name] = kind
+        self._held.setdefault(kind, []).append(params)
 
     def prefetch(self, run_ids: Sequence[str]) -> None:
         wanted = [r for r in run_ids if r not in self._runs]
@@ -285,30 +325,37 @@ class SqlStore:
     # -- inbox ---------------------------------------------------------------------------
 
     def pending_inbox(self, limit: int) -> list[dict[str, Any]]:
+        self._flush_small()
         query = select(inbox).where(inbox.c.status == "pending").order_by(inbox.c.seq).limit(limit)
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
     def mark_inbox(self, seq: int, status: str, error: str | None = None) -> None:
-        self.conn.execute(_MARK_INBOX, {"b_seq": seq, "status": status, "error": error})
+        params = {"b_seq": seq, "status": status, "error": error}
+        if self.batched:
+            self._marks.append(params)
+        else:
+            self.conn.execute(_MARK_INBOX, params)
 
     # -- cursors -------------------------------------------------------------------------
 
     def get_cursor(self, name: str) -> Any:
+        self._flush_small()
         value = self.conn.execute(_GET_CURSOR, {"name": name}).scalar()
         return codec.loads(value) if value is not None else None
 
     def set_cursor(self, name: str, value: Any, due: datetime | None = None) -> None:
         """Store (or with None, delete) a cursor; `due` makes it a check `due_cursors` returns."""
         if value is None:
-            self.conn.execute(_DELETE_CURSOR, {"name": name})
+            self._write("delete", {"name": name})
         else:
-            upsert(self.conn, cursors, {"name": name, "value": codec.dumps(value), "due_at": _utc(due)})
+            self._write("upsert", {"name": name, "value": codec.dumps(value), "due_at": _utc(due)})
 
     def clear_cursors(self, prefix: str) -> None:
         """Delete every cursor whose name starts with `prefix` (a range on the primary key)."""
-        self.conn.execute(_DELETE_CURSORS, {"low": prefix, "high": prefix + "\U0010ffff"})
+        self._write("clear", {"low": prefix, "high": prefix + "\U0010ffff"})
 
     def due_cursors(self, now: datetime, limit: int) -> list[tuple[str, Any, datetime]]:
+        self._flush_small()
         query = (
             select(cursors.c.name, cursors.c.value, cursors.c.due_at)
             .where(cursors.c.due_at <= now)
@@ -327,34 +374,79 @@ def _utc(value: datetime | None) -> datetime | None:
 def insert_inbox_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[bool]:
     """Insert deliveries; False for one already stored (a replay). One transaction.
 
-    One lookup for the batch, then one multi-row INSERT: a row-by-row INSERT ... RETURNING
-    cost about 0.2 ms a row. If another writer stored one of them in between (PostgreSQL,
-    another process), the batch is done again row by row, each with ON CONFLICT DO NOTHING."""
+    One lookup for the batch, then one INSERT for the new rows. If another writer stored one
+    of them in between (PostgreSQL, another process), the batch is done again row by row,
+    each with ON CONFLICT DO NOTHING. SQLite holds its write lock from BEGIN IMMEDIATE, so
+    nothing can come in between there."""
     batch = list(rows)
-    ids = {r["delivery_id"] for r in batch}
-    stored = {
-        (r.source, r.delivery_id)
-        for r in conn.execute(
-            select(inbox.c.source, inbox.c.delivery_id).where(
-                inbox.c.delivery_id.in_(sorted(ids)), inbox.c.source.in_(sorted({r["source"] for r in batch}))
-            )
-        )
-    }
+    if conn.dialect.name == "sqlite":
+        return insert_inbox_rows_sqlite(conn.connection.dbapi_connection, conn.dialect, batch)
+    stored: set[tuple[str, str]] = set()
+    for source in {r["source"] for r in batch}:
+        ids = sorted({r["delivery_id"] for r in batch if r["source"] == source})
+        found = conn.execute(_STORED_DELIVERIES, {"source": source, "ids": ids}).scalars()
+        stored.update((source, delivery) for delivery in found)
+    fresh, new = _split_new(batch, stored)
+    if new:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(inbox), new)
+        except IntegrityError:
+            return [insert_ignore(conn, inbox, {**row, "status": "pending"}) for row in batch]
+    return fresh
+
+
+def insert_inbox_rows_sqlite(dbapi: Any, dialect: Any, rows: list[dict[str, Any]]) -> list[bool]:
+    """`insert_inbox_rows` on a raw sqlite3 connection, inside the caller's BEGIN IMMEDIATE.
+
+    Two statements whatever the batch size: a lookup and one multi-row INSERT. An
+    executemany steps once per row and releases the GIL at every step, so the webhook loop
+    and the writer traded the GIL row by row (about 0.2 ms a row)."""
+    stored: set[tuple[str, str]] = set()
+    cursor = dbapi.cursor()
+    try:
+        for source in {r["source"] for r in rows}:
+            ids = sorted({r["delivery_id"] for r in rows if r["source"] == source})
+            for at in range(0, len(ids), 900):
+                part = ids[at : at + 900]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT delivery_id FROM inbox WHERE source = ? AND delivery_id IN ({marks})"
+                cursor.execute(query, [source, *part])
+                stored.update((source, d) for (d,) in cursor.fetchall())
+        fresh, new = _split_new(rows, stored)
+        processors = [inbox.c[name].type.bind_processor(dialect) for name in _INBOX_COLUMNS]
+        row_marks = "(" + ",".join("?" * len(_INBOX_COLUMNS)) + ")"
+        for start in range(0, len(new), _SQLITE_ROWS_PER_STATEMENT):
+            part = new[start : start + _SQLITE_ROWS_PER_STATEMENT]
+            params = [
+                process(row.get(name)) if process else row.get(name)
+                for row in part
+                for name, process in zip(_INBOX_COLUMNS, processors, strict=True)
+            ]
+            values = ",".join([row_marks] * len(part))
+            cursor.execute(f"INSERT INTO inbox ({', '.join(_INBOX_COLUMNS)}) VALUES {values}", params)
+    finally:
+        cursor.close()
+    return fresh
+
+
+def _split_new(rows: list[dict[str, Any]], stored: set[tuple[str, str]]) -> tuple[list[bool], list[dict[str, Any]]]:
+    """Which rows are new, and those rows ready to insert (a delivery twice in one batch: once)."""
     fresh, new = [], []
-    for row in batch:
+    for row in rows:
         key = (row["source"], row["delivery_id"])
         fresh.append(key not in stored)
         if key not in stored:
             stored.add(key)
             new.append({**row, "status": "pending"})
-    if not new:
-        return fresh
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(inbox), new)
-    except IntegrityError:
-        return [insert_ignore(conn, inbox, {**row, "status": "pending"}) for row in batch]
-    return fresh
+    return fresh, new
+
+
+_STORED_DELIVERIES = select(inbox.c.delivery_id).where(
+    inbox.c.source == bindparam("source"), inbox.c.delivery_id.in_(bindparam("ids", expanding=True))
+)
+_INBOX_COLUMNS = ("source", "delivery_id", "topic", "received_at", "triggered_at", "body", "status")
+_SQLITE_ROWS_PER_STATEMENT = 1000  # 7,000 parameters: inside SQLite's limit (32,766 since 3.32)
 
 
 def _run_row(run: RunState) -> dict[str, object]:

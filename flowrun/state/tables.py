@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -250,16 +252,27 @@ def upsert(conn: Connection, table: Table, values: dict[str, object]) -> None:
 URGENT = threading.local()  # a thread that sets URGENT.writes = True goes first (the inbox writer)
 
 
-def _serialised_connection() -> type[sqlite3.Connection]:
-    """SQLite has one writer. This process's threads queue for it on a Python lock, taken at
-    BEGIN and handed over the moment COMMIT or ROLLBACK returns; waiting in SQLite's busy
-    handler instead sleeps in growing steps (up to 100 ms) and collapsed ingest under load.
-    A waiting urgent thread (the webhook inbox) goes before the others (the worker), whose
-    batches would otherwise take the lock back before a waiting webhook got its turn.
-    Other processes (the CLI) still wait through busy_timeout."""
+def _serialised_connection(path: str | None) -> type[sqlite3.Connection]:
+    """SQLite has one writer. Writers queue for it on locks taken at BEGIN and handed over
+    the moment COMMIT or ROLLBACK returns: waiting in SQLite's busy handler instead sleeps in
+    growing steps (up to 100 ms) and collapsed ingest under load.
+
+    Within a process, threads queue on a Python lock, and a waiting urgent thread (the
+    webhook inbox writer) goes before the others, whose batches would otherwise take the
+    lock back before a waiting webhook got its turn. Between processes (serve's webhook port
+    and its engine, the CLI) the holder also takes an flock on `<database>.lock`, which the
+    kernel hands to a waiter as soon as it is released."""
     writer = threading.Lock()
     turn = threading.Condition()
     urgent = [0]
+    lock_file: list[int] = []
+
+    def flock(operation: int) -> None:
+        if path is None:
+            return
+        if not lock_file:
+            lock_file.append(os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        fcntl.flock(lock_file[0], operation)
 
     class Serialised(sqlite3.Connection):
         holds = False
@@ -277,12 +290,20 @@ def _serialised_connection() -> type[sqlite3.Connection]:
                 with turn:
                     turn.wait_for(lambda: urgent[0] == 0, timeout=0.25)
                 writer.acquire()
+            try:
+                flock(fcntl.LOCK_EX)
+            except BaseException:
+                writer.release()
+                raise
             self.holds = True
 
         def drop_writer_lock(self) -> None:
             if self.holds:
                 self.holds = False
-                writer.release()
+                try:
+                    flock(fcntl.LOCK_UN)
+                finally:
+                    writer.release()
                 with turn:
                     turn.notify_all()
 
@@ -309,7 +330,12 @@ def make_engine(url: str) -> Engine:
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False, "factory": _serialised_connection()}
+            url,
+            connect_args={
+                "timeout": 30,
+                "check_same_thread": False,
+                "factory": _serialised_connection(path if path and path != ":memory:" else None),
+            },
         )
 
         @event.listens_for(engine, "connect")
@@ -325,6 +351,9 @@ def make_engine(url: str) -> Engine:
         def _begin(conn):  # type: ignore[no-untyped-def]
             # IMMEDIATE: a transaction that reads then writes holds the write lock from the
             # start, so two writers wait for each other instead of failing with "locked".
+            if conn.get_execution_options().get("flowrun_read_only"):
+                conn.exec_driver_sql("BEGIN")  # WAL: a reader sees a snapshot and waits for nobody
+                return
             dbapi = conn.connection.dbapi_connection
             dbapi.take_writer_lock()
             try:

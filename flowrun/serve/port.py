@@ -1,0 +1,157 @@
+"""The webhook port as its own process: uvicorn, the inbox writer, /healthz and /metrics.
+
+Accepting a webhook (read, check the signature, parse, group-commit to the inbox, answer)
+shares no GIL with the engine: in one process the worker's and dispatcher's Python work
+took the interpreter from the event loop and the writer, and ingest ran at a third of the
+rate it reaches alone. The two processes meet in the database; the port sends one byte down
+a pipe after each commit so the engine starts on new events at once, and the engine sends
+its counters back every half second for /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+import uvicorn
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from flowrun.config import Config
+from flowrun.serve.ingest import InboxWriter
+from flowrun.serve.metrics import Labels, Metrics
+from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
+from flowrun.serve.webhooks import build_app
+from flowrun.state.tables import inbox, make_engine, outbox, runs
+
+log = logging.getLogger("flowrun.port")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # handlers are installed below: SIGTERM and SIGINT stop accepting, SIGHUP is the engine's
+
+
+def run_port(config: Config, wake: Connection, peer_metrics: Connection, parent: int) -> None:
+    """The child process's entry point (multiprocessing, spawn)."""
+    die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    setup_logging(config)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(_serve(config, wake, peer_metrics))
+
+
+async def _serve(config: Config, wake: Connection, peer_metrics: Connection) -> None:
+    engine = make_engine(config.database)
+    metrics = Metrics()
+    metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
+    threading.Thread(target=_receive_metrics, args=(peer_metrics, metrics), name="peer-metrics", daemon=True).start()
+
+    def committed() -> None:
+        with contextlib.suppress(OSError):  # the engine is gone; it reads the inbox when it is back
+            wake.send_bytes(b"w")
+
+    writer = InboxWriter(engine, on_commit=committed)
+    writer.start()
+
+    async def health() -> bool:
+        try:
+            return await asyncio.to_thread(_probe, engine)
+        except Exception:
+            return False
+
+    app = build_app(config, writer.store, metrics, health, now=clock_from_env())
+    server = _Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_config=None, access_log=False, lifespan="off")
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    await server.serve()
+    await asyncio.to_thread(writer.stop)  # in-flight webhooks were answered: their rows are committed
+    engine.dispose()
+
+
+def _receive_metrics(peer_metrics: Connection, metrics: Metrics) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            metrics.peer = peer_metrics.recv()
+
+
+def _probe(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return True
+
+
+def _gauges(engine: Engine) -> dict[str, dict[Labels, float]]:
+    with engine.connect() as conn:
+        by_status = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
+        actions = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
+        backlog = conn.execute(select(func.count()).where(inbox.c.status == "pending")).scalar()
+    return {
+        "flowrun_runs": {(("status", s),): float(n) for s, n in by_status},
+        "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
+        "flowrun_inbox_backlog": {(): float(backlog or 0)},
+    }
+
+
+class PortProcess:
+    """The engine's handle on the port's process: start, stop (SIGTERM: stop accepting, answer
+    what is in flight), and the two pipes. `on_exit` runs if the process ends on its own."""
+
+    def __init__(self, config: Config, on_wake: Callable[[], None], metrics: Metrics, on_exit: Callable[[], None]):
+        context = multiprocessing.get_context("spawn")
+        self._wake_in, wake_out = context.Pipe(duplex=False)
+        metrics_in, self._metrics_out = context.Pipe(duplex=False)
+        self._child_ends = (wake_out, metrics_in)
+        self.process = context.Process(
+            target=run_port, args=(config, wake_out, metrics_in, os.getpid()), name="flowrun-port", daemon=False
+        )
+        self.on_wake, self.metrics, self.on_exit = on_wake, metrics, on_exit
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self.process.start()
+        for end in self._child_ends:  # only the child holds these now: its exit reads as EOF here
+            end.close()
+        threading.Thread(target=self._read_wakes, name="port-wakes", daemon=True).start()
+        threading.Thread(target=self._send_metrics, name="port-metrics", daemon=True).start()
+
+    def stop(self, grace: float) -> None:
+        self._stopped.set()
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(grace)
+        if self.process.is_alive():
+            log.error("the webhook port did not stop within %.0f s; killing it", grace)
+            self.process.kill()
+            self.process.join()
+
+    def _read_wakes(self) -> None:
+        try:
+            while True:
+                self._wake_in.recv_bytes()
+                self.on_wake()
+        except (EOFError, OSError):
+            pass
+        self.process.join()
+        if not self._stopped.is_set():
+            self.on_exit()
+
+    def _send_metrics(self) -> None:
+        while not self._stopped.wait(0.5):
+            try:
+                self._metrics_out.send(self.metrics.snapshot())
+            except (OSError, ValueError):
+                return
