@@ -12,7 +12,7 @@ from flowrun.errors import UsageError
 from flowrun.jsonout import iso, plain
 from flowrun.state import codec
 from flowrun.state.sqlstore import SqlStore
-from flowrun.state.tables import attempts, make_engine, migrate, outbox, runs
+from flowrun.state.tables import attempts, make_engine, migrate, outbox, reading, runs
 
 
 def _engine(config: Config):  # type: ignore[no-untyped-def]
@@ -35,7 +35,7 @@ def list_runs(config: Config, flow: str | None, status: str | None, customer: st
         query = query.where(runs.c.status == status)
     if customer:
         query = query.where(runs.c.customer_key == customer_filter(customer))
-    with _engine(config).connect() as conn:
+    with reading(_engine(config)) as conn:
         rows = conn.execute(query).all()
     lines = [f"{'RUN':<24} {'FLOW':<28} {'STATUS':<15} {'STARTED':<21} {'NEXT':<21} CUSTOMER"]
     for r in rows:
@@ -55,7 +55,7 @@ def loyalty(config: Config, customer: str | None, limit: int) -> list[str]:
     """Balances (highest first), or one customer's balance and ledger, newest first."""
     from flowrun.state.ledger import SqlLedger
 
-    with _engine(config).connect() as conn:
+    with reading(_engine(config)) as conn:
         ledger = SqlLedger(conn)
         if customer is None:
             rows = ledger.balances(limit)
@@ -75,7 +75,7 @@ def _short(value: datetime) -> str:
 
 def show_run(config: Config, run_id: str) -> list[str]:
     engine = _engine(config)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         run = SqlStore(conn).get(run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}; `flowrun runs` lists them")
@@ -116,7 +116,7 @@ def show_run(config: Config, run_id: str) -> list[str]:
 
 
 def list_parked(config: Config) -> list[str]:
-    with _engine(config).connect() as conn:
+    with reading(_engine(config)) as conn:
         rows = (
             conn.execute(select(outbox).where(outbox.c.status == "parked").order_by(outbox.c.updated_at))
             .mappings()

@@ -29,7 +29,7 @@ from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
-from flowrun.state.tables import inbox, make_engine, outbox, runs
+from flowrun.state.tables import inbox, make_engine, outbox, reading, runs
 
 log = logging.getLogger("flowrun.port")
 
@@ -89,13 +89,13 @@ def _receive_metrics(peer_metrics: Connection, metrics: Metrics) -> None:
 
 
 def _probe(engine: Engine) -> bool:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         conn.execute(text("SELECT 1"))
     return True
 
 
 def _gauges(engine: Engine) -> dict[str, dict[Labels, float]]:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         by_status = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
         actions = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
         backlog = conn.execute(select(func.count()).where(inbox.c.status == "pending")).scalar()

@@ -44,6 +44,7 @@ from flowrun.serve.metrics import Metrics
 from flowrun.state import codec
 from flowrun.state.ledger import SqlLedger
 from flowrun.state.sqlstore import SqlStore
+from flowrun.state.tables import reading
 
 log = logging.getLogger("flowrun.worker")
 BATCH = 500
@@ -133,7 +134,7 @@ class Worker:
         """One round of every kind of input; True if anything was done."""
         with self._lock:
             units = self._completed()
-            with self.engine.connect().execution_options(flowrun_read_only=True) as conn, conn.begin():
+            with reading(self.engine) as conn, conn.begin():
                 store = SqlStore(conn)
                 units += self._results(store)
                 units += self._inbox(store)

@@ -368,6 +368,13 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite it begins a plain (deferred) transaction, a WAL
+    snapshot that neither takes nor waits for the write lock, where every other transaction
+    begins IMMEDIATE. Writing through it fails; use `engine.begin()` for that."""
+    return engine.connect().execution_options(flowrun_read_only=True)
+
+
 def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; returns it. Safe to call at every start."""
     with engine.begin() as conn:
