@@ -153,18 +153,43 @@ def start_flowrun(folder: Path, port: int, flows: str) -> subprocess.Popen[bytes
     return process
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (serve's webhook port), from /proc."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if not stat:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def measured_load(port: int, seconds: float, *pids: int) -> tuple[int, list[float], list[float]]:
+    """The load, plus CPU seconds spent during it: the load generator first, then each pid."""
+    before = [cpu_seconds(pid) for pid in pids]
+    own = time.process_time()
+    done, latencies = asyncio.run(load(port, seconds))
+    spent = [time.process_time() - own] + [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    return done, latencies, spent
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         port = free_port()
         bare = start_app(BARE_APP, port, folder, "bare")
-        bare_n, bare_lat = asyncio.run(load(port, SECONDS))
+        bare_n, bare_lat, bare_cpu = measured_load(port, SECONDS, bare.pid)
         bare.terminate()
         bare.wait()
 
         port = free_port()
         ingest = start_flowrun(folder, port, "")
-        ingest_n, ingest_lat = asyncio.run(load(port, SECONDS))
+        ingest_n, ingest_lat, ingest_cpu = measured_load(port, SECONDS, ingest.pid)
         ingest.terminate()
         ingest.wait()
 
@@ -177,7 +202,7 @@ def main() -> None:
         )
         e2e = start_flowrun(folder, port, flow)
         start = time.perf_counter()
-        e2e_n, e2e_lat = asyncio.run(load(port, SECONDS))
+        e2e_n, e2e_lat, e2e_cpu = measured_load(port, SECONDS, e2e.pid, sink.pid)
         during = httpx.get(f"http://127.0.0.1:{sink_port}/count").json()["count"]
         elapsed = time.perf_counter() - start
         drained_at = None
@@ -199,6 +224,14 @@ def main() -> None:
     report("end to end: webhooks accepted/s", e2e_n / SECONDS, "req/s")
     report("end to end: actions delivered/s during the load", during / elapsed, "act/s", "target >= 1,500")
     report("end to end: webhook p50 / p99", pct(e2e_lat, 50), "ms", f"p99 {pct(e2e_lat, 99):.1f} ms (target < 100)")
+    print("CPU per request during the load (2 cores here, shared by every process):")
+    bare_per = [c / bare_n * 1e6 for c in bare_cpu]
+    ingest_per = [c / ingest_n * 1e6 for c in ingest_cpu]
+    report("  bare: load generator / server", bare_per[0], "us", f"/ {bare_per[1]:.0f} us")
+    report("  ingest: load generator / flowrun", ingest_per[0], "us", f"/ {ingest_per[1]:.0f} us")
+    per = [c / max(e2e_n, 1) * 1e6 for c in e2e_cpu]
+    report("  end to end: load gen / flowrun / sink", per[0], "us", f"/ {per[1]:.0f} us / {per[2]:.0f} us")
+    report("  end to end: webhooks/s those costs allow on 2 cores", 2e6 / sum(per), "req/s")
     if drained_at:
         report("end to end: all actions delivered after", drained_at, "s", f"({e2e_n} actions)")
 
