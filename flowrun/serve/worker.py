@@ -3,8 +3,9 @@ events and action results.
 
 Inputs are applied in batches: one transaction holds as many inputs as fit in about
 `CHUNK_SECONDS`, with the run transitions, timers and outbox rows they create, so a crash
-leaves all of a batch or none of it, and SQLite's single write lock is never held long
-enough to delay the inbox writer's group commits. If a batch raises, its inputs are
+leaves all of a batch or none of it, and the webhook port's inbox writer waits at most
+about that long for SQLite's single write lock. The inputs themselves are found in a
+read-only snapshot, which takes no lock. If a batch raises, its inputs are
 applied again one per transaction; an inbox event that still fails is marked `failed`
 (with the error, visible in the inbox) instead of blocking every event behind it.
 """
