@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from common import ROOT, report
+from common import ROOT, family, report
 from serve_ingest import free_port
 from sqlalchemy import func, insert, select
 
@@ -155,23 +155,11 @@ def _rss_mib(pid: int) -> float:
     """Resident memory of serve: its engine process plus its children (the webhook port and
     multiprocessing's resource tracker)."""
     total = 0
-    for proc in [pid, *_children(pid)]:
+    for proc in family(pid):
         for line in Path(f"/proc/{proc}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total / 1024
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-        except OSError:
-            continue
-        if stat and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 if __name__ == "__main__":

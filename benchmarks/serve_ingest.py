@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import ROOT, report
+from common import ROOT, family, report
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 CONCURRENCY = 32
@@ -154,19 +154,9 @@ def start_flowrun(folder: Path, port: int, flows: str) -> subprocess.Popen[bytes
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (serve's webhook port), from /proc."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-        except OSError:
-            continue
-        if not stat:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    """User + system CPU of a process and its children (serve's webhook port)."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in family(pid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measured_load(port: int, seconds: float, *pids: int) -> tuple[int, list[float], list[float]]:
