@@ -104,9 +104,8 @@ class InboxWriter:
         raw = self.engine.raw_connection()
         try:
             dbapi: Any = raw.dbapi_connection
-            dbapi.take_writer_lock()
+            dbapi.begin_immediate()  # the same writer locks as every SQLAlchemy transaction
             try:
-                dbapi.execute("BEGIN IMMEDIATE")
                 stored = insert_inbox_rows_sqlite(dbapi, self.engine.dialect, rows)
                 dbapi.commit()
             except BaseException:

@@ -297,6 +297,17 @@ def _serialised_connection(path: str | None) -> type[sqlite3.Connection]:
                 raise
             self.holds = True
 
+        def begin_immediate(self) -> None:
+            """Take the writer locks, then BEGIN IMMEDIATE: a transaction that reads then
+            writes holds SQLite's write lock from the start, so two writers wait for each
+            other instead of one failing with "locked"."""
+            self.take_writer_lock()
+            try:
+                self.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.drop_writer_lock()
+                raise
+
         def drop_writer_lock(self) -> None:
             if self.holds:
                 self.holds = False
@@ -349,18 +360,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            # IMMEDIATE: a transaction that reads then writes holds the write lock from the
-            # start, so two writers wait for each other instead of failing with "locked".
             if conn.get_execution_options().get("flowrun_read_only"):
                 conn.exec_driver_sql("BEGIN")  # WAL: a reader sees a snapshot and waits for nobody
                 return
-            dbapi = conn.connection.dbapi_connection
-            dbapi.take_writer_lock()
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                dbapi.drop_writer_lock()
-                raise
+            conn.connection.dbapi_connection.begin_immediate()
 
         return engine
     if url.startswith("postgresql://"):
