@@ -68,6 +68,7 @@ def build(folder: Path) -> str:
                 "wake_at": run.wake_at,
                 "awaiting": None,
                 "state": codec.run_to_json(run),
+                "trigger_event": codec.trigger_to_json(run.trigger),
             }
         )
         if len(rows) == 10_000 or n == PENDING - 1:

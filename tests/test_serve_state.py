@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from flowrun.dryrun.session import load_all_flows
 from flowrun.serve.dispatcher import Dispatcher, backoff_delay
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.worker import Worker
+from flowrun.state import codec
 from flowrun.state.sqlstore import SqlStore, insert_inbox_rows
 from flowrun.state.tables import make_engine, migrate, outbox, runs
 from tests.conftest import ROOT
@@ -306,3 +308,93 @@ steps:
     r.clock.advance(timedelta(days=1))
     r.settle()
     assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30", "60"]
+
+
+def _order(n: int) -> bytes:
+    return json.dumps({**json.loads(ORDER), "id": 5000 + n, "order_number": 2000 + n}).encode()
+
+
+def test_a_batch_that_rolls_back_is_applied_again_from_the_database(rig, db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The worker keeps committed runs decoded between batches; a batch whose commit fails
+    must not leave its transitions there, or the retried timers would find runs that had
+    already moved and never fire."""
+    r = rig(WAIT_THEN_POST)
+    for n in range(3):
+        r.deliver("shopify", "orders/create", _order(n), f"d-{n}")
+    r.settle()
+    assert r.count(runs, runs.c.status == "waiting") == 3
+    r.clock.advance(timedelta(hours=1))
+    real_flush, flushed, failures = SqlStore.flush, [], []
+
+    def flush_noting_runs(store: SqlStore) -> None:
+        flushed.extend(store._dirty)
+        real_flush(store)
+
+    def fail_the_timers_commit(conn: Any) -> None:
+        if len(flushed) == 3 and not failures:
+            failures.append(sorted(flushed))
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        flushed.clear()
+
+    monkeypatch.setattr(SqlStore, "flush", flush_noting_runs)
+    event.listen(r.engine, "commit", fail_the_timers_commit)
+    r.settle()
+    assert len(failures[0]) == 3  # the three timers were in the batch that rolled back
+    assert sorted(json.loads(req["body"])["order"] for req in r.sink.requests) == ["2000", "2001", "2002"]
+    assert r.count(runs, runs.c.status == "completed") == 3
+
+
+def test_runs_stored_before_the_trigger_column_still_resume(rig, db: str) -> None:
+    """Schema v5 moved a run's trigger event out of `state` into `trigger_event`; a run
+    written by v4 (event inside `state`, no column) resumes after the upgrade."""
+    r = rig(WAIT_THEN_POST)
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    with r.engine.begin() as conn:
+        row = conn.execute(select(runs)).mappings().one()
+        state = {"trigger": codec.loads(row["trigger_event"]), **codec.loads(row["state"])}
+        conn.execute(text("ALTER TABLE runs DROP COLUMN trigger_event"))
+        conn.execute(text("UPDATE runs SET state = :state"), {"state": codec.dumps(state)})
+        conn.execute(text("DELETE FROM schema_version WHERE version = 5"))
+    r.engine.dispose()
+    assert migrate(r.engine) == 5
+    r.restart()
+    r.clock.advance(timedelta(hours=1))
+    r.settle()
+    assert [req["body"] for req in r.sink.requests] == [b'{"order":"1042"}']
+    with r.engine.connect() as conn:
+        assert conn.execute(select(runs.c.trigger_event)).scalar_one() is not None  # written on the next save
+
+
+def test_a_waiting_webhook_commit_is_visible_to_the_lock_holder_in_another_process(tmp_path: Path) -> None:
+    """The webhook port raises a flag in the lock file while its commit waits; the worker
+    (another process: here another engine, with its own locks) sees it and ends its batch."""
+    import threading
+
+    from flowrun.state.tables import URGENT, urgent_waiting
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    worker_side, port_side = make_engine(url), make_engine(url)
+    migrate(worker_side)
+    committed = threading.Event()
+
+    def webhook_commit() -> None:
+        URGENT.writes = True
+        with port_side.begin() as conn:
+            conn.execute(text("SELECT 1"))
+        committed.set()
+
+    with worker_side.begin() as conn:
+        waiting = urgent_waiting(conn)
+        assert not waiting()
+        threading.Thread(target=webhook_commit, daemon=True).start()
+        for _ in range(10_000):  # the thread reaches the lock within milliseconds
+            if waiting():
+                break
+            committed.wait(0.001)
+        assert waiting() and not committed.is_set()
+    assert committed.wait(10)
+    with worker_side.begin() as conn:
+        assert not urgent_waiting(conn)()  # lowered once the webhook had the lock
+    worker_side.dispose()
+    port_side.dispose()

@@ -68,9 +68,6 @@ class Service:
         self.stopping = asyncio.Event()
         port = PortProcess(self.config, self.worker.wake.set, self.metrics, on_exit=self._port_exited(loop))
         port.start()
-        import os
-
-        os.nice(int(os.environ.get("FLOWRUN_ENGINE_NICE", "0")))
         dispatcher = Dispatcher(
             self.config,
             self.engine,
@@ -86,8 +83,7 @@ class Service:
             loop.call_soon_threadsafe(dispatcher.wake.set)
 
         self.worker.on_outbox = outbox_changed
-        if not os.environ.get("NOWORKER"):
-            self.worker.start()
+        self.worker.start()
         scheduler = AsyncIOScheduler(timezone="UTC")
         # The pending steps live in flowrun's indexed tables; APScheduler only drives the
         # wake-ups, so a missed or coalesced tick loses nothing: the next sweep finds it.

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from flowrun.derive import (
     checkout_key,
     stock_edge,
 )
-from flowrun.engine.state import Perform, Transition
+from flowrun.engine.state import Perform, RunState, Transition
 from flowrun.errors import FlowrunError
 from flowrun.events import Event
 from flowrun.events.normalise import normalise, parse_json
@@ -45,12 +46,14 @@ from flowrun.serve.metrics import Metrics
 from flowrun.state import codec
 from flowrun.state.ledger import SqlLedger
 from flowrun.state.sqlstore import SqlStore
-from flowrun.state.tables import reading
+from flowrun.state.tables import reading, urgent_waiting
 
 log = logging.getLogger("flowrun.worker")
 BATCH = 500
 CHUNK_SECONDS = 0.01
+YIELD_AFTER_SECONDS = 0.003  # past this, a batch ends early when a webhook's commit waits for the lock
 READ_AHEAD = 32  # due timers' runs read in one query per this many inputs
+KNOWN_RUNS = 1024  # recently committed runs kept decoded: those whose action is out
 Clock = Callable[[], datetime]
 Apply = Callable[[Manager, SqlStore], list[Transition]]
 
@@ -96,6 +99,7 @@ class Worker:
         self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="flowrun-worker", daemon=True)
         self._lock = threading.Lock()
+        self._known: OrderedDict[str, RunState] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -153,7 +157,8 @@ class Worker:
             j = i
             try:
                 with self.engine.begin() as conn:
-                    j = self._chunk(conn, units, i)
+                    j, settled = self._chunk(conn, units, i)
+                self._remember(settled)
             except Exception:
                 # The batch rolled back. Apply its first input alone (quarantined if it fails
                 # again) and go on from the next one: order is kept, nothing is lost, and a
@@ -163,14 +168,21 @@ class Worker:
                 j = i + 1
             i = j
 
-    def _chunk(self, conn: Connection, units: list[Unit], i: int) -> int:
-        """Apply units from i while time allows; returns the index after the last one applied."""
-        store = SqlStore(conn, batched=True)
+    def _chunk(self, conn: Connection, units: list[Unit], i: int) -> tuple[int, dict[str, RunState]]:
+        """Apply units from i while time allows; returns the index after the last one applied,
+        and the runs as they stand at the end (to remember once committed)."""
+        store = SqlStore(conn, batched=True, known=self._known)
         self.manager.store = store
         now, started = self.clock(), time.perf_counter()
+        waited_for = urgent_waiting(conn)
         transitions: list[Transition] = []
         j, read = i, set[str]()  # runs read ahead and not resumed yet: finish them in this batch
-        while j < len(units) and (j == i or units[j].run_id in read or time.perf_counter() - started < CHUNK_SECONDS):
+
+        def more() -> bool:
+            spent = time.perf_counter() - started
+            return spent < CHUNK_SECONDS and (spent < YIELD_AFTER_SECONDS or not waited_for())
+
+        while j < len(units) and (j == i or units[j].run_id in read or more()):
             unit = units[j]
             if unit.run_id and unit.run_id not in read:
                 ahead = [u.run_id for u in units[j : j + READ_AHEAD] if u.run_id]
@@ -181,12 +193,26 @@ class Worker:
             j += 1
         self._enqueue(store, transitions, now)
         store.flush()
-        return j
+        return j, store.settled()
+
+    def _remember(self, settled: dict[str, RunState]) -> None:
+        """Runs just committed, so an action's result or a timer soon after needs no read and
+        no decoding. Only this thread writes runs, and a store drops a run from here when it
+        saves it, so an entry is always the committed state. Ended runs are forgotten."""
+        for run_id, run in settled.items():
+            if run.status.final:
+                self._known.pop(run_id, None)
+            else:
+                self._known[run_id] = run
+                self._known.move_to_end(run_id)
+        while len(self._known) > KNOWN_RUNS:
+            self._known.popitem(last=False)
 
     def _alone(self, unit: Unit) -> None:
         try:
             with self.engine.begin() as conn:
-                self._chunk(conn, [unit], 0)
+                _, settled = self._chunk(conn, [unit], 0)
+            self._remember(settled)
         except Exception as exc:
             log.exception("input %s failed", unit.label)
             if unit.quarantine is not None:

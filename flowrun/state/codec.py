@@ -60,10 +60,26 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     return Event(**data)
 
 
+def trigger_to_json(event: Event) -> str:
+    """An event as stored with its run, encoded once: events are immutable, and the text is
+    kept on the event (as read, or as first written) for every later save of the run."""
+    stored: str | None = event.__dict__.get("_stored")
+    if stored is None:
+        stored = dumps(event_to_dict(event))
+        object.__setattr__(event, "_stored", stored)
+    return stored
+
+
+def trigger_from_json(text: str) -> Event:
+    event = event_from_dict(loads(text))
+    object.__setattr__(event, "_stored", text)
+    return event
+
+
 def run_to_json(run: RunState) -> str:
+    """What changes as a run moves (its trigger event is `trigger_to_json`, a column of its own)."""
     return dumps(
         {
-            "trigger": event_to_dict(run.trigger),
             "pc": run.pc,
             "vars": run.vars,
             "awaiting": run.awaiting,
@@ -76,11 +92,12 @@ def run_to_json(run: RunState) -> str:
 def run_from_row(row: Any) -> RunState:
     """A `runs` row (any mapping-like row) to a RunState."""
     body = loads(row["state"])
+    stored = row["trigger_event"]
     return RunState(
         id=row["id"],
         flow_id=row["flow_id"],
         flow_version=row["flow_version"],
-        trigger=event_from_dict(body["trigger"]),
+        trigger=trigger_from_json(stored) if stored is not None else event_from_dict(body["trigger"]),
         status=Status(row["status"]),
         started_at=_aware(row["started_at"]),
         updated_at=_aware(row["updated_at"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import mmap
 import os
 import sqlite3
 import threading
@@ -65,6 +66,7 @@ runs = Table(
     Column("wake_at", TZ),
     Column("awaiting", String(200)),
     Column("state", Text, nullable=False),
+    Column("trigger_event", Text),  # v5: written with the run; NULL for older runs (in `state`)
 )
 Index("runs_wake", runs.c.wake_at)
 Index("runs_customer", runs.c.customer_key, runs.c.status)
@@ -196,7 +198,16 @@ def _v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[loyalty_ledger, loyalty_balances])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: Connection) -> None:
+    """A run's trigger event in its own column: it never changes, so a transition reuses the
+    JSON written when the run started instead of encoding the whole event again."""
+    from sqlalchemy import inspect
+
+    if "trigger_event" not in {c["name"] for c in inspect(conn).get_columns("runs")}:  # v1 creates it now
+        conn.execute(text("ALTER TABLE runs ADD COLUMN trigger_event TEXT"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:
@@ -261,24 +272,45 @@ def _serialised_connection(path: str | None) -> type[sqlite3.Connection]:
     webhook inbox writer) goes before the others, whose batches would otherwise take the
     lock back before a waiting webhook got its turn. Between processes (serve's webhook port
     and its engine, the CLI) the holder also takes an flock on `<database>.lock`, which the
-    kernel hands to a waiter as soon as it is released."""
+    kernel hands to a waiter as soon as it is released.
+
+    An urgent writer also raises a flag in the lock file's first byte while it waits, so a
+    holder in another process can see it (`urgent_waiting`) and end its batch early."""
     writer = threading.Lock()
     turn = threading.Condition()
     urgent = [0]
     lock_file: list[int] = []
+    flag: list[mmap.mmap] = []
+
+    def opened() -> int:
+        if not lock_file:
+            fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if os.fstat(fd).st_size < 1:
+                os.pwrite(fd, b"\0", 0)
+            flag.append(mmap.mmap(fd, 1))
+            lock_file.append(fd)
+        return lock_file[0]
 
     def flock(operation: int) -> None:
-        if path is None:
-            return
-        if not lock_file:
-            lock_file.append(os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        fcntl.flock(lock_file[0], operation)
+        if path is not None:
+            fcntl.flock(opened(), operation)
+
+    def raise_flag(value: int) -> None:
+        if path is not None:
+            opened()
+            flag[0][0] = value
 
     class Serialised(sqlite3.Connection):
         holds = False
 
+        @staticmethod
+        def urgent_waiting() -> bool:
+            """An urgent writer (a webhook's commit) waits for the lock, in this process or another."""
+            return urgent[0] > 0 or (path is not None and bool(opened() and flag[0][0]))
+
         def take_writer_lock(self) -> None:
-            if getattr(URGENT, "writes", False):
+            is_urgent = bool(getattr(URGENT, "writes", False))
+            if is_urgent:
                 with turn:
                     urgent[0] += 1
                 try:
@@ -291,7 +323,13 @@ def _serialised_connection(path: str | None) -> type[sqlite3.Connection]:
                     turn.wait_for(lambda: urgent[0] == 0, timeout=0.25)
                 writer.acquire()
             try:
-                flock(fcntl.LOCK_EX)
+                if is_urgent:
+                    raise_flag(1)
+                try:
+                    flock(fcntl.LOCK_EX)
+                finally:
+                    if is_urgent:
+                        raise_flag(0)
             except BaseException:
                 writer.release()
                 raise
@@ -369,6 +407,13 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def urgent_waiting(conn: Connection) -> Callable[[], bool]:
+    """For a long writer: whether a webhook's commit is waiting for the write lock (always
+    False off SQLite, where writers do not queue on one lock)."""
+    dbapi = conn.connection.dbapi_connection
+    return getattr(dbapi, "urgent_waiting", lambda: False)  # type: ignore[no-any-return]
 
 
 def reading(engine: Engine) -> Connection:
