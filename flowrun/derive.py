@@ -6,6 +6,7 @@ worker) call the same functions, so a dry-run predicts exactly what serve derive
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,32 @@ from flowrun.events import Event, customer_key
 
 CHECKOUT_TYPES = ("checkout.created", "checkout.updated")
 ORDER_TYPES = ("order.created", "order.paid")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Which derivations serve keeps: those whose derived events some flow listens to. One
+    nothing asks for keeps no state, and the events it alone would read are set aside unread."""
+
+    abandonment: bool
+    inactivity: bool
+    stock: bool
+
+    @classmethod
+    def for_flows(cls, listens_to: Callable[[str], bool]) -> Tracking:
+        return cls(
+            abandonment=listens_to("checkout.abandoned"),
+            inactivity=listens_to("customer.inactive"),
+            stock=listens_to("inventory.low") or listens_to("inventory.restocked"),
+        )
+
+    def reads(self, event_type: str) -> bool:
+        """Whether a kept derivation reads events of this type (an order also ends an abandonment)."""
+        if event_type in ORDER_TYPES:
+            return self.abandonment or self.inactivity
+        if event_type in CHECKOUT_TYPES:
+            return self.abandonment
+        return self.stock and event_type == "inventory.changed"
 
 
 def checkout_key(event: Event) -> str:

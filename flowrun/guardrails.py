@@ -160,6 +160,9 @@ def decide(
     return SEND
 
 
+CONSENT_TYPES = frozenset({"custom.unsubscribe", "customer.updated"})  # what subscription_change reads
+
+
 def subscription_change(event_type: str, data: Mapping[str, Any]) -> bool | None:
     """What an event says about marketing consent: False (unsubscribed), True (subscribed again),
     None (nothing). Store customer updates carry accepts_marketing; `custom.unsubscribe` is the

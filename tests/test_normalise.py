@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowrun.events.catalogue import lookup_type
-from flowrun.events.normalise import normalise, parse_json
+from flowrun.events.normalise import normalise, parse_json, topic_types
 from tests.conftest import ROOT
 
 
@@ -53,6 +53,7 @@ def test_woocommerce_payloads(fixtures: Path, file: str, topic: str, types: list
     body = load(fixtures / "woocommerce/payloads" / file)
     events = normalise(body, source="woocommerce", topic=topic)
     assert [e.type for e in events] == types
+    assert set(types) <= (topic_types("woocommerce", topic) or set())
     if "order" in events[0].data:
         assert events[0].data["order"]["total_price"] == Decimal(body["total"])
         assert events[0].data["customer"]["email"] == body["billing"]["email"]
@@ -88,6 +89,8 @@ def test_every_example_normalises_to_its_schema(path: Path) -> None:
     topic = "/".join(relative.with_suffix("").parts[1:]) if store == "shopify" else relative.stem
     source = store if store in ("shopify", "woocommerce") else None
     for event in normalise(load(path), source=source, topic=topic if source else None):
+        if source:  # what the worker assumes before reading a body
+            assert event.type in (topic_types(source, topic) or set())
         schema = lookup_type(event.type).data_schema()
         errors = list(Draft202012Validator(schema).iter_errors(plain(dict(event.data))))
         assert not errors, [e.message for e in errors]
@@ -103,3 +106,17 @@ def test_canonical_fields_every_flow_can_rely_on() -> None:
     for field in ("id", "number", "total_price", "currency", "line_items"):
         assert field in created.data["order"]
     assert set(created.data["order"]["line_items"][0]) >= {"sku", "title", "quantity", "price"}
+
+
+@pytest.mark.parametrize("status", ["pending", "on-hold", "processing", "completed", "cancelled", "refunded"])
+def test_woocommerce_order_topics_declare_every_type_a_status_gives(fixtures: Path, status: str) -> None:
+    body = {**load(fixtures / "woocommerce/payloads/order.updated.json"), "status": status}  # type: ignore[dict-item]
+    for topic in ("order.created", "order.updated"):
+        types = {e.type for e in normalise(body, source="woocommerce", topic=topic)}
+        assert types <= (topic_types("woocommerce", topic) or set())
+
+
+def test_topic_types_is_none_where_only_the_body_tells() -> None:
+    assert topic_types("custom", None) is None
+    assert topic_types("shopify", "carts/create") is None  # unknown: read, then rejected
+    assert topic_types("shopify", "fulfillments/update") == {"shipment.delivered", "shipment.updated"}

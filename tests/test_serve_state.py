@@ -398,3 +398,50 @@ def test_a_waiting_webhook_commit_is_visible_to_the_lock_holder_in_another_proce
         assert not urgent_waiting(conn)()  # lowered once the webhook had the lock
     worker_side.dispose()
     port_side.dispose()
+
+
+def test_unreadable_and_crashing_inbox_events_are_set_aside_and_the_rest_go_on(rig, db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import flowrun.serve.worker as worker_module
+    from flowrun.state.tables import inbox
+
+    r = rig(WAIT_THEN_POST)
+    real = worker_module.normalise
+
+    def normalise(body: Any, **how: Any) -> Any:
+        if how.get("delivery_id") == "d-crash":
+            raise RuntimeError("a bug in normalisation")
+        return real(body, **how)
+
+    monkeypatch.setattr(worker_module, "normalise", normalise)
+    r.deliver("shopify", "orders/create", b"{not json", "d-bad")
+    r.deliver("shopify", "orders/create", ORDER, "d-crash")
+    r.deliver("shopify", "orders/create", ORDER, "d-good")
+    r.settle()
+    with r.engine.connect() as conn:
+        status = dict(conn.execute(select(inbox.c.delivery_id, inbox.c.status)).all())
+    assert status == {"d-bad": "rejected", "d-crash": "failed", "d-good": "done"}
+    assert r.count(runs) == 1
+
+
+def test_events_nothing_reads_are_set_aside_unread_until_a_flow_listens(rig, db: str, tmp_path: Path) -> None:
+    from flowrun.state.tables import cursors, inbox
+
+    r = rig("flow: welcome\non: customer.created\nsteps:\n  - log: {message: hi}\n")
+    # nothing reads orders: no flow, goal or wait on them, and no customer.inactive or
+    # checkout.abandoned flow that would need them; so not even a broken body is parsed
+    r.deliver("shopify", "orders/create", b"{not json", "d-1")
+    r.deliver("shopify", "orders/create", ORDER, "d-2")
+    r.deliver("shopify", "carts/create", b"{}", "d-3")  # an unknown topic is read, and rejected
+    r.settle()
+    with r.engine.connect() as conn:
+        status = dict(conn.execute(select(inbox.c.delivery_id, inbox.c.status)).all())
+    assert status == {"d-1": "ignored", "d-2": "ignored", "d-3": "rejected"}
+    assert r.count(runs) == 0 and r.count(cursors, cursors.c.name.like("inactive:%")) == 0
+
+    (r.folder / "g.yaml").write_text("flow: win-back\non: customer.inactive\nsteps:\n  - log: {message: hi}\n")
+    r.worker.reload(load_all_flows([r.folder]))  # what SIGHUP does
+    r.deliver("shopify", "orders/create", ORDER, "d-4")
+    r.settle()
+    with r.engine.connect() as conn:
+        assert conn.execute(select(inbox.c.status).where(inbox.c.delivery_id == "d-4")).scalar() == "done"
+    assert r.count(cursors, cursors.c.name.like("inactive:%")) == 1  # now tracked

@@ -184,3 +184,67 @@ def test_a_database_locked_for_a_moment_delays_the_answer_but_loses_nothing(port
         other.close()
     assert response.status_code == 200, response.text
     assert [r["delivery_id"] for r in rows()] == ["locked-1"]
+
+
+def _row(delivery: str) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {
+        "source": "shopify",
+        "topic": "orders/create",
+        "body": ORDER,
+        "delivery_id": delivery,
+        "received_at": datetime.now(UTC),
+        "triggered_at": None,
+    }
+
+
+def test_with_the_lock_free_a_turns_webhooks_are_committed_on_the_event_loop_together(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    writer = InboxWriter(engine)  # its thread never started: only the event loop can write
+
+    async def three() -> list[bool]:
+        stores = asyncio.gather(*(writer.store(_row(f"turn-{n}")) for n in range(3)))
+        return list(await asyncio.wait_for(stores, timeout=10))
+
+    assert asyncio.run(three()) == [True, True, True]
+    assert (writer.batches, writer.rows) == (1, 3)
+    assert asyncio.run(three()) == [False, False, False]  # the same deliveries again: stored once
+    writer.stop()
+    engine.dispose()
+
+
+def test_with_the_lock_held_elsewhere_the_event_loop_does_not_wait_and_the_thread_stores_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    engine, other = make_engine(url), make_engine(url)  # two engines: two processes' locks
+    migrate(engine)
+    writer = InboxWriter(engine)
+    writer.start()
+    held, loop_turned, released_by_loop = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        with other.begin():  # the write lock (flock and BEGIN IMMEDIATE) until the loop has turned
+            held.set()
+            released_by_loop.append(loop_turned.wait(timeout=10))
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(timeout=10)
+
+    async def scenario() -> bool:
+        stored = asyncio.ensure_future(writer.store(_row("held-1")))
+        for _ in range(20):  # a loop blocked on the lock would not get here before the holder gave up
+            await asyncio.sleep(0)
+        assert not stored.done()
+        loop_turned.set()
+        return await asyncio.wait_for(stored, timeout=10)
+
+    assert asyncio.run(scenario()) is True
+    holder.join()
+    assert released_by_loop == [True]
+    with engine.connect() as conn:
+        assert [r.delivery_id for r in conn.execute(select(inbox))] == ["held-1"]
+    writer.stop()
+    engine.dispose()
+    other.dispose()

@@ -49,6 +49,18 @@ def normalise(
     raise UnknownTopicError(source, topic, [])
 
 
+def topic_types(source: str, topic: str | None) -> frozenset[str] | None:
+    """The event types a stored delivery can normalise to, from how it arrived alone; None
+    when only its body can tell (the generic source, an unknown topic)."""
+    if topic is None:
+        return None
+    if source == "shopify":
+        return shopify.topic_types(topic)
+    if source == "woocommerce":
+        return woocommerce.topic_types(topic)
+    return None
+
+
 def load_event_file(
     path: Path, *, source: str | None = None, topic: str | None = None, received_at: datetime | None = None
 ) -> list[Event]:

@@ -178,6 +178,18 @@ TOPICS: dict[str, tuple[str | Callable[[Body], str], Callable[[Body], dict[str, 
 }
 
 
+# The event types a topic can become, known before its body is read (see `topic_types`).
+_VARIABLE_TYPES = {"fulfillments/update": frozenset({"shipment.delivered", "shipment.updated"})}
+
+
+def topic_types(topic: str) -> frozenset[str] | None:
+    """Every type the topic's events can have, or None for a topic this module does not know."""
+    if topic not in TOPICS:
+        return None
+    type_or_fn = TOPICS[topic][0]
+    return frozenset({type_or_fn}) if isinstance(type_or_fn, str) else _VARIABLE_TYPES[topic]
+
+
 # Topics that happen once per resource: keyed on the resource alone, so the webhook and
 # the poller seeing the same new order make one event (and one confirmation email).
 ONCE = (

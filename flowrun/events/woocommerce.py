@@ -137,6 +137,17 @@ def _types_and_data(topic: str, body: Body) -> list[tuple[str, dict[str, Any]]]:
     raise UnknownTopicError("woocommerce", topic, TOPICS)
 
 
+def topic_types(topic: str) -> frozenset[str] | None:
+    """Every type the topic's events can have (as `_types_and_data` decides), or None."""
+    if topic in ("order.created", "order.updated"):
+        return frozenset({topic, "order.updated", *STATUS_EVENTS.values()})
+    if topic in ("customer.created", "customer.updated"):
+        return frozenset({topic})
+    if topic == "product.updated":
+        return frozenset({"product.updated", "inventory.changed"})
+    return None
+
+
 def normalise(
     topic: str, body: Body, *, delivery_id: str | None = None, received_at: datetime | None = None
 ) -> list[Event]:

@@ -82,6 +82,13 @@ class Manager:
             for event_type in flow.event_types:
                 self._by_type[event_type].append(flow)
 
+    def listens_to(self, event_type: str) -> bool:
+        """Whether an event of this type could start a run or reach one (a goal or a wait,
+        of any flow version loaded since start)."""
+        if event_type in self._awaited or self._goals.get(event_type) or self._by_type.get(event_type):
+            return True
+        return event_type.startswith("custom.") and bool(self._by_type.get("custom.*"))
+
     def flow_of(self, run: RunState) -> Flow | None:
         return self.versions.get((run.flow_id, run.flow_version)) or self.flows.get(run.flow_id)
 

@@ -56,8 +56,10 @@ async def _serve(config: Config, wake: Connection, peer_metrics: Connection) -> 
     metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
     threading.Thread(target=_receive_metrics, args=(peer_metrics, metrics), name="peer-metrics", daemon=True).start()
 
+    os.set_blocking(wake.fileno(), False)  # a full pipe already holds a wake-up: never wait on it
+
     def committed() -> None:
-        with contextlib.suppress(OSError):  # the engine is gone; it reads the inbox when it is back
+        with contextlib.suppress(OSError):  # full, or the engine is gone: it reads the inbox when it is back
             wake.send_bytes(b"w")
 
     writer = InboxWriter(engine, on_commit=committed)

@@ -29,6 +29,7 @@ from flowrun.derive import (
     CHECKOUT_TYPES,
     ORDER_TYPES,
     InactivityWatcher,
+    Tracking,
     abandoned,
     checkout_completed,
     checkout_key,
@@ -37,9 +38,9 @@ from flowrun.derive import (
 from flowrun.engine.state import Perform, RunState, Transition
 from flowrun.errors import FlowrunError
 from flowrun.events import Event
-from flowrun.events.normalise import normalise, parse_json
+from flowrun.events.normalise import normalise, parse_json, topic_types
 from flowrun.flow.model import Flow, ScheduleTrigger
-from flowrun.guardrails import subscription_change
+from flowrun.guardrails import CONSENT_TYPES, subscription_change
 from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
 from flowrun.serve.metrics import Metrics
@@ -92,6 +93,8 @@ class Worker:
     ) -> None:
         self.config, self.engine, self.metrics, self.clock = config, engine, metrics, clock
         self.manager = Manager(flows, MemoryStore())
+        self.tracking = Tracking.for_flows(self.manager.listens_to)
+        self._read: dict[tuple[str, str | None], bool] = {}  # (source, topic): anything reads it
         self.inactivity = InactivityWatcher(config.inactive_after)
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -114,6 +117,8 @@ class Worker:
     def reload(self, flows: list[Flow]) -> None:
         with self._lock:
             self.manager.load(flows)
+            self.tracking = Tracking.for_flows(self.manager.listens_to)
+            self._read.clear()
 
     def complete(self, completion: Completion) -> None:
         """Called from the dispatcher's thread when a provider accepted an action."""
@@ -265,29 +270,59 @@ class Worker:
     def _inbox(self, store: SqlStore) -> list[Unit]:
         units = []
         for row in store.pending_inbox(BATCH):
-            seq = row["seq"]
+            seq, label = row["seq"], f"inbox {row['source']}/{row['delivery_id']}"
+            if not self._anything_reads(row["source"], row["topic"]):
+                units.append(Unit(label, _set_aside(seq)))
+                continue
 
             def quarantine(store: SqlStore, why: str, s: int = seq) -> None:
                 store.mark_inbox(s, "failed", why)
 
-            units.append(Unit(f"inbox {row['source']}/{row['delivery_id']}", self._event_unit(row), quarantine))
+            units.append(Unit(label, self._event_unit(row), quarantine))
         return units
 
+    def _anything_reads(self, source: str, topic: str | None) -> bool:
+        """Whether a flow, a wait, a goal, a kept derivation or the consent ledger could read
+        an event of this topic; True when only the body can tell its type."""
+        known = self._read.get((source, topic))
+        if known is None:
+            types = topic_types(source, topic)
+            known = types is None or any(
+                self.manager.listens_to(t) or self.tracking.reads(t) or t in CONSENT_TYPES for t in types
+            )
+            self._read[(source, topic)] = known
+        return known
+
     def _event_unit(self, row: dict[str, Any]) -> Apply:
-        def apply(manager: Manager, store: SqlStore) -> list[Transition]:
-            try:
-                events = normalise(
-                    parse_json(row["body"]),
-                    source=row["source"],
-                    topic=row["topic"] if row["source"] != "custom" else None,
-                    delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,
-                    received_at=codec._aware(row["received_at"]),
-                )
-            except (FlowrunError, ValueError, KeyError, TypeError) as exc:
-                log.warning("inbox %s/%s cannot be normalised: %s", row["source"], row["delivery_id"], exc)
-                store.mark_inbox(row["seq"], "rejected", str(exc))
+        """Parsed and normalised here, outside the write transaction: the webhook port's
+        commits wait for the lock only while the unit is applied."""
+        try:
+            events = normalise(
+                parse_json(row["body"]),
+                source=row["source"],
+                topic=row["topic"] if row["source"] != "custom" else None,
+                delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,
+                received_at=codec._aware(row["received_at"]),
+            )
+        except (FlowrunError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc)
+
+            def reject(manager: Manager, store: SqlStore) -> list[Transition]:
+                log.warning("inbox %s/%s cannot be normalised: %s", row["source"], row["delivery_id"], reason)
+                store.mark_inbox(row["seq"], "rejected", reason)
                 self.metrics.count("flowrun_events_unprocessable_total", source=row["source"])
                 return []
+
+            return reject
+        except Exception as exc:  # a bug: raised when applied, so the input is quarantined
+            failure = exc
+
+            def fail(manager: Manager, store: SqlStore) -> list[Transition]:
+                raise failure
+
+            return fail
+
+        def apply(manager: Manager, store: SqlStore) -> list[Transition]:
             now = self.clock()
             out: list[Transition] = []
             for event in events:
@@ -352,16 +387,18 @@ class Worker:
         consent = subscription_change(event.type, event.data)
         if consent is not None and event.customer_key:
             store.set_suppressed(event.customer_key, not consent, f"{event.type} {event.id}", now)
-        if event.type in CHECKOUT_TYPES and event.customer_key:
+        tracking = self.tracking
+        if event.type in CHECKOUT_TYPES and event.customer_key and tracking.abandonment:
             name = f"abandon:{event.customer_key}:{checkout_key(event)}"
             due = None if checkout_completed(event) else now + self.config.checkout_idle
             store.set_cursor(name, codec.event_to_dict(event) if due else None, due=due)
         elif event.type in ORDER_TYPES and event.customer_key:
-            store.clear_cursors(f"abandon:{event.customer_key}:")
-            first = self.inactivity.first_check(event)
+            if tracking.abandonment:
+                store.clear_cursors(f"abandon:{event.customer_key}:")
+            first = self.inactivity.first_check(event) if tracking.inactivity else None
             if first is not None:
                 store.set_cursor(f"inactive:{event.customer_key}", first.state, due=first.at)
-        elif event.type == "inventory.changed":
+        elif event.type == "inventory.changed" and tracking.stock:
             key, _, _ = stock_edge(event, False, self.config.low_stock_threshold)
             if key:
                 was_low = bool(store.get_cursor(f"low:{key}"))
@@ -389,6 +426,16 @@ class Worker:
 
             units.append(Unit(f"check {name}", fire))
         return units
+
+
+def _set_aside(seq: int) -> Apply:
+    """An inbox event nothing reads: marked `ignored`, its body kept, never parsed."""
+
+    def apply(_: Manager, store: SqlStore) -> list[Transition]:
+        store.mark_inbox(seq, "ignored")
+        return []
+
+    return apply
 
 
 def _set_cursor(name: str, value: Any) -> Apply:

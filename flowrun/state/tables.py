@@ -46,7 +46,7 @@ inbox = Table(
     Column("received_at", TZ, nullable=False),
     Column("triggered_at", String(64)),
     Column("body", LargeBinary, nullable=False),
-    Column("status", String(16), nullable=False, default="pending"),  # pending | done | rejected
+    Column("status", String(16), nullable=False, default="pending"),  # pending, done, ignored, rejected, failed
     Column("error", Text),
     UniqueConstraint("source", "delivery_id", name="inbox_delivery"),
 )
@@ -334,6 +334,19 @@ def _serialised_connection(path: str | None) -> type[sqlite3.Connection]:
                 writer.release()
                 raise
             self.holds = True
+
+        def try_writer_lock(self) -> bool:
+            """The writer locks if both are free this instant (for a caller that must not wait)."""
+            if not writer.acquire(blocking=False):
+                return False
+            try:
+                if path is not None:
+                    fcntl.flock(opened(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                writer.release()
+                return False
+            self.holds = True
+            return True
 
         def begin_immediate(self) -> None:
             """Take the writer locks, then BEGIN IMMEDIATE: a transaction that reads then
