@@ -445,3 +445,17 @@ def test_events_nothing_reads_are_set_aside_unread_until_a_flow_listens(rig, db:
     with r.engine.connect() as conn:
         assert conn.execute(select(inbox.c.status).where(inbox.c.delivery_id == "d-4")).scalar() == "done"
     assert r.count(cursors, cursors.c.name.like("inactive:%")) == 1  # now tracked
+
+
+def test_a_wake_for_new_webhooks_reads_the_inbox_alone_and_a_poke_reads_everything(rig, db: str) -> None:
+    r = rig(WAIT_THEN_POST)
+    r.deliver("shopify", "orders/create", ORDER, "d-1")
+    r.settle()
+    r.clock.advance(timedelta(hours=2))  # d-1's wait is over
+    other = json.dumps({**json.loads(ORDER), "id": 1, "order_number": 2}).encode()
+    r.deliver("shopify", "orders/create", other, "d-2")
+    assert r.worker._round(everything=False) == (True, False)  # the webhook port's wake-up
+    assert r.count(runs, runs.c.status == "waiting") == 2  # d-2 started; d-1's timer not read yet
+    assert r.worker._round(everything=True) == (True, True)  # the sweep's poke
+    assert r.count(runs, runs.c.status == "waiting") == 1
+    assert r.count(outbox) == 1

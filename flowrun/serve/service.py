@@ -73,7 +73,7 @@ class Service:
             self.engine,
             self.metrics,
             self.worker.complete,
-            self.worker.wake.set,
+            self.worker.poke,
             clock=self.clock,
             flow_of=self.worker.manager.flow_of,
         )
@@ -88,7 +88,7 @@ class Service:
         # The pending steps live in flowrun's indexed tables; APScheduler only drives the
         # wake-ups, so a missed or coalesced tick loses nothing: the next sweep finds it.
         scheduler.add_job(
-            self.worker.wake.set,
+            self.worker.poke,
             "interval",
             seconds=0.25,
             id="sweep",

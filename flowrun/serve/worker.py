@@ -54,6 +54,7 @@ BATCH = 500
 CHUNK_SECONDS = 0.01
 YIELD_AFTER_SECONDS = 0.003  # past this, a batch ends early when a webhook's commit waits for the lock
 READ_AHEAD = 32  # due timers' runs read in one query per this many inputs
+ROUND_GAP = 0.02  # seconds between rounds begun by wake-ups (rounds with work left run at once)
 KNOWN_RUNS = 1024  # recently committed runs kept decoded: those whose action is out
 Clock = Callable[[], datetime]
 Apply = Callable[[Manager, SqlStore], list[Transition]]
@@ -97,6 +98,8 @@ class Worker:
         self._read: dict[tuple[str, str | None], bool] = {}  # (source, topic): anything reads it
         self.inactivity = InactivityWatcher(config.inactive_after)
         self.wake = threading.Event()
+        self._everything = threading.Event()  # a round reads every input, not just the inbox
+        self._everything.set()
         self.stopping = threading.Event()
         self.on_outbox: Callable[[], None] = lambda: None
         self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
@@ -119,6 +122,14 @@ class Worker:
             self.manager.load(flows)
             self.tracking = Tracking.for_flows(self.manager.listens_to)
             self._read.clear()
+        self.poke()
+
+    def poke(self) -> None:
+        """Anything may be due (the sweep's tick, an action that failed or was skipped): the
+        next round reads every kind of input. A plain `wake` (new inbox rows, an action's
+        result) reads only the inbox and the results handed over in memory."""
+        self._everything.set()
+        self.wake.set()
 
     def complete(self, completion: Completion) -> None:
         """Called from the dispatcher's thread when a provider accepted an action."""
@@ -126,13 +137,26 @@ class Worker:
         self.wake.set()
 
     def _loop(self) -> None:
+        started = 0.0
         while True:
-            self.wake.wait(timeout=0.5)
+            if not self.wake.wait(timeout=0.5):
+                self._everything.set()
+            # The port wakes the worker at each of its commits (hundreds a second under load),
+            # and a round costs its reads and a commit however few rows it finds: rounds begun
+            # by a wake-up are spaced, so each takes more rows, for at most ROUND_GAP of latency.
+            self.stopping.wait(ROUND_GAP - (time.perf_counter() - started))
+            started = time.perf_counter()
             self.wake.clear()
             stopping = self.stopping.is_set()
             try:
-                while self.step() and not self.stopping.is_set():
-                    pass
+                while not self.stopping.is_set():
+                    everything = self._everything.is_set()
+                    self._everything.clear()  # before reading: a poke during the round is kept
+                    moved, more = self._round(everything)
+                    if more:  # a full batch of timers, say: read them all again next round
+                        self._everything.set()
+                    if not moved:
+                        break
                 if stopping:  # one last round after the dispatcher drained: keep its results
                     self.step()
                     return
@@ -142,17 +166,24 @@ class Worker:
 
     def step(self) -> bool:
         """One round of every kind of input; True if anything was done."""
+        return self._round(everything=True)[0]
+
+    def _round(self, everything: bool) -> tuple[bool, bool]:
+        """Whether anything was done, and whether inputs other than the inbox were."""
         with self._lock:
-            units = self._completed()
+            results: list[Unit] = []
+            due: list[Unit] = []
+            completed = self._completed()
             with reading(self.engine) as conn, conn.begin():
                 store = SqlStore(conn)
-                units += self._results(store)
-                units += self._inbox(store)
-                units += self._timers(store)
-                units += self._schedules(store)
-                units += self._due_checks(store)
+                if everything:
+                    results = self._results(store)
+                new = self._inbox(store)
+                if everything:
+                    due = self._timers(store) + self._schedules(store) + self._due_checks(store)
+            units = completed + results + new + due
             self._run(units)
-            return bool(units)
+            return bool(units), bool(results or due)
 
     # -- applying units in batches -------------------------------------------------------
 
