@@ -216,6 +216,23 @@ def test_sighup_reloads_valid_flows_and_refuses_invalid_ones(tmp_path: Path, sin
     assert service.stop() == 0
 
 
+def test_orders_nothing_read_are_set_aside_by_the_port_until_a_reload_adds_a_flow_on_them(
+    tmp_path: Path, sink: Sink
+) -> None:
+    service = Service(tmp_path, "flow: welcome\non: customer.created\nsteps:\n  - log: {message: hi}\n", sink.url)
+    service.start()
+    assert service.post(order(1), "d-1") == 200
+    service.wait_for(lambda: service.count(inbox, inbox.c.status == "ignored") == 1, "d-1 set aside")
+    (tmp_path / "flows" / "g.yaml").write_text(WAITING_FLOW.replace("SINK", sink.url))
+    service.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    service.wait_for(lambda: "reloaded 2 flows" in service.log.read_text(), "the reload")
+    # whether the port has the new set yet or not, an order accepted from now on is read
+    assert service.post(order(2), "d-2") == 200
+    service.wait_for(lambda: service.count(runs, runs.c.flow_id == "remind-later") == 1, "a run for d-2")
+    assert service.count(inbox, inbox.c.delivery_id == "d-1", inbox.c.status == "ignored") == 1
+    assert service.stop() == 0
+
+
 def test_kill_9_loses_nothing_and_sends_nothing_twice(tmp_path: Path, sink: Sink) -> None:
     service = Service(tmp_path, WAITING_FLOW, sink.url)
     service.start()

@@ -437,9 +437,14 @@ def test_events_nothing_reads_are_set_aside_unread_until_a_flow_listens(rig, db:
         status = dict(conn.execute(select(inbox.c.delivery_id, inbox.c.status)).all())
     assert status == {"d-1": "ignored", "d-2": "ignored", "d-3": "rejected"}
     assert r.count(runs) == 0 and r.count(cursors, cursors.c.name.like("inactive:%")) == 0
+    unread = r.worker.unread_topics()  # what the webhook port stores as ignored itself
+    assert ("shopify", "orders/create") in unread and ("woocommerce", "order.created") in unread
+    assert ("shopify", "customers/create") not in unread and ("woocommerce", "customer.created") not in unread
 
     (r.folder / "g.yaml").write_text("flow: win-back\non: customer.inactive\nsteps:\n  - log: {message: hi}\n")
-    r.worker.reload(load_all_flows([r.folder]))  # what SIGHUP does
+    aside = r.worker.reload(load_all_flows([r.folder]))  # what SIGHUP does
+    assert ("shopify", "orders/create") not in aside.unread and ("shopify", "customers/create") not in aside.unread
+    assert aside.since == 3  # the port makes what it set aside after row 3 under the old set pending
     r.deliver("shopify", "orders/create", ORDER, "d-4")
     r.settle()
     with r.engine.connect() as conn:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from flowrun.serve.ingest import InboxWriter
+from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.webhooks import build_app
 from flowrun.state.tables import inbox, make_engine, migrate
@@ -186,12 +186,57 @@ def test_a_database_locked_for_a_moment_delays_the_answer_but_loses_nothing(port
     assert [r["delivery_id"] for r in rows()] == ["locked-1"]
 
 
-def _row(delivery: str) -> dict[str, Any]:
+def test_a_topic_nothing_reads_is_stored_ignored_and_wakes_nobody(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    wakes: list[int] = []
+    writer = InboxWriter(engine, lambda: wakes.append(1), SetAside(frozenset({("shopify", "orders/create")})))
+
+    async def turn(*rows: dict[str, Any]) -> list[bool]:
+        return list(await asyncio.wait_for(asyncio.gather(*(writer.store(r) for r in rows)), timeout=10))
+
+    assert asyncio.run(turn(_row("o-1"), _row("o-2"))) == [True, True]
+    assert wakes == []  # the engine has nothing to do
+    assert asyncio.run(turn(_row("o-3"), _row("c-1", "customers/create"))) == [True, True]
+    assert wakes == [1]
+    assert _statuses(engine) == {"o-1": "ignored", "o-2": "ignored", "o-3": "ignored", "c-1": "pending"}
+    writer.stop()
+    engine.dispose()
+
+
+def test_after_a_reload_what_was_set_aside_since_is_pending_again_and_new_rows_are_read(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    woken = threading.Event()
+    writer = InboxWriter(
+        engine, woken.set, SetAside(frozenset({("shopify", "orders/create"), ("shopify", "orders/paid")}))
+    )
+
+    async def store(*rows: dict[str, Any]) -> None:
+        await asyncio.wait_for(asyncio.gather(*(writer.store(r) for r in rows)), timeout=10)
+
+    asyncio.run(store(_row("before")))  # row 1: accepted before the reload began
+    asyncio.run(store(_row("between"), _row("paid", "orders/paid")))  # rows 2-3: after, under the old set
+    writer.set_aside(SetAside(frozenset({("shopify", "orders/paid")}), since=1))  # a flow on orders now
+    writer.start()
+    assert woken.wait(timeout=10)  # the thread applied the new set: the engine is woken for "between"
+    asyncio.run(store(_row("after")))
+    assert _statuses(engine) == {"before": "ignored", "between": "pending", "paid": "ignored", "after": "pending"}
+    writer.stop()
+    engine.dispose()
+
+
+def _statuses(engine: Any) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(inbox.c.delivery_id, inbox.c.status)).tuples().all())
+
+
+def _row(delivery: str, topic: str = "orders/create") -> dict[str, Any]:
     from datetime import UTC, datetime
 
     return {
         "source": "shopify",
-        "topic": "orders/create",
+        "topic": topic,
         "body": ORDER,
         "delivery_id": delivery,
         "received_at": datetime.now(UTC),

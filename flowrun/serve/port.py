@@ -4,8 +4,9 @@ Accepting a webhook (read, check the signature, parse, group-commit to the inbox
 shares no GIL with the engine: in one process the worker's and dispatcher's Python work
 took the interpreter from the event loop and the writer, and ingest ran at a third of the
 rate it reaches alone. The two processes meet in the database; the port sends one byte down
-a pipe after each commit so the engine starts on new events at once, and the engine sends
-its counters back every half second for /metrics.
+a pipe after each commit of events the engine reads, so it starts on them at once, and the
+engine sends its counters back every half second for /metrics, and after a reload the
+topics nothing reads now (`SetAside`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from flowrun.config import Config
-from flowrun.serve.ingest import InboxWriter
+from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
@@ -40,21 +41,20 @@ class _Server(uvicorn.Server):
         yield  # handlers are installed below: SIGTERM and SIGINT stop accepting, SIGHUP is the engine's
 
 
-def run_port(config: Config, wake: Connection, peer_metrics: Connection, parent: int) -> None:
+def run_port(config: Config, wake: Connection, peer_metrics: Connection, parent: int, aside: SetAside) -> None:
     """The child process's entry point (multiprocessing, spawn)."""
     die_with_parent()
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
     setup_logging(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_serve(config, wake, peer_metrics))
+        runner.run(_serve(config, wake, peer_metrics, aside))
 
 
-async def _serve(config: Config, wake: Connection, peer_metrics: Connection) -> None:
+async def _serve(config: Config, wake: Connection, peer_metrics: Connection, aside: SetAside) -> None:
     engine = make_engine(config.database)
     metrics = Metrics()
     metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
-    threading.Thread(target=_receive_metrics, args=(peer_metrics, metrics), name="peer-metrics", daemon=True).start()
 
     os.set_blocking(wake.fileno(), False)  # a full pipe already holds a wake-up: never wait on it
 
@@ -62,8 +62,9 @@ async def _serve(config: Config, wake: Connection, peer_metrics: Connection) -> 
         with contextlib.suppress(OSError):  # full, or the engine is gone: it reads the inbox when it is back
             wake.send_bytes(b"w")
 
-    writer = InboxWriter(engine, on_commit=committed)
+    writer = InboxWriter(engine, on_commit=committed, aside=aside)
     writer.start()
+    threading.Thread(target=_receive, args=(peer_metrics, metrics, writer), name="from-engine", daemon=True).start()
 
     async def health() -> bool:
         try:
@@ -84,10 +85,14 @@ async def _serve(config: Config, wake: Connection, peer_metrics: Connection) -> 
     engine.dispose()
 
 
-def _receive_metrics(peer_metrics: Connection, metrics: Metrics) -> None:
+def _receive(peer: Connection, metrics: Metrics, writer: InboxWriter) -> None:
     with contextlib.suppress(EOFError, OSError):
         while True:
-            metrics.peer = peer_metrics.recv()
+            message = peer.recv()
+            if isinstance(message, SetAside):
+                writer.set_aside(message)
+            else:
+                metrics.peer = message
 
 
 def _probe(engine: Engine) -> bool:
@@ -112,16 +117,31 @@ class PortProcess:
     """The engine's handle on the port's process: start, stop (SIGTERM: stop accepting, answer
     what is in flight), and the two pipes. `on_exit` runs if the process ends on its own."""
 
-    def __init__(self, config: Config, on_wake: Callable[[], None], metrics: Metrics, on_exit: Callable[[], None]):
+    def __init__(
+        self,
+        config: Config,
+        on_wake: Callable[[], None],
+        metrics: Metrics,
+        on_exit: Callable[[], None],
+        aside: SetAside,
+    ):
         context = multiprocessing.get_context("spawn")
         self._wake_in, wake_out = context.Pipe(duplex=False)
         metrics_in, self._metrics_out = context.Pipe(duplex=False)
         self._child_ends = (wake_out, metrics_in)
         self.process = context.Process(
-            target=run_port, args=(config, wake_out, metrics_in, os.getpid()), name="flowrun-port", daemon=False
+            target=run_port,
+            args=(config, wake_out, metrics_in, os.getpid(), aside),
+            name="flowrun-port",
+            daemon=False,
         )
         self.on_wake, self.metrics, self.on_exit = on_wake, metrics, on_exit
         self._stopped = threading.Event()
+        self._sending = threading.Lock()  # two threads send down one pipe
+
+    def set_aside(self, aside: SetAside) -> None:
+        with self._sending, contextlib.suppress(OSError, ValueError):
+            self._metrics_out.send(aside)
 
     def start(self) -> None:
         self.process.start()
@@ -154,6 +174,7 @@ class PortProcess:
     def _send_metrics(self) -> None:
         while not self._stopped.wait(0.5):
             try:
-                self._metrics_out.send(self.metrics.snapshot())
+                with self._sending:
+                    self._metrics_out.send(self.metrics.snapshot())
             except (OSError, ValueError):
                 return

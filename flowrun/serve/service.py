@@ -19,6 +19,7 @@ from flowrun.dryrun.session import load_all_flows
 from flowrun.durations import parse_duration
 from flowrun.errors import FlowrunError
 from flowrun.serve.dispatcher import Dispatcher
+from flowrun.serve.ingest import SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.pollers import (
     OVERLAP,
@@ -48,6 +49,7 @@ class Service:
         self.flows = load_all_flows([config.flows])
         self.worker = Worker(config, self.engine, self.flows, self.metrics, self.clock)
         self.dispatcher: Dispatcher | None = None
+        self.port: PortProcess | None = None
         self.stopping: asyncio.Event | None = None
         self.exit_code = 0
 
@@ -57,7 +59,9 @@ class Service:
         except FlowrunError as exc:
             log.error("SIGHUP: the new flows are invalid, keeping the running set:\n%s", exc)
             return
-        self.worker.reload(flows)
+        aside = self.worker.reload(flows)
+        if self.port is not None:
+            self.port.set_aside(aside)
         log.info("SIGHUP: reloaded %d flows (runs in flight finish on their own version)", len(flows))
 
     async def run(self) -> int:
@@ -66,8 +70,10 @@ class Service:
         version = await asyncio.to_thread(migrate, self.engine)
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        port = PortProcess(self.config, self.worker.wake.set, self.metrics, on_exit=self._port_exited(loop))
+        aside = SetAside(self.worker.unread_topics())
+        port = PortProcess(self.config, self.worker.wake.set, self.metrics, self._port_exited(loop), aside)
         port.start()
+        self.port = port
         dispatcher = Dispatcher(
             self.config,
             self.engine,

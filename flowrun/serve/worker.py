@@ -38,11 +38,12 @@ from flowrun.derive import (
 from flowrun.engine.state import Perform, RunState, Transition
 from flowrun.errors import FlowrunError
 from flowrun.events import Event
-from flowrun.events.normalise import normalise, parse_json, topic_types
+from flowrun.events.normalise import known_topics, normalise, parse_json, topic_types
 from flowrun.flow.model import Flow, ScheduleTrigger
 from flowrun.guardrails import CONSENT_TYPES, subscription_change
 from flowrun.runtime.manager import Manager
 from flowrun.runtime.store import MemoryStore
+from flowrun.serve.ingest import SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.state import codec
 from flowrun.state.ledger import SqlLedger
@@ -117,12 +118,28 @@ class Worker:
         self.wake.set()
         self._thread.join(timeout=60)
 
-    def reload(self, flows: list[Flow]) -> None:
+    def reload(self, flows: list[Flow]) -> SetAside:
+        """The new flows, and what the webhook port should set aside from now on: `since` is
+        the last inbox row stored before them (rows after it were accepted under the new set)."""
         with self._lock:
             self.manager.load(flows)
             self.tracking = Tracking.for_flows(self.manager.listens_to)
             self._read.clear()
+            with reading(self.engine) as conn:
+                since = SqlStore(conn).last_inbox_seq()
+            aside = SetAside(self.unread_topics(), since)
         self.poke()
+        return aside
+
+    def unread_topics(self) -> frozenset[tuple[str, str]]:
+        """The (source, topic) pairs nothing reads, which the webhook port stores as `ignored`
+        so the engine never has to touch them."""
+        return frozenset(
+            (source, topic)
+            for source, topics in known_topics().items()
+            for topic in topics
+            if not self._anything_reads(source, topic)
+        )
 
     def poke(self) -> None:
         """Anything may be due (the sweep's tick, an action that failed or was skipped): the

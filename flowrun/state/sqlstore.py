@@ -350,6 +350,9 @@ class SqlStore:
         query = select(inbox).where(inbox.c.status == "pending").order_by(inbox.c.seq).limit(limit)
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
+    def last_inbox_seq(self) -> int:
+        return int(self.conn.execute(select(func.max(inbox.c.seq))).scalar() or 0)
+
     def mark_inbox(self, seq: int, status: str, error: str | None = None) -> None:
         params = {"b_seq": seq, "status": status, "error": error}
         if self.batched:
@@ -413,7 +416,7 @@ def insert_inbox_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> list[
             with conn.begin_nested():
                 conn.execute(insert(inbox), new)
         except IntegrityError:
-            return [insert_ignore(conn, inbox, {**row, "status": "pending"}) for row in batch]
+            return [insert_ignore(conn, inbox, {"status": "pending", **row}) for row in batch]
     return fresh
 
 
@@ -451,6 +454,18 @@ def insert_inbox_rows_sqlite(dbapi: Any, dialect: Any, rows: list[dict[str, Any]
     return fresh
 
 
+def pend_set_aside(conn: Connection, pairs: Iterable[tuple[str, str]], since: int) -> int:
+    """Rows set aside after inbox row `since` whose (source, topic) is read now: pending again."""
+    moved = 0
+    for source, topic in sorted(pairs):
+        moved += conn.execute(
+            update(inbox)
+            .where(inbox.c.status == "ignored", inbox.c.seq > since, inbox.c.source == source, inbox.c.topic == topic)
+            .values(status="pending")
+        ).rowcount
+    return moved
+
+
 def _split_new(rows: list[dict[str, Any]], stored: set[tuple[str, str]]) -> tuple[list[bool], list[dict[str, Any]]]:
     """Which rows are new, and those rows ready to insert (a delivery twice in one batch: once)."""
     fresh, new = [], []
@@ -459,7 +474,7 @@ def _split_new(rows: list[dict[str, Any]], stored: set[tuple[str, str]]) -> tupl
         fresh.append(key not in stored)
         if key not in stored:
             stored.add(key)
-            new.append({**row, "status": "pending"})
+            new.append({"status": "pending", **row})
     return fresh, new
 
 
