@@ -186,6 +186,28 @@ def test_a_database_locked_for_a_moment_delays_the_answer_but_loses_nothing(port
     assert [r["delivery_id"] for r in rows()] == ["locked-1"]
 
 
+def test_a_bug_behind_the_webhook_is_a_logged_500_and_other_methods_a_405(tmp_path: Path, caplog) -> None:
+    async def broken_store(row: dict[str, Any]) -> bool:
+        raise ValueError("a bug")
+
+    async def healthy() -> bool:
+        return True
+
+    app = build_app(config(tmp_path, "unused", ROOT / "flows"), broken_store, Metrics(), healthy)
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
+            posted = await client.post(
+                "/webhooks/shopify", content=ORDER, headers=shopify_headers(ORDER, "orders/create", "b-1")
+            )
+            return posted, await client.get("/webhooks/shopify")
+
+    posted, got = asyncio.run(scenario())
+    assert (posted.status_code, posted.json()["error"]) == (500, "internal")
+    assert "webhook handler failed" in caplog.text and "ValueError: a bug" in caplog.text
+    assert got.status_code == 405
+
+
 def test_a_topic_nothing_reads_is_stored_ignored_and_wakes_nobody(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     migrate(engine)

@@ -2,10 +2,16 @@
 
 Every rejection is a 4xx with a reason and a log line; nothing is acknowledged before it
 is committed to the inbox. Normalisation happens later, in the worker.
+
+POST /webhooks/<source> is answered by a plain ASGI callable in front of Starlette, which
+serves the rest: Starlette's middleware, routing, request and response objects cost about
+40 µs of CPU a request here (bare endpoints: 142 vs 100 µs), an eighth of what a webhook
+costs the port in all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,9 +21,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowrun.config import Config
 from flowrun.durations import parse_duration
@@ -34,17 +42,22 @@ class Reject(Exception):
         self.status, self.reason, self.detail = status, reason, detail
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Reject(413, "too_large", f"body of {declared} bytes is over the {limit}-byte limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Reject(400, "incomplete_body", "the client went away before the body ended")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise Reject(413, "too_large", f"body is over the {limit}-byte limit")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _json(body: bytes) -> Any:
@@ -59,31 +72,31 @@ def _secret(settings: dict[str, Any], key: str) -> str | None:
     return value.reveal() if value is not None else None
 
 
-def shopify_row(settings: dict[str, Any], request: Request, body: bytes) -> dict[str, Any]:
+def shopify_row(settings: dict[str, Any], headers: Headers, body: bytes) -> dict[str, Any]:
     secrets = [s for s in (_secret(settings, "webhook_secret"), _secret(settings, "previous_webhook_secret")) if s]
     if not secrets:
         raise Reject(404, "unconfigured", "shopify has no webhook_secret in the configuration")
-    header = request.headers.get("x-shopify-hmac-sha256")
+    header = headers.get("x-shopify-hmac-sha256")
     if not header:
         raise Reject(401, "missing_signature", "no X-Shopify-Hmac-Sha256 header")
     if not valid_base64(body, header, secrets):
         raise Reject(401, "bad_signature", "X-Shopify-Hmac-Sha256 does not match the body")
-    topic = request.headers.get("x-shopify-topic", "")
+    topic = headers.get("x-shopify-topic", "")
     if topic not in shopify.TOPICS:
         raise Reject(400, "unknown_topic", f"topic {topic!r} is not one flowrun normalises")
     _json(body)
-    delivery = request.headers.get("x-shopify-webhook-id") or request.headers.get("x-shopify-event-id")
+    delivery = headers.get("x-shopify-webhook-id") or headers.get("x-shopify-event-id")
     return {
         "source": "shopify",
         "topic": topic,
         "body": body,
         "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(),
-        "triggered_at": request.headers.get("x-shopify-triggered-at"),
+        "triggered_at": headers.get("x-shopify-triggered-at"),
     }
 
 
-def woocommerce_row(settings: dict[str, Any], request: Request, body: bytes) -> dict[str, Any] | None:
-    header = request.headers.get("x-wc-webhook-signature")
+def woocommerce_row(settings: dict[str, Any], headers: Headers, body: bytes) -> dict[str, Any] | None:
+    header = headers.get("x-wc-webhook-signature")
     if header is None and "webhook_id" in parse_qs(body.decode("latin-1")):
         return None  # the creation ping: answered 200, nothing stored
     secret = _secret(settings, "webhook_secret")
@@ -93,11 +106,11 @@ def woocommerce_row(settings: dict[str, Any], request: Request, body: bytes) -> 
         raise Reject(401, "missing_signature", "no X-WC-Webhook-Signature header")
     if not valid_base64(body, header, [secret]):
         raise Reject(401, "bad_signature", "X-WC-Webhook-Signature does not match the body")
-    topic = request.headers.get("x-wc-webhook-topic", "")
+    topic = headers.get("x-wc-webhook-topic", "")
     if topic not in woocommerce.TOPICS:
         raise Reject(400, "unknown_topic", f"topic {topic!r} is not one flowrun normalises")
     _json(body)
-    delivery = request.headers.get("x-wc-webhook-delivery-id")
+    delivery = headers.get("x-wc-webhook-delivery-id")
     return {
         "source": "woocommerce",
         "topic": topic,
@@ -107,20 +120,20 @@ def woocommerce_row(settings: dict[str, Any], request: Request, body: bytes) -> 
     }
 
 
-def custom_row(settings: dict[str, Any], request: Request, body: bytes, now: datetime) -> dict[str, Any]:
+def custom_row(settings: dict[str, Any], headers: Headers, body: bytes, now: datetime) -> dict[str, Any]:
     secret = _secret(settings, "secret")
     if not secret:
         raise Reject(404, "unconfigured", "custom has no secret in the configuration")
-    header = request.headers.get(settings.get("signature_header", "X-Flowrun-Signature"))
+    header = headers.get(settings.get("signature_header", "X-Flowrun-Signature"))
     tolerance = parse_duration(settings["tolerance"]) if "tolerance" in settings else None
-    timestamp = request.headers.get(settings.get("timestamp_header", "X-Flowrun-Timestamp"))
+    timestamp = headers.get(settings.get("timestamp_header", "X-Flowrun-Timestamp"))
     ok, why = valid_generic(body, header, secret, settings.get("encoding", "hex"), timestamp, tolerance, now)
     if not ok:
         raise Reject(401, "bad_signature" if header else "missing_signature", why)
     data = _json(body)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("data"), dict):
         raise Reject(400, "not_an_event", 'expected {"type": "custom.<name>", "data": {...}}')
-    delivery = request.headers.get("x-flowrun-delivery") or data.get("id")
+    delivery = headers.get("x-flowrun-delivery") or data.get("id")
     return {
         "source": "custom",
         "topic": data["type"],
@@ -136,42 +149,39 @@ def build_app(
     metrics: Metrics,
     health: Callable[[], Awaitable[bool]],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Starlette:
-    async def webhook(request: Request) -> Response:
-        source = request.path_params["source"]
+) -> ASGIApp:
+    async def webhook(scope: Scope, receive: Receive, send: Send, source: str) -> None:
+        headers = Headers(scope=scope)
         settings = config.sources.get(source)
         try:
             if settings is None:
                 raise Reject(404, "unknown_source", f"no source {source!r} is configured")
-            body = await read_body(request, config.max_body_bytes)
+            body = await read_body(headers, receive, config.max_body_bytes)
             row: dict[str, Any] | None
             if source == "shopify":
-                row = shopify_row(settings, request, body)
+                row = shopify_row(settings, headers, body)
             elif source == "woocommerce":
-                row = woocommerce_row(settings, request, body)
+                row = woocommerce_row(settings, headers, body)
             else:
-                row = custom_row(settings, request, body, now())
+                row = custom_row(settings, headers, body, now())
             if row is None:
                 metrics.count("flowrun_webhook_pings_total", source=source)
-                return PlainTextResponse("ok")
+                return await _answer(send, 200, b"ok", b"text/plain; charset=utf-8")
         except Reject as exc:
             metrics.count("flowrun_events_rejected_total", source=source, reason=exc.reason)
+            client = scope.get("client")
             log.warning(
-                "rejected %s webhook from %s: %s (%s)",
-                source,
-                request.client.host if request.client else "?",
-                exc.reason,
-                exc.detail,
+                "rejected %s webhook from %s: %s (%s)", source, client[0] if client else "?", exc.reason, exc.detail
             )
-            return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=exc.status)
+            return await _answer_json(send, exc.status, {"error": exc.reason, "detail": exc.detail})
         row["received_at"] = now()
         try:
             new = await store(row)
         except RuntimeError as exc:
             log.error("could not store a %s webhook: %s", source, exc)
-            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
+            return await _answer_json(send, 503, {"error": "unavailable", "detail": str(exc)})
         metrics.count("flowrun_events_accepted_total" if new else "flowrun_events_duplicate_total", source=source)
-        return JSONResponse({"status": "accepted" if new else "duplicate", "delivery_id": row["delivery_id"]})
+        await _answer_json(send, 200, {"status": "accepted" if new else "duplicate", "delivery_id": row["delivery_id"]})
 
     async def healthz(_: Request) -> Response:
         ok = await health()
@@ -180,10 +190,43 @@ def build_app(
     async def metrics_endpoint(_: Request) -> Response:
         return PlainTextResponse(await metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return Starlette(
+    async def refuse(_: Request) -> Response:
+        return JSONResponse({"error": "method_not_allowed", "detail": "webhooks are POSTed"}, status_code=405)
+
+    rest = Starlette(
         routes=[
-            Route("/webhooks/{source}", webhook, methods=["POST"]),
+            Route("/webhooks/{source}", refuse, methods=["GET", "PUT", "PATCH", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ]
     )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/webhooks/"):
+            source = scope["path"][len("/webhooks/") :]
+            if source and "/" not in source:
+                try:
+                    await webhook(scope, receive, send, source)
+                except Exception:  # a bug, not bad input: answered 500 and logged, as Starlette would
+                    log.exception("webhook handler failed")
+                    with contextlib.suppress(Exception):  # the answer may have started already
+                        await _answer_json(send, 500, {"error": "internal", "detail": "see the service log"})
+                return
+        await rest(scope, receive, send)
+
+    return app
+
+
+async def _answer_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    await _answer(send, status, json.dumps(payload).encode(), b"application/json")
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
