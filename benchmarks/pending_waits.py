@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -164,4 +163,4 @@ def _rss_mib(pid: int) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

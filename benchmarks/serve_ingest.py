@@ -1,8 +1,13 @@
 """Serve throughput, printed (not asserted).
 
-1. bare: a Starlette endpoint on uvicorn that answers 200 and does nothing;
-2. ingest: `flowrun serve` with durable ingest (signature, parse, group commit, 2xx) and no flows;
+1. bare: a Starlette endpoint on uvicorn that answers 200 and does nothing (the issue's
+   baseline), and a plain ASGI one (no framework: flowrun's webhook path has none either);
+2. ingest: `flowrun serve` with durable ingest (signature, parse, group commit, 2xx) and no
+   flow reading orders;
 3. end to end: `flowrun serve` with a flow that POSTs every order to a local sink.
+
+Bare and ingest take turns, ROUNDS times, all three servers up throughout: this machine's
+speed drifts by a fifth from minute to minute, and a ratio of neighbouring phases drifts less.
 
 Targets (issue 3): ingest >= 0.5 x bare; end to end >= 1,500 actions/s delivered during the
 load, webhook p99 < 100 ms. The same asyncio load generator drives every phase.
@@ -19,7 +24,6 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +32,7 @@ import httpx
 from common import ROOT, family, report
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENCY = 32
 SECRET = "bench-secret"
 BODY = (ROOT / "examples/events/shopify/orders/create.json").read_bytes()
@@ -41,6 +46,18 @@ async def hook(request):
     await request.body()
     return JSONResponse({"status": "accepted"})
 app = Starlette(routes=[Route("/webhooks/shopify", hook, methods=["POST"])])
+"""
+RAW_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    body = b'{"status": "accepted"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 """
 SINK_APP = """
 from starlette.applications import Starlette
@@ -171,17 +188,18 @@ def measured_load(port: int, seconds: float, *pids: int) -> tuple[int, list[floa
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        port = free_port()
-        bare = start_app(BARE_APP, port, folder, "bare")
-        bare_n, bare_lat, bare_cpu = measured_load(port, SECONDS, bare.pid)
-        bare.terminate()
-        bare.wait()
-
-        port = free_port()
-        ingest = start_flowrun(folder, port, "")
-        ingest_n, ingest_lat, ingest_cpu = measured_load(port, SECONDS, ingest.pid)
-        ingest.terminate()
-        ingest.wait()
+        ports = {name: free_port() for name in ("bare", "raw", "ingest")}
+        servers = {
+            "bare": start_app(BARE_APP, ports["bare"], folder, "bare"),
+            "raw": start_app(RAW_APP, ports["raw"], folder, "raw"),
+            "ingest": start_flowrun(folder, ports["ingest"], ""),
+        }
+        rounds: list[dict[str, tuple[int, list[float], list[float]]]] = []
+        for _ in range(ROUNDS):
+            rounds.append({name: measured_load(ports[name], SECONDS, servers[name].pid) for name in servers})
+        for server in servers.values():
+            server.terminate()
+            server.wait()
 
         sink_port = free_port()
         sink = start_app(SINK_APP, sink_port, folder, "sink")
@@ -207,18 +225,27 @@ def main() -> None:
         sink.wait()
 
     print(f"{CONCURRENCY} concurrent connections, {SECONDS:g} s per phase, 4 KB Shopify order body")
-    report("bare endpoint: requests/s", bare_n / SECONDS, "req/s", f"p99 {pct(bare_lat, 99):.1f} ms")
-    report("durable ingest: requests/s", ingest_n / SECONDS, "req/s")
-    report("ratio ingest / bare", (ingest_n / SECONDS) / (bare_n / SECONDS), "x", "target >= 0.5")
+    rate = {name: [r[name][0] / SECONDS for r in rounds] for name in ("bare", "raw", "ingest")}
+    labels = {"bare": "bare Starlette endpoint", "raw": "bare plain-ASGI endpoint", "ingest": "durable ingest"}
+    for name, label in labels.items():
+        each = " / ".join(f"{v:,.0f}" for v in rate[name])
+        report(f"{label}: requests/s, median", statistics.median(rate[name]), "req/s", each)
+    to_bare = [i / b for i, b in zip(rate["ingest"], rate["bare"], strict=True)]
+    to_raw = [i / r for i, r in zip(rate["ingest"], rate["raw"], strict=True)]
+    each = ", ".join(f"{v:.2f}" for v in to_bare)
+    report("ratio ingest / bare Starlette, median", statistics.median(to_bare), "x", f"target >= 0.5; {each}")
+    each = ", ".join(f"{v:.2f}" for v in to_raw)
+    report("ratio ingest / bare plain ASGI, median", statistics.median(to_raw), "x", each)
+    ingest_lat = [x for r in rounds for x in r["ingest"][1]]
     report("durable ingest: p50 / p99 latency", pct(ingest_lat, 50), "ms", f"p99 {pct(ingest_lat, 99):.1f} ms")
     report("end to end: webhooks accepted/s", e2e_n / SECONDS, "req/s")
     report("end to end: actions delivered/s during the load", during / elapsed, "act/s", "target >= 1,500")
     report("end to end: webhook p50 / p99", pct(e2e_lat, 50), "ms", f"p99 {pct(e2e_lat, 99):.1f} ms (target < 100)")
     print("CPU per request during the load (2 cores here, shared by every process):")
-    bare_per = [c / bare_n * 1e6 for c in bare_cpu]
-    ingest_per = [c / ingest_n * 1e6 for c in ingest_cpu]
-    report("  bare: load generator / server", bare_per[0], "us", f"/ {bare_per[1]:.0f} us")
-    report("  ingest: load generator / flowrun", ingest_per[0], "us", f"/ {ingest_per[1]:.0f} us")
+    for name in ("bare", "raw", "ingest"):
+        done = sum(r[name][0] for r in rounds)
+        gen, serving = (sum(r[name][2][k] for r in rounds) / done * 1e6 for k in (0, 1))
+        report(f"  {name}: load generator / server", gen, "us", f"/ {serving:.0f} us")
     per = [c / max(e2e_n, 1) * 1e6 for c in e2e_cpu]
     report("  end to end: load gen / flowrun / sink", per[0], "us", f"/ {per[1]:.0f} us / {per[2]:.0f} us")
     report("  end to end: webhooks/s those costs allow on 2 cores", 2e6 / sum(per), "req/s")
@@ -227,4 +254,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -208,6 +208,26 @@ def test_a_bug_behind_the_webhook_is_a_logged_500_and_other_methods_a_405(tmp_pa
     assert got.status_code == 405
 
 
+def test_the_writer_thread_checkpoints_the_wal_the_event_loop_fills(tmp_path: Path, monkeypatch) -> None:
+    from flowrun.serve import ingest
+
+    monkeypatch.setattr(ingest, "CHECKPOINT_ROWS", 5)
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    writer = InboxWriter(engine)
+    writer.start()
+    before = (tmp_path / "state.db").stat().st_size
+
+    async def turn() -> None:
+        await asyncio.wait_for(asyncio.gather(*(writer.store(_row(f"w-{n}")) for n in range(6))), timeout=10)
+
+    asyncio.run(turn())
+    writer.stop()  # the thread checkpoints before it exits
+    assert writer.checkpoints == 1
+    assert (tmp_path / "state.db").stat().st_size > before + 6 * len(ORDER)  # the rows left the WAL
+    engine.dispose()
+
+
 def test_a_topic_nothing_reads_is_stored_ignored_and_wakes_nobody(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     migrate(engine)
