@@ -52,7 +52,7 @@ from flowrun.state.tables import reading, urgent_waiting
 
 log = logging.getLogger("flowrun.worker")
 BATCH = 500
-CHUNK_SECONDS = 0.01
+CHUNK_SECONDS = 0.05
 YIELD_AFTER_SECONDS = 0.003  # past this, a batch ends early when a webhook's commit waits for the lock
 READ_AHEAD = 32  # due timers' runs read in one query per this many inputs
 ROUND_GAP = 0.02  # seconds between rounds begun by wake-ups (rounds with work left run at once)
