@@ -107,9 +107,21 @@ def validate(
 
 
 def _validate(paths: list[Path], output: OutputFormat) -> None:
-    from flowrun.flow.loader import load_flows
+    from datetime import UTC, datetime
 
-    result = load_flows(_existing(paths))
+    from flowrun.dryrun.timeline import is_timeline, load_timeline
+    from flowrun.errors import EventFileError
+    from flowrun.flow.loader import discover, load_flows
+
+    existing = _existing(paths)
+    timelines = [p for p in discover(existing) if is_timeline(p)]
+    result = load_flows(existing, skip=set(timelines))
+    for timeline in timelines:  # dry-run's event timelines: their entries and event files
+        result.files += 1
+        try:
+            load_timeline(timeline, datetime(2026, 1, 1, tzinfo=UTC))
+        except EventFileError as exc:
+            result.problems.extend(exc.problems)
     for config_file in _config_files(paths):
         result.files += 1
         result.problems.extend(_config_problems(config_file))
@@ -130,7 +142,8 @@ def _validate(paths: list[Path], output: OutputFormat) -> None:
         if result.problems:
             print(f"{result.files} {noun} checked, {len(result.problems)} problem(s).")
         else:
-            print(f"{result.files} {noun} checked, {len(result.flows)} flow(s) valid.")
+            also = f" and {len(timelines)} timeline(s)" if timelines else ""
+            print(f"{result.files} {noun} checked, {len(result.flows)} flow(s){also} valid.")
     raise typer.Exit(EXIT_PROBLEMS if result.problems or result.files == 0 else EXIT_OK)
 
 

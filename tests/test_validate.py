@@ -104,6 +104,16 @@ def test_the_example_project_file_is_valid(cli) -> None:
     assert result.exit_code == 0, result.output
 
 
+def test_timelines_are_checked_as_timelines_not_reported_as_broken_flows(cli, tmp_path: Path) -> None:
+    result = cli("validate", "examples/")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("0 flow(s) and 1 timeline(s) valid.")
+    (tmp_path / "t.yaml").write_text("- at: 0s\n  event: missing.json\n- at: soon\n  event: missing.json\n")
+    result = cli("validate", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'missing.json'}:1:1: cannot read event file" in result.output
+
+
 def test_serve_check_names_the_channel_a_flow_needs_and_fails(cli, tmp_path: Path) -> None:
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows/f.yaml").write_text(

@@ -31,6 +31,19 @@ def resolve_at(value: Any, start: datetime) -> datetime | None:
         return timestamp(text)
 
 
+def is_timeline(path: Path) -> bool:
+    """A list of `{at, event}` entries, bare or under `events`: what `flowrun validate`
+    checks as a timeline rather than reporting it as a malformed flow."""
+    try:
+        data = read_document(path, "timeline", EventFileError).data
+    except EventFileError:
+        return False  # unreadable or not YAML: the flow loader says where
+    if isinstance(data, dict) and "flow" not in data:
+        data = data.get("events")
+    entries = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+    return any("event" in e or "at" in e for e in entries) and not any("flow" in e for e in entries)
+
+
 def load_timeline(path: Path, start: datetime) -> list[Scheduled]:
     doc = read_document(path, "timeline", EventFileError)
     items = doc.data.get("events") if isinstance(doc.data, dict) else doc.data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,11 +91,14 @@ class FlowSet:
     files: int = 0
 
 
-def load_flows(paths: Iterable[Path]) -> FlowSet:
-    """Every flow under the paths; problems are collected, not raised, and ids must be unique."""
+def load_flows(paths: Iterable[Path], skip: Collection[Path] = ()) -> FlowSet:
+    """Every flow under the paths (but `skip`); problems are collected, not raised, and ids
+    must be unique."""
     result = FlowSet()
     first_seen: dict[str, Flow] = {}
     for path in discover(paths):
+        if path in skip:
+            continue
         result.files += 1
         try:
             flow = load_flow(path)
