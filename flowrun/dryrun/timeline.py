@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,15 @@ def resolve_at(value: Any, start: datetime) -> datetime | None:
 
 def is_timeline(path: Path) -> bool:
     """A list of `{at, event}` entries, bare or under `events`: what `flowrun validate`
-    checks as a timeline rather than reporting it as a malformed flow."""
+    checks as a timeline rather than reporting it as a malformed flow. Only a file that
+    starts with a list item or has a top-level `events:` is parsed here (flows are not)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    first = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    if not first.startswith("-") and not re.search(r"^events\s*:", text, re.MULTILINE):
+        return False
     try:
         data = read_document(path, "timeline", EventFileError).data
     except EventFileError:
