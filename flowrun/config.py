@@ -20,6 +20,7 @@ from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
 from flowrun.guardrails import CHANNELS, Guardrails, guardrail_schemas, load_guardrails
+from flowrun.runtime.settings import INACTIVE_AFTER
 from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
@@ -131,7 +132,6 @@ _CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
-INACTIVE_AFTER = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
 
 
 class Secret:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from flowrun.config import INACTIVE_AFTER
 from flowrun.dryrun.simulator import SimulationResult, Simulator
 from flowrun.dryrun.timeline import Scheduled, load_timeline, resolve_at
 from flowrun.errors import FlowError, UsageError
@@ -16,6 +15,7 @@ from flowrun.events.values import timestamp
 from flowrun.flow.loader import load_flows
 from flowrun.flow.model import Flow
 from flowrun.guardrails import Guardrails
+from flowrun.runtime.settings import INACTIVE_AFTER, Settings
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday morning; fixed so output is repeatable
 
@@ -83,15 +83,14 @@ def simulate(
     until: datetime | None = None,
     derive: Derive | None = None,
 ) -> SimulationResult:
-    settings = derive or Derive()
-    simulator = Simulator(
-        flows,
-        start,
-        abandonment_idle=settings.checkout_idle,
-        low_stock_threshold=settings.low_stock_threshold,
-        inactive_after=settings.inactive_after,
-        guardrails=settings.guardrails,
+    chosen = derive or Derive()
+    settings = Settings(
+        checkout_idle=chosen.checkout_idle,
+        low_stock_threshold=chosen.low_stock_threshold,
+        inactive_after=chosen.inactive_after,
+        guardrails=chosen.guardrails,
     )
+    simulator = Simulator(flows, start, settings)
     for item in scheduled:
         for event in item.events:
             simulator.add_event(item.at, event)

@@ -1,23 +1,34 @@
-"""The simulated clock: a queue of due items, the clock jumping from one to the next."""
+"""Dry-run: the runtime with in-memory adapters, a simulated clock that jumps to the next due
+time, and a deliverer that records instead of sending. Each round at a time takes the inputs in
+the order serve's engine does: action outcomes, events (and schedule ticks), timers, derivation
+checks, sends due."""
 
 from __future__ import annotations
 
 import gc
 import heapq
 import itertools
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from flowrun.actions import REGISTRY
-from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatcher
-from flowrun.engine.state import Perform, RunState, Transition, Wake
-from flowrun.events import Event, customer_key
+from flowrun.engine.state import RunState
+from flowrun.events import Event
 from flowrun.flow.model import Flow, ScheduleTrigger
-from flowrun.guardrails import SEND, Decision, Guardrails, decide, subscription_change
-from flowrun.loyalty import MemoryLedger
-from flowrun.runtime.manager import Manager
-from flowrun.runtime.store import MemoryStore
+from flowrun.runtime import inputs as i
+from flowrun.runtime.attempts import Delivered, after_attempt
+from flowrun.runtime.memory import MemoryUnitOfWork
+from flowrun.runtime.records import Send, SendStatus
+from flowrun.runtime.runtime import Runtime
+from flowrun.runtime.settings import Settings
+
+Answer = Callable[[Send], Mapping[str, Any]]  # what the outside world answers a send in dry-run
+
+
+def simulated_answer(send: Send) -> Mapping[str, Any]:
+    return REGISTRY[send.action].simulate(send.params, send.key)
 
 
 @dataclass(frozen=True)
@@ -45,40 +56,21 @@ class SimulationResult:
 class Simulator:
     flows: list[Flow]
     start: datetime
-    abandonment_idle: timedelta = timedelta(hours=1)
-    low_stock_threshold: int = 5
-    # customer.inactive is derived only up to a horizon (`run(until=...)`): without one, every
-    # order would stretch the simulation to its last threshold.
-    inactive_after: tuple[timedelta, ...] = ()
-    guardrails: Guardrails = field(default_factory=Guardrails)
-    store: MemoryStore = field(default_factory=MemoryStore)
-    ledger: MemoryLedger = field(default_factory=MemoryLedger)
+    settings: Settings = field(default_factory=Settings)
+    answer: Answer = simulated_answer
+    uow: MemoryUnitOfWork = field(default_factory=MemoryUnitOfWork)
 
     def __post_init__(self) -> None:
-        self.manager = Manager(self.flows, self.store)
-        self._queue: list[tuple[datetime, int, str, Any]] = []
+        self._events: list[tuple[datetime, int, Event]] = []
         self._seq = itertools.count()
-        self._run_order: list[str] = []
-        self._seen: set[str] = set()
-        self._actions: list[RecordedAction] = []
-        self._abandon = AbandonmentWatcher(self.abandonment_idle)
-        self._stock = InventoryWatcher(self.low_stock_threshold)
-        self._inactive = InactivityWatcher(self.inactive_after)
-        self._last_order: dict[str, str] = {}
-        self._sent: dict[tuple[str, str], list[datetime]] = {}
-        self._unsubscribed: set[str] = set()
-        self._until: datetime | None = None
         self._played = 0
 
-    def _push(self, at: datetime, kind: str, payload: Any) -> None:
-        heapq.heappush(self._queue, (at, next(self._seq), kind, payload))
-
     def add_event(self, at: datetime, event: Event) -> None:
-        self._push(at, "event", event)
+        heapq.heappush(self._events, (at, next(self._seq), event))
 
     def run(self, until: datetime | None = None) -> SimulationResult:
-        # Run states are immutable and cycle-free; with tens of thousands alive the
-        # cyclic collector spends its time re-scanning them, so pause it while playing.
+        # Run states are immutable and cycle-free; with tens of thousands alive the cyclic
+        # collector spends its time re-scanning them, so pause it while playing.
         enabled = gc.isenabled()
         gc.disable()
         try:
@@ -88,112 +80,94 @@ class Simulator:
                 gc.enable()
 
     def _run(self, until: datetime | None) -> SimulationResult:
-        self._until = until
-        if until is not None:
-            self._schedule_ticks(until)
-        while self._queue:
-            at, _, kind, payload = self._queue[0]
-            if until is not None and at > until:
+        # Inactivity is derived only up to a horizon: without one, every order would stretch
+        # the simulation to its last threshold.
+        settings = self.settings if until is not None else replace(self.settings, inactive_after=())
+        runtime = Runtime(self.flows, settings)
+        ticks = _ticks(self.flows, self.start, until)
+        while True:
+            now = self._next(ticks)
+            if now is None or (until is not None and now > until):
                 break
-            heapq.heappop(self._queue)
-            self._dispatch(at, kind, payload)
-        runs = [self.store.runs[i] for i in self._run_order]
-        return SimulationResult(self.start, runs, self._actions, until, self._played)
+            self._round(runtime, now, ticks)
+        runs = [self.uow.runs.runs[r] for r in self.uow.runs.order]
+        return SimulationResult(self.start, runs, self._recorded(), until, self._played)
 
-    def _dispatch(self, now: datetime, kind: str, payload: Any) -> None:
-        if kind == "event":
-            self._played += 1
-            consent = subscription_change(payload.type, payload.data)
-            if consent is not None and payload.customer_key:
-                (self._unsubscribed.discard if consent else self._unsubscribed.add)(payload.customer_key)
-            for check in self._abandon.observe(payload, now):
-                self._push(check.at, "abandon", check)
-            self._follow(self.manager.on_event(payload, now), now)
-            for stock_event in self._stock.observe(payload, now):
-                self._follow(self.manager.on_event(stock_event, now), now)
-            quiet = self._inactive.first_check(payload) if self._until is not None else None
-            if quiet is not None and payload.customer_key:
-                self._last_order[payload.customer_key] = payload.id
-                self._push(quiet.at, "inactive", quiet.state)
-        elif kind == "abandon":
-            derived = self._abandon.check(payload.key, payload.marker, now)
-            if derived is not None:
-                self._dispatch(now, "event", derived)
-        elif kind == "inactive":
-            if self._last_order.get(customer_key(payload) or "") == payload["order"]:  # no order since
-                inactive, following = self._inactive.fire(payload, now)
-                if following is not None:
-                    self._push(following.at, "inactive", following.state)
-                self._dispatch(now, "event", inactive)
-        elif kind == "timer":
-            run_id, due = payload
-            self._follow(self.manager.on_timer(run_id, due, now), now)
-        elif kind == "tick":
-            self._follow(self.manager.on_tick(payload, now, now), now)
-        elif kind == "perform":  # a send deferred by quiet hours
-            command, run = payload
-            self._follow(self._perform(command, run, now), now)
+    def _next(self, ticks: list[tuple[datetime, int, str]]) -> datetime | None:
+        uow = self.uow
+        times = [
+            self._events[0][0] if self._events else None,
+            ticks[0][0] if ticks else None,
+            uow.runs.next_timer(),
+            uow.checks.next_due(),
+            uow.outbox.next_due(),
+        ]
+        found = [t for t in times if t is not None]
+        return min(found) if found else None
 
-    def _follow(self, transitions: list[Transition], now: datetime) -> None:
-        pending = list(transitions)
-        while pending:
-            transition = pending.pop(0)
-            if transition.run.id not in self._seen:
-                self._seen.add(transition.run.id)
-                self._run_order.append(transition.run.id)
-            for command in transition.commands:
-                if isinstance(command, Wake):
-                    self._push(command.at, "timer", (command.run_id, command.at))
-                elif isinstance(command, Perform):
-                    pending.extend(self._perform(command, transition.run, now))
-
-    def _perform(self, command: Perform, run: RunState, now: datetime) -> list[Transition]:
-        """What serve's dispatcher does, simulated: guardrails first, then the provider's answer."""
-        decision = self._guard(command, run, now)
-        if decision.kind == "defer" and decision.at is not None:
-            self._push(decision.at, "perform", (command, run))
-            return []
-        skipped = decision.reason if decision.kind == "skip" else ""
-        if skipped:
-            result: dict[str, Any] = {"skipped": skipped}
-            transitions = self.manager.on_result(command.run_id, command.key, result, None, now)
-        else:
-            simulated = REGISTRY[command.action].simulate(command.params, command.key)
-            result, transitions = self.manager.on_delivered(command, simulated, self.ledger, now, now)
-        self._actions.append(
-            RecordedAction(
-                now, command.run_id, run.flow_id, command.step, command.action, dict(command.params), result, skipped
-            )
-        )
-        return transitions
-
-    def _guard(self, command: Perform, run: RunState, now: datetime) -> Decision:
-        channel = REGISTRY[command.action].channel
-        category = str(command.params.get("category", "marketing"))
-        if channel is None:
-            return SEND
-        who = run.customer_key
-        sent = self._sent.setdefault((who, channel), []) if who else []
-        customer = run.trigger.data.get("customer") or {}
-        flow = self.manager.flow_of(run)
-        rules = self.guardrails.overridden(flow.guardrails if flow else None)
-        decision = decide(rules, now, channel, category, customer, who, sent, bool(who and who in self._unsubscribed))
-        if decision.kind == "send":
-            sent.append(now)
-        return decision
-
-    def _schedule_ticks(self, until: datetime) -> None:
-        for flow in self.flows:
-            trigger = flow.trigger
-            if not isinstance(trigger, ScheduleTrigger):
-                continue
-            at = self.start
-            while True:
-                if trigger.cron is not None:
-                    at = trigger.cron.next_after(at)
+    def _round(self, runtime: Runtime, now: datetime, ticks: list[tuple[datetime, int, str]]) -> None:
+        uow = self.uow
+        while True:
+            units: list[i.Input] = [i.OutcomeDue(key) for key in uow.outbox.take_outcomes()]
+            while self._events and self._events[0][0] <= now:
+                units.append(i.EventIn(heapq.heappop(self._events)[2]))
+                self._played += 1
+            while ticks and ticks[0][0] <= now:
+                at, _, flow_id = heapq.heappop(ticks)
+                units.append(i.TickDue(flow_id, at))
+            units += [i.TimerDue(run_id, due) for run_id, due in uow.runs.due_timers(now)]
+            units += [i.CheckDue(check) for check in uow.checks.due_now(now)]
+            ready: list[Send] = []
+            for send in uow.outbox.due_now(now):
+                if send.status is SendStatus.PENDING:
+                    units.append(i.SendDue(send.key))
                 else:
-                    assert trigger.every is not None
-                    at = at + trigger.every
-                if at > until:
-                    break
-                self._push(at, "tick", flow.id)
+                    ready.append(send)
+            if not units and not ready:
+                return
+            for unit in units:
+                runtime.apply(uow, unit, now)
+            for send in ready:
+                self._deliver(send, now)
+
+    def _deliver(self, send: Send, now: datetime) -> None:
+        """What serve's dispatcher does, recorded: the answer is simulated (or stubbed)."""
+        settled = after_attempt(send, Delivered(self.answer(send)), now)
+        self.uow.outbox.put(settled.send)
+        self.uow.outbox.note(settled.attempt)
+
+    def _recorded(self) -> list[RecordedAction]:
+        recorded = []
+        for attempt in self.uow.outbox.attempts:
+            if attempt.outcome not in ("ok", "skipped"):
+                continue
+            send = self.uow.outbox.rows[attempt.key]
+            run = self.uow.runs.runs[send.run_id]
+            skipped = attempt.detail if attempt.outcome == "skipped" else ""
+            result = {"skipped": skipped} if skipped else dict(send.result or {})
+            recorded.append(
+                RecordedAction(
+                    attempt.at, send.run_id, run.flow_id, send.step, send.action, dict(send.params), result, skipped
+                )
+            )
+        return recorded
+
+
+def _ticks(flows: list[Flow], start: datetime, until: datetime | None) -> list[tuple[datetime, int, str]]:
+    """Schedule ticks up to the horizon (none without one: a schedule never ends)."""
+    found: list[tuple[datetime, int, str]] = []
+    if until is None:
+        return found
+    seq = itertools.count()
+    for flow in flows:
+        trigger = flow.trigger
+        if not isinstance(trigger, ScheduleTrigger):
+            continue
+        at = start
+        while True:
+            at = trigger.cron.next_after(at) if trigger.cron is not None else at + trigger.every  # type: ignore[operator]
+            if at > until:
+                break
+            found.append((at, next(seq), flow.id))
+    heapq.heapify(found)
+    return found

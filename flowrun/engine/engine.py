@@ -9,6 +9,7 @@ from typing import Any
 from flowrun.actions.base import render_tree
 from flowrun.engine import program as p
 from flowrun.engine.state import (
+    ActionSkipped,
     ActionSucceeded,
     Command,
     EventArrived,
@@ -110,9 +111,14 @@ def advance(flow: Flow, run: RunState, given: Input, now: datetime) -> Transitio
         return Transition(run, (), changed=False)
     step = flow.program[run.pc].step  # type: ignore[union-attr]
     where = format_path(step.path)
-    if isinstance(given, ActionSucceeded):
-        entry = TraceEntry(now, where, "result", "ok", {"result": dict(given.result)})
-        variables = {**run.vars, step.as_name: dict(given.result)} if step.as_name else run.vars
+    if isinstance(given, (ActionSucceeded, ActionSkipped)):
+        if isinstance(given, ActionSkipped):
+            result: dict[str, Any] = {"skipped": given.reason}
+            entry = TraceEntry(now, where, "result", "skipped", {"reason": given.reason})
+        else:
+            result = dict(given.result)
+            entry = TraceEntry(now, where, "result", "ok", {"result": result})
+        variables = {**run.vars, step.as_name: result} if step.as_name else run.vars
         return _play(flow, run.evolve(pc=run.pc + 1, vars=variables), now, [entry], [])
     entry = TraceEntry(now, where, "result", "failed", {"error": given.error})
     if step.on_error == "continue":

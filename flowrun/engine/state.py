@@ -92,7 +92,15 @@ class ActionFailed:
     error: str
 
 
-Input = Union[TimerFired, EventArrived, ActionSucceeded, ActionFailed]
+@dataclass(frozen=True)
+class ActionSkipped:
+    """A guardrail said no: the run goes on, `as:` sees `{"skipped": reason}`."""
+
+    key: str
+    reason: str
+
+
+Input = Union[TimerFired, EventArrived, ActionSucceeded, ActionFailed, ActionSkipped]
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The ports the runtime works through. Dry-run and `flowrun test` give it the in-memory
+adapters (flowrun.runtime.memory); serve gives it a unit of work over SQL (flowrun.state.uow).
+Every method acts inside the caller's unit of work: all of an input's effects, or none."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Protocol
+
+from flowrun.engine.state import RunState
+from flowrun.events import Event
+from flowrun.loyalty import Ledger
+from flowrun.runtime.records import Attempt, Check, Send
+
+
+class Runs(Protocol):
+    def get(self, run_id: str) -> RunState | None: ...
+
+    def save(self, run: RunState) -> None: ...
+
+    def active_for_customer(self, customer_key: str, flow_ids: Collection[str]) -> list[RunState]: ...
+
+    def active_for_key(self, flow_id: str, concurrency_key: str) -> list[RunState]: ...
+
+    def last_started(self, flow_id: str, customer_key: str) -> RunState | None:
+        """The newest run of this flow for this customer that was not skipped."""
+        ...
+
+    def awaiting(self, event_type: str) -> list[RunState]:
+        """Runs in a `wait: {for:}` on this type, in the partitions this unit of work owns."""
+        ...
+
+
+class Outbox(Protocol):
+    def add(self, send: Send) -> bool:
+        """False when a row with this key exists (a replayed transition): one send."""
+        ...
+
+    def get(self, key: str) -> Send | None: ...
+
+    def put(self, send: Send) -> None:
+        """Write back a row read with `get` (its status, times, result)."""
+        ...
+
+    def cancel_unsent(self, run_id: str, reason: str, now: datetime) -> list[str]:
+        """Rows of this run not sent yet (pending, ready, parked) become cancelled; their keys."""
+        ...
+
+    def note(self, attempt: Attempt) -> None: ...
+
+
+class SendLog(Protocol):
+    """Marketing sends per customer and channel, for frequency caps. A send counts from the
+    moment it is decided until it fails for good (so two cannot both pass a cap)."""
+
+    def recent(self, customer_key: str, channel: str, since: datetime) -> list[datetime]: ...
+
+    def reserve(self, key: str, customer_key: str, channel: str, at: datetime) -> None: ...
+
+    def release(self, key: str) -> None: ...
+
+
+class Consent(Protocol):
+    def suppressed(self, customer_key: str) -> bool: ...
+
+    def record(self, customer_key: str, suppressed: bool, reason: str, at: datetime) -> None: ...
+
+
+class Checks(Protocol):
+    def get(self, name: str) -> Check | None: ...
+
+    def put(self, check: Check) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    @property
+    def runs(self) -> Runs: ...
+    @property
+    def outbox(self) -> Outbox: ...
+    @property
+    def sends(self) -> SendLog: ...
+    @property
+    def consent(self) -> Consent: ...
+    @property
+    def checks(self) -> Checks: ...
+    @property
+    def ledger(self) -> Ledger: ...
+
+    def owns(self, part: int) -> bool:
+        """Whether this instance moves partition `part` in this unit of work."""
+        ...
+
+    def fan_out(self, event: Event, part: int, *, reach_only: bool) -> None:
+        """Hand an event to partition `part`'s owner: applied there in full, or (`reach_only`)
+        only to the waits with `where:` of runs there."""
+        ...
+
+
+__all__ = ["Checks", "Consent", "Outbox", "Runs", "SendLog", "UnitOfWork"]

@@ -1,0 +1,19 @@
+"""The project settings the runtime decides with: derivation thresholds, guardrails, attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flowrun.guardrails import Guardrails
+
+INACTIVE_AFTER = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
+
+
+@dataclass(frozen=True)
+class Settings:
+    checkout_idle: timedelta = timedelta(hours=1)
+    low_stock_threshold: int = 5
+    inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    action_attempts: int = 5
