@@ -346,8 +346,8 @@ def serve(
 
 
 def _serve(config_path: Path | None, check: bool) -> None:
-    from flowrun.serve.service import check as check_service
-    from flowrun.serve.service import serve as run_service
+    from flowrun.serve.check import check as check_service
+    from flowrun.serve.supervisor import serve as run_service
 
     config = _config(config_path, secrets=True)
     if check:
@@ -428,9 +428,11 @@ def _retry(config_path: Path | None, keys: list[str], all_parked: bool) -> None:
         for line in lines or ["no parked actions"]:
             print(line)
         return
-    count = requeue(config, keys or None)
+    count, refused = requeue(config, keys or None)
+    for key, why in refused:
+        print(f"not re-queued: {key}: {why}")
     print(f"re-queued {count} parked action(s)")
-    raise typer.Exit(EXIT_OK if count else EXIT_PROBLEMS)
+    raise typer.Exit(EXIT_OK if count and not refused else EXIT_PROBLEMS)
 
 
 def run() -> None:

@@ -20,7 +20,7 @@ from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
 from flowrun.guardrails import CHANNELS, Guardrails, guardrail_schemas, load_guardrails
-from flowrun.runtime.settings import INACTIVE_AFTER
+from flowrun.runtime.settings import INACTIVE_AFTER, Settings
 from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
@@ -119,6 +119,12 @@ _CONFIG_SCHEMA: dict[str, Any] = {
             },
             suppression_list={"type": "string", "description": "file of emails/phones (one a line) never marketed to"},
         ),
+        cluster=_closed(
+            lease={
+                **DURATION,
+                "description": "how long a dead instance's partitions and claimed sends stay its own (default 10s)",
+            },
+        ),
         derive=_closed(
             checkout_idle=DURATION,
             low_stock_threshold={"type": "integer", "minimum": 0},
@@ -130,8 +136,6 @@ _CONFIG_SCHEMA: dict[str, Any] = {
         ),
     ),
 }
-
-
 
 
 class Secret:
@@ -167,6 +171,17 @@ class Config:
     low_stock_threshold: int = 5
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
     guardrails: Guardrails = field(default_factory=Guardrails)
+    lease: timedelta = timedelta(seconds=10)
+
+    def settings(self) -> Settings:
+        """What the runtime decides with."""
+        return Settings(
+            checkout_idle=self.checkout_idle,
+            low_stock_threshold=self.low_stock_threshold,
+            inactive_after=self.inactive_after,
+            guardrails=self.guardrails,
+            action_attempts=self.action_attempts,
+        )
 
     def secrets(self) -> list[str]:
         """Every secret value, for redaction."""
@@ -307,4 +322,5 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         inactive_after=tuple(sorted(parse_duration(d) for d in derive["inactive_after"]))
         if "inactive_after" in derive
         else INACTIVE_AFTER,
+        lease=parse_duration((data.get("cluster") or {}).get("lease", "10s")),
     )

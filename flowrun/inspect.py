@@ -5,19 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from flowrun.config import Config
 from flowrun.engine.state import FINAL
 from flowrun.errors import UsageError
 from flowrun.jsonout import iso, plain
-from flowrun.state import codec
-from flowrun.state.sqlstore import SqlStore
-from flowrun.state.tables import attempts, make_engine, migrate, outbox, reading, runs
+from flowrun.state import admin, codec
+from flowrun.state.customers import SqlLedger, balances, history
+from flowrun.state.database import make_engine, reading
+from flowrun.state.migrations import require_current
+from flowrun.state.runs import SqlRuns
+from flowrun.state.schema import attempts, outbox, runs
 
 
-def _engine(config: Config):  # type: ignore[no-untyped-def]
+def _engine(config: Config) -> Engine:
+    """The state database, read as it is: an inspection never migrates it."""
     engine = make_engine(config.database)
-    migrate(engine)
+    require_current(engine)
     return engine
 
 
@@ -53,15 +58,13 @@ def customer_filter(customer: str) -> str:
 
 def loyalty(config: Config, customer: str | None, limit: int) -> list[str]:
     """Balances (highest first), or one customer's balance and ledger, newest first."""
-    from flowrun.state.ledger import SqlLedger
-
     with reading(_engine(config)) as conn:
         ledger = SqlLedger(conn)
         if customer is None:
-            rows = ledger.balances(limit)
+            rows = balances(conn, limit)
             return [f"{'BALANCE':>8}  CUSTOMER", *(f"{b:>8}  {k}" for k, b in rows)]
         key = customer_filter(customer)
-        entries = ledger.history(key, limit)
+        entries = history(conn, key, limit)
         header = f"{'WHEN':<21} {'POINTS':>7} {'BALANCE':>8}  {'RUN':<24} REASON"
         lines = [f"{key}: {ledger.balance(key)} points", header]
         for e in entries:
@@ -76,7 +79,7 @@ def _short(value: datetime) -> str:
 def show_run(config: Config, run_id: str) -> list[str]:
     engine = _engine(config)
     with reading(engine) as conn:
-        run = SqlStore(conn).get(run_id)
+        run = SqlRuns(conn, None).get(run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}; `flowrun runs` lists them")
         actions = (
@@ -125,6 +128,7 @@ def list_parked(config: Config) -> list[str]:
     return [f"{r['key']}  {r['action']}  attempts={r['attempts']}  {r['last_error']}" for r in rows]
 
 
-def requeue(config: Config, keys: list[str] | None) -> int:
+def requeue(config: Config, keys: list[str] | None) -> tuple[int, list[tuple[str, str]]]:
+    """Parked actions back to the runtime (decided again, attempts from zero); and those refused, why."""
     with _engine(config).begin() as conn:
-        return SqlStore(conn).requeue(keys, datetime.now(UTC))
+        return admin.requeue(conn, keys, datetime.now(UTC))

@@ -85,6 +85,10 @@ class RetryableError(Exception):
         self.retry_after = retry_after
 
 
+class RateLimitedError(RetryableError):
+    """HTTP 429 with a `Retry-After`: the provider asked to come back later; not a failed attempt."""
+
+
 @dataclass
 class DeliveryContext:
     """What a delivery may use: the shared HTTP client, its settings, a logger, a timeout."""

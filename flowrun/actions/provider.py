@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError, retry_after_seconds
+from flowrun.actions.base import DeliveryContext, PermanentError, RateLimitedError, RetryableError, retry_after_seconds
 
 
 async def call(
@@ -36,6 +36,9 @@ async def call(
         except (ValueError, KeyError, TypeError, AttributeError):
             detail = None
     message = f"{provider} HTTP {response.status_code}: {detail or response.text[:300]}"
+    retry_after = retry_after_seconds(response.headers.get("retry-after"))
+    if response.status_code == 429 and retry_after is not None:
+        raise RateLimitedError(message, retry_after)
     if response.status_code in (408, 425, 429) or response.status_code >= 500:
-        raise RetryableError(message, retry_after_seconds(response.headers.get("retry-after")))
+        raise RetryableError(message, retry_after)
     raise PermanentError(message)

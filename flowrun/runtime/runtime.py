@@ -99,6 +99,24 @@ class Runtime:
             self._outcome(step, unit.key)
         return step.applied
 
+    def fail_run(self, uow: UnitOfWork, run_id: str, error: str, now: datetime) -> Applied:
+        """Quarantine: an input that broke the runtime ends its run `failed` with the error,
+        instead of being tried again every round."""
+        step = _Pass(uow, now)
+        run = uow.runs.get(run_id)
+        if run is not None and not run.status.final:
+            flow = self.flows.flow_of(run)
+            entry = TraceEntry(now, "(runtime)", "error", "failed", {"error": error})
+            failed = run.evolve(
+                status=Status.FAILED, reason=error, wake_at=None, updated_at=now, trace=(*run.trace, entry)
+            )
+            if flow is not None:
+                self._apply(step, flow, Transition(failed, (Finished(run.id, Status.FAILED),)))
+            else:
+                uow.runs.save(failed)
+                cancel_sends(uow, failed, now)
+        return step.applied
+
     # -- events ---------------------------------------------------------------------------
 
     def _event(self, step: _Pass, event: Event, reach_only: bool = False) -> None:
@@ -230,8 +248,9 @@ class Runtime:
         flow = self.flows.flow_of(run) if run else None
         if run is not None and flow is not None and not run.status.final:
             self._decide(step, flow, run, send)
-        elif run is not None:
-            cancel_sends(step.uow, run, step.now)
+        else:
+            why = "its run is gone" if run is None else f"run {run.status.value}"
+            step.uow.outbox.put(send.evolve(status=SendStatus.CANCELLED, last_error=why, updated_at=step.now))
 
     def _outcome(self, step: _Pass, key: str) -> None:
         uow = step.uow

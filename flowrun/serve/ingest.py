@@ -35,8 +35,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from flowrun.state.sqlstore import insert_inbox_rows, insert_inbox_rows_sqlite, pend_set_aside
-from flowrun.state.tables import URGENT
+from flowrun.state.inbox import insert_rows, insert_rows_sqlite, pend_set_aside
 
 log = logging.getLogger("flowrun.ingest")
 MAX_BATCH = 512
@@ -147,15 +146,10 @@ class InboxWriter:
             self._fast.dbapi_connection.execute("PRAGMA busy_timeout=0")
             self._fast.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
         dbapi: Any = self._fast.dbapi_connection
-        if not dbapi.try_writer_lock():
+        if not dbapi.try_begin_immediate():
             return None
         try:
-            dbapi.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # a writer outside flowrun's locks
-            dbapi.drop_writer_lock()
-            return None
-        try:
-            stored = insert_inbox_rows_sqlite(dbapi, self.engine.dialect, self._stamp(rows))
+            stored = insert_rows_sqlite(dbapi, self.engine.dialect, self._stamp(rows))
             dbapi.commit()
         except sqlite3.OperationalError as exc:  # e.g. busy: the thread tries again, waiting
             log.warning("inbox write failed, handing it to the writer thread: %s", exc)
@@ -167,7 +161,6 @@ class InboxWriter:
         return stored
 
     def _loop(self) -> None:
-        URGENT.writes = True  # webhooks wait for this commit: go before the worker's batches
         while True:
             self._signal.wait()
             self._signal.clear()
@@ -235,7 +228,7 @@ class InboxWriter:
     def _insert(self, rows: list[dict[str, Any]]) -> list[bool]:
         if self.engine.dialect.name != "sqlite":
             with self.engine.begin() as conn:
-                return insert_inbox_rows(conn, self._stamp(rows))
+                return insert_rows(conn, self._stamp(rows))
         # SQLite: straight on the driver connection, four statements a batch (BEGIN IMMEDIATE,
         # lookup, INSERT, COMMIT); the SQLAlchemy layer around them cost more than the writes.
         raw = self.engine.raw_connection()
@@ -243,7 +236,7 @@ class InboxWriter:
             dbapi: Any = raw.dbapi_connection
             dbapi.begin_immediate()  # the same writer locks as every SQLAlchemy transaction
             try:
-                stored = insert_inbox_rows_sqlite(dbapi, self.engine.dialect, self._stamp(rows))
+                stored = insert_rows_sqlite(dbapi, self.engine.dialect, self._stamp(rows))
                 dbapi.commit()
             except BaseException:
                 dbapi.rollback()

@@ -19,7 +19,7 @@ class Metrics:
         self.lateness_max = 0.0
         self.lateness_sum = 0.0
         self.lateness_count = 0
-        self.peer: dict[str, Any] = {}  # the other process's latest snapshot()
+        self.peers: dict[str, dict[str, Any]] = {}  # other processes' latest snapshot(), by part
 
     def count(self, name: str, value: float = 1, **labels: str) -> None:
         self.counters[name][tuple(sorted(labels.items()))] += value
@@ -38,13 +38,16 @@ class Metrics:
     async def render(self) -> str:
         lines: list[str] = []
         series: dict[str, dict[Labels, float]] = {k: dict(v) for k, v in self.counters.items()}
-        for name, values in self.peer.get("counters", {}).items():
-            for labels, value in values.items():
-                series.setdefault(name, {})
-                series[name][labels] = series[name].get(labels, 0.0) + value
+        peer_max, peer_sum, peer_count = 0.0, 0.0, 0
+        for peer in self.peers.values():
+            for name, values in peer.get("counters", {}).items():
+                for labels, value in values.items():
+                    series.setdefault(name, {})
+                    series[name][labels] = series[name].get(labels, 0.0) + value
+            late_max, late_sum, late_count = peer.get("lateness", (0.0, 0.0, 0))
+            peer_max, peer_sum, peer_count = max(peer_max, late_max), peer_sum + late_sum, peer_count + late_count
         if self.gauges is not None:
             series.update(await self.gauges())
-        peer_max, peer_sum, peer_count = self.peer.get("lateness", (0.0, 0.0, 0))
         series["flowrun_timer_lateness_seconds_max"] = {(): max(self.lateness_max, peer_max)}
         series["flowrun_timer_lateness_seconds_sum"] = {(): self.lateness_sum + peer_sum}
         series["flowrun_timer_lateness_seconds_count"] = {(): float(self.lateness_count + peer_count)}

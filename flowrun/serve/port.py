@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-import os
 import signal
-import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import uvicorn
@@ -26,11 +25,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from flowrun.config import Config
-from flowrun.serve.ingest import InboxWriter, SetAside
+from flowrun.serve import messages as m
+from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
-from flowrun.state.tables import inbox, make_engine, outbox, reading, runs
+from flowrun.state.database import make_engine, reading
+from flowrun.state.schema import inbox, outbox, runs
+from flowrun.state.sqlite_writer import LockLike
 
 log = logging.getLogger("flowrun.port")
 
@@ -41,32 +43,44 @@ class _Server(uvicorn.Server):
         yield  # handlers are installed below: SIGTERM and SIGINT stop accepting, SIGHUP is the engine's
 
 
-def run_port(config: Config, wake: Connection, peer_metrics: Connection, parent: int, aside: SetAside) -> None:
+@dataclass(frozen=True)
+class PortPipes:
+    to_engine: Connection  # new inbox rows
+    control: Connection  # from the engine: topics to set aside
+    statuses: list[Connection]  # from the engine and the dispatcher: heartbeats and counters
+
+
+def run_port(config: Config, pipes: PortPipes, writer_lock: LockLike | None, parent: int) -> None:
     """The child process's entry point (multiprocessing, spawn)."""
-    die_with_parent()
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
+    die_with_parent(parent)
     setup_logging(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_serve(config, wake, peer_metrics, aside))
+        runner.run(_serve(config, pipes, writer_lock))
 
 
-async def _serve(config: Config, wake: Connection, peer_metrics: Connection, aside: SetAside) -> None:
-    engine = make_engine(config.database)
+async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None) -> None:
+    engine = make_engine(config.database, writer_lock)
     metrics = Metrics()
     metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
-
-    os.set_blocking(wake.fileno(), False)  # a full pipe already holds a wake-up: never wait on it
-
-    def committed() -> None:
-        with contextlib.suppress(OSError):  # full, or the engine is gone: it reads the inbox when it is back
-            wake.send_bytes(b"w")
-
-    writer = InboxWriter(engine, on_commit=committed, aside=aside)
+    to_engine = m.Outlet(pipes.to_engine, lossy=True)
+    writer = InboxWriter(engine, on_commit=lambda: to_engine.send(m.InboxCommitted()))
     writer.start()
-    threading.Thread(target=_receive, args=(peer_metrics, metrics, writer), name="from-engine", daemon=True).start()
+    m.listen(pipes.control, writer.set_aside, "port-control")
+    heard: dict[str, tuple[float, m.Status]] = {}
+
+    def status(message: m.Status) -> None:
+        heard[message.part] = (time.monotonic(), message)
+        metrics.peers[message.part] = message.metrics or {}
+
+    for n, end in enumerate(pipes.statuses):
+        m.listen(end, status, f"port-status-{n}")
+    stale_after = config.lease.total_seconds()
 
     async def health() -> bool:
+        now = time.monotonic()
+        for part in ("engine", "dispatcher"):
+            if part not in heard or now - heard[part][0] > stale_after:
+                return False
         try:
             return await asyncio.to_thread(_probe, engine)
         except Exception:
@@ -85,16 +99,6 @@ async def _serve(config: Config, wake: Connection, peer_metrics: Connection, asi
     engine.dispose()
 
 
-def _receive(peer: Connection, metrics: Metrics, writer: InboxWriter) -> None:
-    with contextlib.suppress(EOFError, OSError):
-        while True:
-            message = peer.recv()
-            if isinstance(message, SetAside):
-                writer.set_aside(message)
-            else:
-                metrics.peer = message
-
-
 def _probe(engine: Engine) -> bool:
     with reading(engine) as conn:
         conn.execute(text("SELECT 1"))
@@ -111,70 +115,3 @@ def _gauges(engine: Engine) -> dict[str, dict[Labels, float]]:
         "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
         "flowrun_inbox_backlog": {(): float(backlog or 0)},
     }
-
-
-class PortProcess:
-    """The engine's handle on the port's process: start, stop (SIGTERM: stop accepting, answer
-    what is in flight), and the two pipes. `on_exit` runs if the process ends on its own."""
-
-    def __init__(
-        self,
-        config: Config,
-        on_wake: Callable[[], None],
-        metrics: Metrics,
-        on_exit: Callable[[], None],
-        aside: SetAside,
-    ):
-        context = multiprocessing.get_context("spawn")
-        self._wake_in, wake_out = context.Pipe(duplex=False)
-        metrics_in, self._metrics_out = context.Pipe(duplex=False)
-        self._child_ends = (wake_out, metrics_in)
-        self.process = context.Process(
-            target=run_port,
-            args=(config, wake_out, metrics_in, os.getpid(), aside),
-            name="flowrun-port",
-            daemon=False,
-        )
-        self.on_wake, self.metrics, self.on_exit = on_wake, metrics, on_exit
-        self._stopped = threading.Event()
-        self._sending = threading.Lock()  # two threads send down one pipe
-
-    def set_aside(self, aside: SetAside) -> None:
-        with self._sending, contextlib.suppress(OSError, ValueError):
-            self._metrics_out.send(aside)
-
-    def start(self) -> None:
-        self.process.start()
-        for end in self._child_ends:  # only the child holds these now: its exit reads as EOF here
-            end.close()
-        threading.Thread(target=self._read_wakes, name="port-wakes", daemon=True).start()
-        threading.Thread(target=self._send_metrics, name="port-metrics", daemon=True).start()
-
-    def stop(self, grace: float) -> None:
-        self._stopped.set()
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(grace)
-        if self.process.is_alive():
-            log.error("the webhook port did not stop within %.0f s; killing it", grace)
-            self.process.kill()
-            self.process.join()
-
-    def _read_wakes(self) -> None:
-        try:
-            while True:
-                self._wake_in.recv_bytes()
-                self.on_wake()
-        except (EOFError, OSError):
-            pass
-        self.process.join()
-        if not self._stopped.is_set():
-            self.on_exit()
-
-    def _send_metrics(self) -> None:
-        while not self._stopped.wait(0.5):
-            try:
-                with self._sending:
-                    self._metrics_out.send(self.metrics.snapshot())
-            except (OSError, ValueError):
-                return

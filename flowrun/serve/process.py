@@ -67,13 +67,20 @@ def clock_from_env() -> Callable[[], datetime]:
     return read
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int) -> None:
     """Linux: the kernel kills this process when its parent dies, so a `kill -9` of serve's
     main process never leaves a webhook port answering for an engine that is gone."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def test_clock_poll() -> float | None:
+    """With a test clock (a file the test moves), how often a sleeping part looks at it again."""
+    return 0.02 if os.environ.get("FLOWRUN_TEST_CLOCK_FILE") else None
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -25,16 +25,48 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} in the state database")
 
 
+MARKERS = frozenset({"$dec", "$time", "$esc"})
+
+
 def _decode(obj: dict[str, Any]) -> Any:
     if len(obj) == 1:
         if "$dec" in obj:
             return Decimal(obj["$dec"])
         if "$time" in obj:
             return datetime.fromisoformat(obj["$time"])
+        if "$esc" in obj:  # a stored mapping that looked like a marker
+            key, value = obj["$esc"]
+            return {key: value}
     return obj
 
 
+def _lookalike(value: Any) -> bool:
+    """Whether a mapping somewhere in `value` would read back as a marker."""
+    if isinstance(value, Mapping):
+        if len(value) == 1 and next(iter(value)) in MARKERS:
+            return True
+        return any(_lookalike(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_lookalike(v) for v in value)
+    return False
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if len(value) == 1 and next(iter(value)) in MARKERS:
+            [(key, inner)] = value.items()
+            return {"$esc": [key, _escaped(inner)]}
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
+    """JSON with exact money and aware times; what was stored is what `loads` gives back, even a
+    payload whose own keys look like those markers (`{"$time": ...}` from a store)."""
+    if _lookalike(value):
+        value = _escaped(value)
     return json.dumps(value, default=_encode, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -116,3 +148,11 @@ def _aware(value: datetime) -> datetime:
     from datetime import UTC
 
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite keeps a timestamp's wall time and drops its offset: store every one in UTC (a
+    quiet-hours end in New York was read back five hours early)."""
+    from datetime import UTC
+
+    return value.astimezone(UTC) if value is not None else None

@@ -1,0 +1,24 @@
+"""Which partition a stored delivery belongs to: its customer's (or stock item's), so that one
+instance moves each customer's events in order. Only several instances need it (PostgreSQL);
+on SQLite one instance owns every partition and deliveries are stored in partition 0."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flowrun.events.normalise import normalise, parse_json
+from flowrun.runtime.records import event_key, partition_of
+
+
+def delivery_part(source: str, topic: str | None, body: bytes, delivery_id: str) -> int:
+    try:
+        events = normalise(
+            parse_json(body),
+            source=source,
+            topic=topic if source != "custom" else None,
+            delivery_id=delivery_id if source == "shopify" else None,
+            received_at=datetime.now(UTC),  # who it is about does not depend on when
+        )
+    except Exception:  # what cannot become an event is rejected by whoever reads it
+        return partition_of(f"delivery:{source}:{delivery_id}")
+    return partition_of(event_key(events[0])) if events else partition_of(f"delivery:{source}:{delivery_id}")

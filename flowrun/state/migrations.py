@@ -1,0 +1,146 @@
+"""Versioned migrations. A new database gets the newest schema at once; an older one is brought
+forward one version at a time, each step in the same transaction as its version stamp."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Table, insert, inspect, select, text
+from sqlalchemy.engine import Connection, Engine
+
+from flowrun.errors import UsageError
+from flowrun.state import codec
+from flowrun.state.schema import (
+    instances,
+    loyalty_balances,
+    loyalty_ledger,
+    metadata,
+    partitions,
+    schema_version,
+    sends,
+    suppressions,
+)
+
+
+def _v2(conn: Connection) -> None:
+    """Derived-event checks get an indexed due time."""
+    zone = " WITH TIME ZONE" if conn.dialect.name == "postgresql" else ""
+    conn.execute(text(f"ALTER TABLE cursors ADD COLUMN due_at TIMESTAMP{zone}"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS cursors_due ON cursors (due_at)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS runs_awaiting ON runs (status, awaiting)"))
+    old = conn.execute(text("SELECT name, value FROM cursors WHERE name LIKE 'abandon:%'")).all()
+    for name, value in old:  # v1 kept {"due", "event"} in the value
+        check = codec.loads(value)
+        moved = {"value": codec.dumps(check["event"]), "due_at": check["due"]}
+        conn.execute(
+            text("UPDATE cursors SET value = :value, due_at = :due_at WHERE name = :name"), {**moved, "name": name}
+        )
+
+
+def _v3(conn: Connection) -> None:
+    """Guardrails: marketing sends per customer and channel (caps), and unsubscribed customers."""
+    metadata.create_all(conn, tables=[sends, suppressions])
+
+
+def _v4(conn: Connection) -> None:
+    """The loyalty ledger."""
+    metadata.create_all(conn, tables=[loyalty_ledger, loyalty_balances])
+
+
+def _v5(conn: Connection) -> None:
+    """A run's trigger event in its own column, encoded once."""
+    if "trigger_event" not in _columns(conn, "runs"):
+        conn.execute(text("ALTER TABLE runs ADD COLUMN trigger_event TEXT"))
+
+
+def _v6(conn: Connection) -> None:
+    """One runtime: partitions on every row that moves with a customer, outbox rows that carry
+    their guardrail inputs and whether the run took their outcome, instances and leases."""
+    from flowrun.state import upgrade_v6
+
+    upgrade_v6.run(conn)
+    metadata.create_all(conn, tables=[instances, partitions])
+    seed_partitions(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6]
+NEWEST = len(MIGRATIONS) + 1
+
+
+def seed_partitions(conn: Connection) -> None:
+    from flowrun.runtime.records import PARTITIONS
+
+    have = {row[0] for row in conn.execute(select(partitions.c.part))}
+    missing = [{"part": p} for p in range(PARTITIONS) if p not in have]
+    if missing:
+        conn.execute(insert(partitions), missing)
+
+
+def version_of(conn: Connection) -> int:
+    """The schema version of this database (0: none yet)."""
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    found = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())).scalar()
+    return int(found or 0)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to the newest version; returns it. Safe to call at every start, and
+    from several instances at once on PostgreSQL (they queue on a table lock)."""
+    with engine.begin() as conn:
+        schema_version.create(conn, checkfirst=True)
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("LOCK TABLE schema_version IN EXCLUSIVE MODE"))
+        current = version_of(conn)
+        if current == 0:
+            metadata.create_all(conn)
+            seed_partitions(conn)
+            conn.execute(insert(schema_version), [{"version": v} for v in range(1, NEWEST + 1)])
+            return NEWEST
+        for version, step in enumerate(MIGRATIONS[current - 1 :], start=current + 1):
+            step(conn)
+            conn.execute(insert(schema_version).values(version=version))
+        return NEWEST
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+def add_missing_columns(conn: Connection, table: Table) -> None:
+    """ALTER TABLE ADD COLUMN for each column of `table` the database lacks (with its default)."""
+    have = _columns(conn, table.name)
+    for column in table.columns:
+        if column.name in have:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        default = column.default.arg if column.default is not None else None  # type: ignore[attr-defined]
+        suffix = f" NOT NULL DEFAULT {_literal(default)}" if default is not None and not column.nullable else ""
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{suffix}"))
+
+
+def _literal(value: object) -> str:
+    return str(value) if isinstance(value, (int, float)) else "'" + str(value).replace("'", "''") + "'"
+
+
+class SchemaMismatch(UsageError):
+    """The database's schema is not the one this flowrun reads."""
+
+
+def require_current(engine: Engine) -> None:
+    """For commands that only read: refuse a schema this version does not know (never migrate it)."""
+    with engine.connect() as conn:
+        found = version_of(conn)
+    if found == NEWEST:
+        return
+    if found == 0:
+        raise SchemaMismatch(f"{engine.url.render_as_string(hide_password=True)} has no flowrun state yet")
+    if found > NEWEST:
+        raise SchemaMismatch(
+            f"the state database is at schema v{found}, newer than this flowrun (v{NEWEST}): use the flowrun"
+            " that serves it"
+        )
+    raise SchemaMismatch(
+        f"the state database is at schema v{found}; this flowrun reads v{NEWEST}. `flowrun serve` migrates it"
+        " when it starts"
+    )
