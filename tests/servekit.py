@@ -20,7 +20,9 @@ import httpx
 import pytest
 
 from flowrun.config import Config, Secret
-from flowrun.state.tables import make_engine, metadata, migrate, schema_version
+from flowrun.state.database import make_engine
+from flowrun.state.migrations import migrate
+from flowrun.state.schema import metadata, schema_version
 
 POSTGRES_URL = os.environ.get("FLOWRUN_TEST_POSTGRES_URL")
 

@@ -9,12 +9,11 @@ from flowrun.actions.base import (
     TEMPLATED,
     ActionType,
     DeliveryContext,
-    PermanentError,
     RetryableError,
     obj,
     result,
-    retry_after_seconds,
 )
+from flowrun.actions.provider import refusal
 from flowrun.durations import parse_duration
 
 
@@ -68,10 +67,7 @@ class Http(ActionType):
         expected = params.get("expect_status")
         ok = response.status_code in expected if expected else response.is_success
         if not ok:
-            detail = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code in (408, 425, 429) or response.status_code >= 500:
-                raise RetryableError(detail, retry_after_seconds(response.headers.get("retry-after")))
-            raise PermanentError(detail)
+            raise refusal(response, f"HTTP {response.status_code}: {response.text[:300]}")
         try:
             body = response.json()
         except ValueError:

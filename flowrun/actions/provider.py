@@ -35,10 +35,15 @@ async def call(
             detail = explain(response.json())
         except (ValueError, KeyError, TypeError, AttributeError):
             detail = None
-    message = f"{provider} HTTP {response.status_code}: {detail or response.text[:300]}"
+    raise refusal(response, f"{provider} HTTP {response.status_code}: {detail or response.text[:300]}")
+
+
+def refusal(response: httpx.Response, message: str) -> Exception:
+    """What a provider's error answer means for the attempt: 429 with Retry-After comes back then
+    (no attempt spent); 408, 425, 429 and 5xx are retried; any other 4xx fails at once."""
     retry_after = retry_after_seconds(response.headers.get("retry-after"))
     if response.status_code == 429 and retry_after is not None:
-        raise RateLimitedError(message, retry_after)
+        return RateLimitedError(message, retry_after)
     if response.status_code in (408, 425, 429) or response.status_code >= 500:
-        raise RetryableError(message, retry_after)
-    raise PermanentError(message)
+        return RetryableError(message, retry_after)
+    return PermanentError(message)

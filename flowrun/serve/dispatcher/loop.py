@@ -78,11 +78,12 @@ class Dispatcher:
     async def once(self, http: object | None = None) -> int:
         """Claim what is due now, send it all and write the answers; how many were sent. For
         driving the dispatcher step by step (tests, with a clock they move)."""
-        if self.attempt is None:
-            assert http is not None
-            self.attempt = lambda send: attempt(send, http, self.channels, self.sources)  # type: ignore[arg-type]
+        perform = self.attempt
+        if http is not None:
+            perform = lambda send: attempt(send, http, self.channels, self.sources)  # type: ignore[arg-type]  # noqa: E731
+        assert perform is not None
         claimed = await asyncio.to_thread(self._claim, self.concurrency)
-        outcomes = await asyncio.gather(*(self.attempt(send) for send in claimed))
+        outcomes = await asyncio.gather(*(perform(send) for send in claimed))
         settled = [after_attempt(send, outcome, self.clock()) for send, outcome in zip(claimed, outcomes, strict=True)]
         if settled:
             await asyncio.to_thread(self._finish, settled)
