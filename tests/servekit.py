@@ -103,6 +103,9 @@ class Sink:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: list[tuple[int, dict[str, str]]] = []
+        self.after_answer: Any = None  # called with the number of requests answered so far
+        self._answered = 0
+        self._lock = threading.Lock()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,6 +129,12 @@ class Sink:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+                self.wfile.flush()
+                with sink._lock:
+                    sink._answered += 1
+                    count = sink._answered
+                if sink.after_answer is not None:
+                    sink.after_answer(count)
 
             do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 

@@ -1,12 +1,11 @@
 """Acceptance for the channels: the library's flows deliver, to real peers on 127.0.0.1,
 exactly what their dry-run predicted (same steps, same times, same content).
 
-Serve runs in-process (worker + dispatcher on SQLite) on a test clock that jumps to each
+Serve runs in-process (engine loop + dispatcher on SQLite) on a test clock that jumps to each
 next due time; dry-run plays the same events with the same project settings."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import Iterator
@@ -23,14 +22,11 @@ from flowrun.config import load_config
 from flowrun.dryrun.session import Derive, load_all_flows, simulate
 from flowrun.dryrun.timeline import Scheduled
 from flowrun.events.normalise import normalise, parse_json
-from flowrun.serve.dispatcher import Dispatcher
-from flowrun.serve.metrics import Metrics
-from flowrun.serve.worker import Completion, Worker
-from flowrun.state.sqlstore import insert_inbox_rows
-from flowrun.state.tables import attempts, cursors, loyalty_ledger, make_engine, migrate, outbox, runs
+from flowrun.state.schema import attempts, loyalty_ledger, outbox, runs
 from tests.conftest import ROOT
 from tests.fakeproviders import FakeSlack, FakeTwilio, SmtpServer
 from tests.fakestores import FakeShopify
+from tests.node import Node
 from tests.servekit import Clock
 
 START = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
@@ -114,56 +110,20 @@ guardrails:
 
 
 class Serve:
-    """The serve path in-process, its clock jumping to each next due time."""
+    """The serve path in-process (an engine loop and a dispatcher), its clock jumping to each next due time."""
 
     def __init__(self, config_file: Path) -> None:
         self.config = load_config(config_file)
-        self.engine = make_engine(self.config.database)
-        migrate(self.engine)
         self.clock = Clock(START)
-        self.worker = Worker(self.config, self.engine, load_all_flows([self.config.flows]), Metrics(), self.clock)
+        self.node = Node(self.config, self.clock)
+        self.engine = self.node.db
 
     def deliver(self, kind: str, body: bytes, delivery: str) -> None:
         source, topic = _source(kind)
-        row = {"source": source, "topic": topic or json.loads(body)["type"], "body": body, "delivery_id": delivery}
-        with self.engine.begin() as conn:
-            insert_inbox_rows(conn, [{**row, "received_at": self.clock(), "triggered_at": None}])
+        self.node.deliver(source, topic or json.loads(body)["type"], body, delivery)
 
     def run_until(self, horizon: datetime) -> None:
-        for _ in range(500):
-            for _ in range(50):
-                moved = self.worker.step()
-                sent = asyncio.run(self._dispatch())
-                if not moved and not sent:
-                    break
-            due = self._next_due()
-            if due is None or due > horizon:
-                return
-            self.clock.now = max(self.clock.now, due)
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(outbox.c.key, outbox.c.status, outbox.c.next_attempt_at)).all()
-            tried = conn.execute(select(attempts.c.key, attempts.c.outcome, attempts.c.detail)).all()
-        raise AssertionError(f"stuck at {self.clock.now}: {self._next_due()} is due; outbox {rows}; attempts {tried}")
-
-    async def _dispatch(self) -> int:
-        worker = self.worker
-        dispatcher = Dispatcher(
-            self.config, self.engine, Metrics(), worker.complete, worker.wake.set, self.clock, worker.manager.flow_of
-        )
-        rows = dispatcher._claim(100)
-        await asyncio.gather(*(dispatcher._perform(row) for row in rows))
-        await dispatcher.http.aclose()
-        return len(rows)
-
-    def _next_due(self) -> datetime | None:
-        with self.engine.connect() as conn:
-            times = [
-                conn.execute(select(func.min(runs.c.wake_at))).scalar(),
-                conn.execute(select(func.min(outbox.c.next_attempt_at)).where(outbox.c.status == "pending")).scalar(),
-                conn.execute(select(func.min(cursors.c.due_at))).scalar(),
-            ]
-        found = [t.replace(tzinfo=UTC) if t.tzinfo is None else t for t in times if t is not None]
-        return min(found) if found else None
+        self.node.run_until(horizon)
 
     def sent(self) -> set[tuple[str, str, datetime, str]]:
         """(key, action, time, outcome) of every finished attempt: what serve did, and when."""
@@ -389,15 +349,14 @@ def test_loyalty_ledger_balances_and_its_event_start_other_flows(tmp_path: Path,
         (90, 660, "order #3"),
     ]
     assert [x.result["balance"] for x in expected if x.type == "loyalty_points"] == [320, 570, 660]
-    # A result applied twice (a re-send after a crash) changes the balance once and starts nothing new.
-    key, params = earned[0]
-    again = Completion(key, key.split("/")[0], "loyalty_points", json.loads(params), {"points": 320}, serve.clock())
-    serve.worker.complete(again)
+    # An answer applied twice (a re-send after a crash) changes the balance once and starts nothing new.
+    key, _ = earned[0]
+    with serve.engine.begin() as conn:
+        conn.execute(outbox.update().where(outbox.c.key == key).values(applied_at=None))
     serve.run_until(serve.clock() + timedelta(hours=1))
     with serve.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(loyalty_ledger)).scalar() == 3
-        applied = select(func.count()).where(attempts.c.key == key, attempts.c.outcome == "ok")
-        assert conn.execute(applied).scalar() == 2  # the second one was applied, not rolled back
+        assert conn.execute(select(outbox.c.applied_at).where(outbox.c.key == key)).scalar() is not None
         assert (
             conn.execute(select(func.count()).select_from(runs).where(runs.c.flow_id == "loyalty-milestone")).scalar()
             == 3

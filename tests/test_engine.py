@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from flowrun.runtime.manager import Manager, run_id_for
+from flowrun.runtime.store import MemoryStore
+
 from flowrun.dryrun.simulator import Simulator
 from flowrun.engine import engine
 from flowrun.engine.state import ActionSucceeded, Perform, Status, TimerFired, Wake
-from flowrun.runtime.manager import Manager, run_id_for
-from flowrun.runtime.store import MemoryStore
 from tests.helpers import T0, event, flow_from, hours
 
 REMINDER = """

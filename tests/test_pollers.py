@@ -12,8 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from flowrun.dryrun.session import load_all_flows
-from flowrun.serve.metrics import Metrics
+from flowrun.serve.engine.leader import store_polled
 from flowrun.serve.pollers import (
     OVERLAP,
     PollError,
@@ -25,10 +24,10 @@ from flowrun.serve.pollers import (
     poll_shopify_orders,
     poll_woocommerce_orders,
 )
-from flowrun.serve.worker import Worker, store_polled
-from flowrun.state.sqlstore import insert_inbox_rows
-from flowrun.state.tables import inbox, make_engine, migrate, runs
+from flowrun.state.inbox import insert_rows
+from flowrun.state.schema import inbox, runs
 from tests.fakestores import FakeShopify, FakeWooCommerce
+from tests.node import Node
 from tests.servekit import Clock, config
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -161,8 +160,8 @@ def test_overlapping_polls_and_a_webhook_make_one_run_per_order(tmp_path: Path) 
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows/f.yaml").write_text("flow: confirm\non: order.created\nsteps:\n  - log: {message: hi}\n")
     cfg = config(tmp_path, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "flows")
-    engine = make_engine(cfg.database)
-    migrate(engine)
+    node = Node(cfg, Clock(T0))
+    engine = node.db
     orders = [shopify_order(n, T0 + timedelta(minutes=n)) for n in range(3)]
     fake = FakeShopify("t", orders)
     try:
@@ -174,7 +173,7 @@ def test_overlapping_polls_and_a_webhook_make_one_run_per_order(tmp_path: Path) 
     finally:
         fake.close()
     with engine.begin() as conn:  # the same order also arrives by webhook
-        insert_inbox_rows(
+        insert_rows(
             conn,
             [
                 {
@@ -187,16 +186,14 @@ def test_overlapping_polls_and_a_webhook_make_one_run_per_order(tmp_path: Path) 
                 }
             ],
         )
-    worker = Worker(cfg, engine, load_all_flows([tmp_path / "flows"]), Metrics(), Clock(T0))
-    while worker.step():
-        pass
+    node.settle()
     with engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(inbox)).scalar()
         started = conn.execute(select(func.count()).select_from(runs)).scalar()
     assert stored == 4  # three polled once (the overlap deduped), one webhook
     assert started == 3  # one run per order
     assert cursor == T0 + timedelta(minutes=2)
-    engine.dispose()
+    node.close()
 
 
 def test_shopify_abandoned_checkouts_poll_as_checkout_updates() -> None:

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from flowrun.runtime.manager import run_id_for
-from flowrun.state.tables import inbox, make_engine, outbox, runs
+from flowrun.runtime.runtime import run_id_for
+from flowrun.state.database import make_engine
+from flowrun.state.schema import attempts, inbox, outbox, runs
 from tests.servekit import Sink, shopify_headers
 
 FLOWRUN = str(Path(sys.executable).parent / "flowrun")
@@ -42,7 +43,7 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, tmp_path: Path, flow_text: str, sink_url: str) -> None:
+    def __init__(self, tmp_path: Path, flow_text: str, sink_url: str, limits: str = "") -> None:
         self.dir = tmp_path
         (tmp_path / "flows").mkdir(exist_ok=True)
         (tmp_path / "flows" / "f.yaml").write_text(flow_text.replace("SINK", sink_url))
@@ -51,7 +52,7 @@ class Service:
         (tmp_path / "flowrun.yaml").write_text(
             f"database: sqlite:///{self.db}\nlisten: {{host: 127.0.0.1, port: {self.port}}}\nflows: flows\n"
             "sources:\n  shopify:\n    webhook_secret: {env: TEST_SHOPIFY_SECRET}\n"
-            "limits: {shutdown_grace: 5s}\n"
+            f"limits: {{shutdown_grace: 5s{', ' + limits if limits else ''}}}\n"
         )
         self.clock_file = tmp_path / "clock"
         self.set_time(T0)
@@ -152,40 +153,56 @@ def test_readme_path_signed_webhook_to_a_run_then_sigterm_exits_0(tmp_path: Path
     assert "stopped cleanly" in service.log.read_text()
 
 
-def test_the_service_stops_with_an_error_when_its_webhook_port_dies(tmp_path: Path, sink: Sink) -> None:
+@pytest.mark.parametrize("part", ["flowrun-port", "flowrun-engine", "flowrun-sender"])
+def test_the_service_stops_with_an_error_when_one_of_its_parts_dies(tmp_path: Path, sink: Sink, part: str) -> None:
     service = Service(tmp_path, WAITING_FLOW, sink.url)
     service.start()
     assert service.process is not None
-    port = port_processes(service.process.pid)
-    assert len(port) == 1, "serve runs its webhook port as one child process"
-    os.kill(port[0], signal.SIGKILL)
-    assert service.process.wait(timeout=30) == 1  # systemd's Restart=on-failure brings both back
-    assert "webhook port's process exited unexpectedly" in service.log.read_text()
+    children = parts_of(service.process.pid)
+    assert sorted(children) == ["flowrun-engine", "flowrun-port", "flowrun-sender"]
+    os.kill(children[part], signal.SIGKILL)
+    assert service.process.wait(timeout=30) == 1  # systemd's Restart=on-failure brings it back
+    name = {"flowrun-port": "port", "flowrun-engine": "engine", "flowrun-sender": "dispatcher"}[part]
+    assert f"the {name} process exited" in service.log.read_text()
 
 
-def test_a_kill_9_of_serve_takes_its_webhook_port_down_too(tmp_path: Path, sink: Sink) -> None:
+def test_a_kill_9_of_serve_takes_all_its_parts_down_too(tmp_path: Path, sink: Sink) -> None:
     service = Service(tmp_path, WAITING_FLOW, sink.url)
     service.start()
     assert service.process is not None
-    [port] = port_processes(service.process.pid)
+    children = parts_of(service.process.pid)
     service.process.kill()
     service.process.wait()
-    service.wait_for(lambda: not Path(f"/proc/{port}").exists() or _zombie(port), "the port's process to die")
+    for pid in children.values():
+        service.wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or _zombie(p), f"process {pid} to die")
     assert not service._healthy()
 
 
-def port_processes(pid: int) -> list[int]:
-    """pid's children started by multiprocessing's spawn (its resource tracker is left out), from /proc."""
-    found = []
+def test_a_second_serve_on_the_same_sqlite_database_refuses_to_start(tmp_path: Path, sink: Sink) -> None:
+    service = Service(tmp_path, WAITING_FLOW, sink.url)
+    service.start()
+    env = {**os.environ, "TEST_SHOPIFY_SECRET": "shpss_test"}
+    second = subprocess.run(
+        [FLOWRUN, "serve", "-c", str(tmp_path / "flowrun.yaml")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 2
+    assert "another `flowrun serve` is running on" in second.stderr and "use PostgreSQL" in second.stderr
+    assert service._healthy()
+    assert service.stop() == 0
+
+
+def parts_of(pid: int) -> dict[str, int]:
+    """pid's children by process name (flowrun-port, flowrun-engine, flowrun-sender), from /proc."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
-                command = (entry / "cmdline").read_bytes()
+                name = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"spawn_main" in command:
-                found.append(int(entry.name))
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and name.startswith("flowrun-"):
+                found[name] = int(entry.name)
     return found
 
 
@@ -283,5 +300,64 @@ def test_kill_9_loses_nothing_and_sends_nothing_twice(tmp_path: Path, sink: Sink
     assert [k for k, n in keys.items() if n > 1] == []
     for n in [*range(200), *acknowledged, *range(600, 620)]:  # every acknowledged event has its one run
         assert service.count(runs, runs.c.id == run_id_for("remind-later", f"shopify:orders/create:{n}")) == 1
-    assert service.count(outbox, outbox.c.status == "applied") == total
+    assert service.count(outbox, outbox.c.status == "delivered", outbox.c.applied_at.is_not(None)) == total
+    assert service.stop() == 0
+
+
+SEND_AT_ONCE = """
+flow: confirm
+on: order.created
+steps:
+  - http: {url: "SINK/confirm", json: {order: "{{ order.id }}"}}
+    retry: {attempts: 5, backoff: 1s}
+"""
+
+
+def test_kill_9_between_a_providers_answer_and_its_commit_doubles_at_most_the_sends_in_flight(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """The one double-send window: sends the provider accepted whose answer was not yet written.
+    It holds at most `limits.dispatch_concurrency` sends, each marked "outcome unknown" after."""
+    concurrency = 8
+    service = Service(tmp_path, SEND_AT_ONCE, sink.url, limits=f"dispatch_concurrency: {concurrency}")
+    service.start()
+    assert service.process is not None
+    killed = threading.Event()
+    supervisor, sender = service.process, parts_of(service.process.pid)["flowrun-sender"]
+
+    def kill_after_answering(count: int) -> None:  # called by the sink right after it answered
+        if count == 120 and not killed.is_set():
+            killed.set()
+            os.kill(sender, signal.SIGKILL)  # the dispatcher dies holding answers it has not written
+
+    sink.after_answer = kill_after_answering
+    for n in range(300):
+        try:
+            service.post(order(n), f"d-{n}")
+        except httpx.HTTPError:
+            break
+        if killed.is_set():
+            break
+    assert supervisor.wait(timeout=60) == 1  # the supervisor saw its dispatcher die
+    sink.after_answer = None
+    stored = service.count(inbox)
+    service.start()
+    service.wait_for(lambda: service.count(runs, runs.c.status == "completed") == stored, "every run to complete")
+    keys = Counter(r["headers"]["Idempotency-Key"] for r in sink.requests)
+    doubled = {k for k, n in keys.items() if n > 1}
+    assert len(keys) == stored and all(n <= 2 for n in keys.values())
+    assert len(doubled) <= concurrency
+    engine = make_engine(f"sqlite:///{service.db}")
+    with engine.connect() as conn:
+        unknown = set(conn.execute(select(attempts.c.key).where(attempts.c.outcome == "unknown")).scalars())
+    engine.dispose()
+    assert doubled <= unknown and 1 <= len(unknown) <= concurrency  # every possible double is marked
+    text = httpx.get(f"http://127.0.0.1:{service.port}/metrics", timeout=5).text
+    service.wait_for(
+        lambda: (
+            f"flowrun_actions_outcome_unknown_total {float(len(unknown)):g}"
+            in httpx.get(f"http://127.0.0.1:{service.port}/metrics", timeout=5).text
+        ),
+        f"the metric counting them ({text[-300:]})",
+    )
     assert service.stop() == 0

@@ -405,7 +405,7 @@ def test_a_timer_that_breaks_the_runtime_fails_its_run_and_the_others_go_on(rig,
     r.settle()
     assert r.count(runs, runs.c.status == "completed") == 2
     with r.db.connect() as conn:
-        status, = conn.execute(select(runs.c.status).where(runs.c.id == victim)).one()
+        (status,) = conn.execute(select(runs.c.status).where(runs.c.id == victim)).one()
     assert status == "failed"
     assert len(r.sink.requests) == 2
     r.settle()  # and it is not tried again every round

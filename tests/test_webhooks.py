@@ -16,7 +16,9 @@ from sqlalchemy import select
 from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.webhooks import build_app
-from flowrun.state.tables import inbox, make_engine, migrate
+from flowrun.state.database import make_engine
+from flowrun.state.migrations import migrate
+from flowrun.state.schema import inbox
 from tests.conftest import ROOT
 from tests.servekit import config, shopify_headers, woo_headers
 

@@ -52,7 +52,7 @@ class PortPipes:
 
 def run_port(config: Config, pipes: PortPipes, writer_lock: LockLike | None, parent: int) -> None:
     """The child process's entry point (multiprocessing, spawn)."""
-    die_with_parent(parent)
+    die_with_parent(parent, "flowrun-port")
     setup_logging(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_serve(config, pipes, writer_lock))

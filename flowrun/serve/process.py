@@ -67,13 +67,15 @@ def clock_from_env() -> Callable[[], datetime]:
     return read
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, name: str) -> None:
     """Linux: the kernel kills this process when its parent dies, so a `kill -9` of serve's
-    main process never leaves a webhook port answering for an engine that is gone."""
+    main process never leaves a webhook port answering for an engine that is gone. The process
+    is also named (`ps`, `top`, /proc/<pid>/comm show `flowrun-port`, …)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
+        pr_set_pdeathsig, pr_set_name = 1, 15
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
 

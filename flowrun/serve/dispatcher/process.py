@@ -31,7 +31,7 @@ class DispatcherPipes:
 
 
 def run_dispatcher(config: Config, pipes: DispatcherPipes, writer_lock: LockLike | None, parent: int) -> None:
-    die_with_parent(parent)
+    die_with_parent(parent, "flowrun-sender")
     setup_logging(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_serve(config, pipes, writer_lock))

@@ -42,7 +42,7 @@ class EnginePipes:
 
 def run_engine(config: Config, pipes: EnginePipes, writer_lock: LockLike | None, parent: int) -> None:
     """The child process's entry point (multiprocessing, spawn)."""
-    die_with_parent(parent)
+    die_with_parent(parent, "flowrun-engine")
     setup_logging(config)
     EngineProcess(config, pipes, writer_lock).run()
 
