@@ -295,7 +295,7 @@ def test_sends_a_dead_dispatcher_held_go_again_marked_outcome_unknown(rig, db: s
     from flowrun.serve.dispatcher import claims
 
     with r.db.begin() as conn:  # claimed, then the dispatcher dies before the answer is written
-        [send] = claims.claim(conn, r.dispatch_cluster.id, r.clock(), 10)
+        assert len(claims.claim(conn, r.dispatch_cluster.id, r.clock(), 10)) == 1
     assert r.count(outbox, outbox.c.status == "sending") == 1
     r.restart(killed=True)
     assert r.node.taken_back == 1
