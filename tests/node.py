@@ -19,6 +19,7 @@ from flowrun.serve.dispatcher import claims
 from flowrun.serve.dispatcher.deliver import http_client
 from flowrun.serve.dispatcher.loop import Dispatcher
 from flowrun.serve.engine.loop import EngineLoop
+from flowrun.serve.partition import delivery_part
 from flowrun.state import codec
 from flowrun.state import inbox as inbox_rows
 from flowrun.state.database import make_engine
@@ -55,7 +56,10 @@ class Node:
             return len(claims.take_back(conn, self.dispatch_cluster.live(conn), self.clock()))
 
     def deliver(self, source: str, topic: str | None, body: bytes, delivery: str) -> bool:
+        """As the webhook port stores it (in its customer's partition on PostgreSQL)."""
+        shared = self.db.dialect.name == "postgresql"
         row = {
+            "part": delivery_part(source, topic, body, delivery) if shared else 0,
             "source": source,
             "topic": topic,
             "body": body,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from flowrun.runtime.manager import Manager, run_id_for
-from flowrun.runtime.store import MemoryStore
-
 from flowrun.dryrun.simulator import Simulator
 from flowrun.engine import engine
 from flowrun.engine.state import ActionSucceeded, Perform, Status, TimerFired, Wake
+from flowrun.runtime import inputs
+from flowrun.runtime.memory import MemoryUnitOfWork
+from flowrun.runtime.records import SendStatus
+from flowrun.runtime.runtime import Runtime, run_id_for
+from flowrun.runtime.settings import Settings
 from tests.helpers import T0, event, flow_from, hours
 
 REMINDER = """
@@ -173,13 +175,14 @@ steps:
 """
     for mode, status, actions in (("continue", Status.ACTING, 1), ("fail", Status.FAILED, 0)):
         flow = flow_from(tmp_path, text.format(mode=mode), f"{mode}.yaml")
-        manager = Manager([flow], MemoryStore())
-        [started] = manager.on_event(event("order.created"), T0)
-        [perform] = started.commands
-        out = manager.on_result(started.run.id, perform.key, None, "HTTP 500 after 5 attempts", T0)
-        assert out[-1].run.status is status
-        assert sum(isinstance(c, Perform) for t in out for c in t.commands) == actions
-    assert "http failed: HTTP 500 after 5 attempts" in out[-1].run.reason
+        runtime, uow = Runtime([flow], Settings()), MemoryUnitOfWork()
+        runtime.apply(uow, inputs.EventIn(event("order.created")), T0)
+        [send] = uow.outbox.rows.values()
+        uow.outbox.put(send.evolve(status=SendStatus.FAILED, last_error="HTTP 500 after 5 attempts"))
+        applied = runtime.apply(uow, inputs.OutcomeDue(send.key), T0)
+        assert applied.runs[-1].status is status
+        assert len(uow.outbox.rows) == 1 + actions
+    assert "http failed: HTTP 500 after 5 attempts" in applied.runs[-1].reason
 
 
 def test_split_is_deterministic_and_follows_the_weights(tmp_path: Path) -> None:
@@ -204,12 +207,12 @@ steps:
 def test_runs_in_flight_finish_on_the_flow_version_they_started_with(tmp_path: Path) -> None:
     old = flow_from(tmp_path, REMINDER.format(extra=""))
     new = flow_from(tmp_path, REMINDER.format(extra="").replace("remind {{ customer.email }}", "NEW"))
-    manager = Manager([old], MemoryStore())
-    [started] = manager.on_event(event("checkout.abandoned"), T0)
-    manager.load([new])
-    [fired] = manager.on_timer(started.run.id, T0 + hours(1), T0 + hours(1))
-    [perform] = fired.commands
-    assert perform.params == {"message": "remind ada@example.com"}
+    runtime, uow = Runtime([old], Settings()), MemoryUnitOfWork()
+    [started] = runtime.apply(uow, inputs.EventIn(event("checkout.abandoned")), T0).runs
+    runtime.load([new])
+    runtime.apply(uow, inputs.TimerDue(started.id, T0 + hours(1)), T0 + hours(1))
+    [send] = uow.outbox.rows.values()
+    assert send.params == {"message": "remind ada@example.com"}
     assert old.version != new.version
 
 

@@ -13,7 +13,7 @@ import pytest
 from flowrun.actions import REGISTRY
 from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
 from flowrun.config import Secret
-from flowrun.serve.dispatcher import http_client
+from flowrun.serve.dispatcher.deliver import http_client
 from tests.fakeproviders import FakeOneSignal, FakeSlack, FakeTwilio, FakeZendesk
 from tests.fakestores import FakeStore
 

@@ -12,7 +12,7 @@ import pytest
 from flowrun.actions import REGISTRY
 from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
 from flowrun.config import Secret
-from flowrun.serve.dispatcher import http_client
+from flowrun.serve.dispatcher.deliver import http_client
 from tests.fakestores import FakeShopify, FakeWooCommerce
 
 KEY = "r_0123456789abcdef0123/steps[1]"

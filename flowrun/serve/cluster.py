@@ -86,6 +86,8 @@ class Cluster:
         with self.db.begin() as conn:
             now = self._now(conn)
             conn.execute(update(instances).where(instances.c.id == self.id).values(heartbeat_at=now))
+            if self.shared:  # long gone: nobody needs to know they were here
+                conn.execute(delete(instances).where(instances.c.heartbeat_at < now - 100 * self.lease))
             if self.shared and self.role == "engine":
                 before = self._owned
                 self._owned = self._balance(conn, now)

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from flowrun.serve.partition import delivery_part
 from flowrun.state.inbox import insert_rows, insert_rows_sqlite, pend_set_aside
 
 log = logging.getLogger("flowrun.ingest")
@@ -69,6 +70,7 @@ class InboxWriter:
     ) -> None:
         self.engine = engine
         self.on_commit = on_commit
+        self.partitioned = engine.dialect.name == "postgresql"
         self._unread = aside.unread
         self._asides: deque[SetAside] = deque()
         self._turns: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
@@ -101,6 +103,8 @@ class InboxWriter:
 
     async def store(self, row: dict[str, Any]) -> bool:
         """Resolves True once committed (False for a delivery stored before)."""
+        if self.partitioned:  # several instances: stored in its customer's partition (flowrun.serve.partition)
+            row = {**row, "part": delivery_part(row["source"], row["topic"], row["body"], row["delivery_id"])}
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         turn = self._turns.setdefault(loop, [])

@@ -115,9 +115,13 @@ class EngineProcess:
     def _beat(self) -> None:
         try:
             self.cluster.beat()
-            self.leading = self.cluster.leads()
+            leading = self.cluster.leads()
         except Exception:
             log.exception("heartbeat failed")
+            leading = False
+        if leading != self.leading:
+            log.info("%s %s the leader (schedules, pollers)", self.cluster.id, "is now" if leading else "is no longer")
+            self.leading = leading
         beats = {"engine": {"stale_after": self.config.lease.total_seconds(), "at": time.time()}}
         self.status.send(m.Status("engine", beats, self.metrics.snapshot()))
 
