@@ -435,6 +435,33 @@ def _retry(config_path: Path | None, keys: list[str], all_parked: bool) -> None:
     raise typer.Exit(EXIT_OK if count and not refused else EXIT_PROBLEMS)
 
 
+@app.command()
+def inbox(
+    replay: Annotated[
+        list[int] | None, typer.Option("--replay", help="Make this rejected or failed delivery pending again.")
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--replay-all", help="Make every one of them pending again.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Deliveries that were accepted but did not become events (rejected) or broke the runtime
+    (failed), with their error; replay them after a fix."""
+    _guard(_inbox, config, replay or [], replay_all)
+
+
+def _inbox(config_path: Path | None, seqs: list[int], replay_all: bool) -> None:
+    from flowrun.inspect import inbox_problems, replay_inbox
+
+    config = _config(config_path)
+    if not seqs and not replay_all:
+        lines = inbox_problems(config)
+        for line in lines or ["no rejected or failed deliveries"]:
+            print(line)
+        return
+    count = replay_inbox(config, seqs or None)
+    print(f"{count} deliver{'y' if count == 1 else 'ies'} pending again: `flowrun serve` reads them next")
+    raise typer.Exit(EXIT_OK if count else EXIT_PROBLEMS)
+
+
 def run() -> None:
     app()
 

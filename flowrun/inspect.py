@@ -12,6 +12,7 @@ from flowrun.engine.state import FINAL
 from flowrun.errors import UsageError
 from flowrun.jsonout import iso, plain
 from flowrun.state import admin, codec
+from flowrun.state import inbox as inbox_rows
 from flowrun.state.customers import SqlLedger, balances, history
 from flowrun.state.database import make_engine, reading
 from flowrun.state.migrations import require_current
@@ -132,3 +133,21 @@ def requeue(config: Config, keys: list[str] | None) -> tuple[int, list[tuple[str
     """Parked actions back to the runtime (decided again, attempts from zero); and those refused, why."""
     with _engine(config).begin() as conn:
         return admin.requeue(conn, keys, datetime.now(UTC))
+
+
+def inbox_problems(config: Config) -> list[str]:
+    with reading(_engine(config)) as conn:
+        rows = inbox_rows.problems(conn)
+    lines = []
+    for row in rows:
+        lines.append(
+            f"{row['seq']:>8}  {row['status']:<8} {row['source']}/{row['topic']} {row['delivery_id']}"
+            f"  received {_short(row['received_at'])}"
+        )
+        lines.append(f"          {row['error']}")
+    return lines
+
+
+def replay_inbox(config: Config, seqs: list[int] | None) -> int:
+    with _engine(config).begin() as conn:
+        return inbox_rows.replay(conn, seqs)

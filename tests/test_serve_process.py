@@ -361,3 +361,28 @@ def test_kill_9_between_a_providers_answer_and_its_commit_doubles_at_most_the_se
         f"the metric counting them ({text[-300:]})",
     )
     assert service.stop() == 0
+
+
+def test_a_sigterm_stop_in_time_logs_no_error(tmp_path: Path, sink: Sink) -> None:
+    service = Service(tmp_path, WAITING_FLOW, sink.url)
+    service.start()
+    assert service.post(order(1), "d-1") == 200
+    service.wait_for(lambda: service.count(runs) == 1, "one run")
+    assert service.stop() == 0
+    log = service.log.read_text()
+    assert "stopped cleanly" in log
+    assert [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line] == []
+
+
+def test_a_part_that_hangs_at_shutdown_is_killed_after_the_grace_period(tmp_path: Path, sink: Sink) -> None:
+    service = Service(tmp_path, WAITING_FLOW, sink.url)
+    service.start()
+    assert service.process is not None
+    port = parts_of(service.process.pid)["flowrun-port"]
+    os.kill(port, signal.SIGSTOP)  # it cannot answer SIGTERM
+    started = time.monotonic()
+    service.process.send_signal(signal.SIGTERM)
+    code = service.process.wait(timeout=60)
+    assert time.monotonic() - started >= 5  # limits.shutdown_grace: 5s
+    assert "the port process did not stop within 10 s; killing it" in service.log.read_text()
+    assert code == 1  # a forced stop: systemd shows it; what the port acknowledged was committed before

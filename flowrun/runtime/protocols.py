@@ -14,6 +14,13 @@ from flowrun.loyalty import Ledger
 from flowrun.runtime.records import Attempt, Check, Send
 
 
+class Entered(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+
+
 class Runs(Protocol):
     def get(self, run_id: str) -> RunState | None: ...
 
@@ -23,8 +30,9 @@ class Runs(Protocol):
 
     def active_for_key(self, flow_id: str, concurrency_key: str) -> list[RunState]: ...
 
-    def last_started(self, flow_id: str, customer_key: str) -> RunState | None:
-        """The newest run of this flow for this customer that was not skipped."""
+    def last_started(self, flow_id: str, customer_key: str) -> Entered | None:
+        """When this customer last entered this flow (its newest run that was not skipped): kept
+        for re-entry rules even after the run itself is pruned."""
         ...
 
     def awaiting(self, event_type: str) -> list[RunState]:

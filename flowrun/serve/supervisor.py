@@ -113,7 +113,9 @@ class Supervisor:
                     self.stopping.set()
                 return
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """Stop the parts in order; the ones that had to be killed."""
+        killed = []
         grace = self.config.shutdown_grace.total_seconds()
         for name in ORDER_OF_STOPPING:
             process = self.processes.get(name)
@@ -127,6 +129,8 @@ class Supervisor:
                 log.error("the %s process did not stop within %.0f s; killing it", name, grace + 5)
                 process.kill()
                 process.join()
+                killed.append(name)
+        return killed
 
 
 def serve(config: Config) -> int:
@@ -149,11 +153,14 @@ def serve(config: Config) -> int:
     )
     supervisor.watch()
     log.info("draining: no new webhooks; finishing in-flight work (up to %s)", config.shutdown_grace)
-    supervisor.stop()
+    killed = supervisor.stop()
     if serve_lock is not None:
         os.close(serve_lock)
     if supervisor.failed:
         log.error("stopped after the %s process failed", supervisor.failed)
+        return 1
+    if killed:
+        log.error("stopped after killing %s (what they had acknowledged was already committed)", ", ".join(killed))
         return 1
     log.info("stopped cleanly")
     return 0

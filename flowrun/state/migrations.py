@@ -16,6 +16,7 @@ from flowrun.state.schema import (
     loyalty_ledger,
     metadata,
     partitions,
+    prunes,
     schema_version,
     sends,
     suppressions,
@@ -59,7 +60,7 @@ def _v6(conn: Connection) -> None:
     from flowrun.state import upgrade_v6
 
     upgrade_v6.run(conn)
-    metadata.create_all(conn, tables=[instances, partitions])
+    metadata.create_all(conn, tables=[instances, partitions, prunes])
     seed_partitions(conn)
 
 

@@ -4,15 +4,18 @@ by the caller), writes held until the commit. Queries see the unit's own writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from flowrun.engine.state import FINAL, RunState, Status
+from flowrun.runtime.protocols import Entered
 from flowrun.runtime.sending import run_part
 from flowrun.state import codec
-from flowrun.state.schema import runs
+from flowrun.state.schema import entries, runs
 
 ACTIVE = [s.value for s in Status if s not in FINAL]
 _GET = select(runs).where(runs.c.id == bindparam("id"))
@@ -25,6 +28,7 @@ class SqlRuns:
         self.reader, self.parts = reader, parts
         self.known = known if known is not None else {}  # committed runs the caller keeps decoded
         self.changed: dict[str, RunState] = {}
+        self.entered: dict[tuple[str, str], RunState] = {}  # (flow, customer): runs started here
         self._read: dict[str, RunState | None] = {}
 
     def get(self, run_id: str) -> RunState | None:
@@ -48,6 +52,9 @@ class SqlRuns:
                 self._read[run_id] = codec.run_from_row(found[run_id]) if run_id in found else None
 
     def save(self, run: RunState) -> None:
+        new = run.id not in self.changed and self._read.get(run.id, 0) is None
+        if new and run.customer_key and run.status is not Status.SKIPPED:
+            self.entered[(run.flow_id, run.customer_key)] = run
         self.changed[run.id] = run
 
     def active_for_customer(self, customer_key: str, flow_ids: Collection[str]) -> list[RunState]:
@@ -76,22 +83,15 @@ class SqlRuns:
             ),
         )
 
-    def last_started(self, flow_id: str, customer_key: str) -> RunState | None:
-        query = (
-            select(runs)
-            .where(runs.c.flow_id == flow_id, runs.c.customer_key == customer_key, runs.c.status != "skipped")
-            .order_by(runs.c.started_at.desc())
-            .limit(1)
+    def last_started(self, flow_id: str, customer_key: str) -> Entered | None:
+        here = self.entered.get((flow_id, customer_key))
+        if here is not None:
+            return here
+        query = select(entries.c.run_id, entries.c.started_at).where(
+            entries.c.flow_id == flow_id, entries.c.customer_key == customer_key
         )
-        found = [self._decoded(row) for row in self.reader.execute(query).mappings()]
-        found = [self.changed.get(r.id, r) for r in found]
-        found += [
-            r
-            for r in self.changed.values()
-            if r.flow_id == flow_id and r.customer_key == customer_key and r.status is not Status.SKIPPED
-        ]
-        found = [r for r in found if r.status is not Status.SKIPPED]
-        return max(found, key=lambda r: (r.started_at, r.id)) if found else None
+        row = self.reader.execute(query).first()
+        return Entry(row.run_id, codec._aware(row.started_at)) if row else None
 
     def _query(self, where: tuple[Any, ...], keep: Callable[[RunState], bool]) -> list[RunState]:
         query = select(runs).where(*where).order_by(runs.c.started_at, runs.c.id)
@@ -109,6 +109,18 @@ class SqlRuns:
 
     def rows(self) -> list[dict[str, object]]:
         return [run_row(run) for run in self.changed.values()]
+
+    def entry_rows(self) -> list[dict[str, object]]:
+        return [
+            {"flow_id": f, "customer_key": c, "run_id": r.id, "started_at": codec.utc(r.started_at)}
+            for (f, c), r in self.entered.items()
+        ]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    started_at: datetime
 
 
 def run_row(run: RunState) -> dict[str, object]:

@@ -161,6 +161,25 @@ loyalty_balances = Table(
     Column("updated_at", TZ, nullable=False),
 )
 
+entries = Table(  # v6: when a customer last entered a flow (re-entry rules outlive pruned runs)
+    "entries",
+    metadata,
+    Column("flow_id", String(100), primary_key=True),
+    Column("customer_key", Text, primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("started_at", TZ, nullable=False),
+)
+
+prunes = Table(  # v6: what retention removed, and up to when
+    "prunes",
+    metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
+    Column("at", TZ, nullable=False),
+    Column("kind", String(32), nullable=False),  # runs | inbox | ignored | sends
+    Column("before", TZ, nullable=False),  # everything of its kind older than this may be gone
+    Column("rows", Integer, nullable=False),
+)
+
 instances = Table(  # v6: each serve process that takes work, with its heartbeat
     "instances",
     metadata,

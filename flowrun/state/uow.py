@@ -25,7 +25,7 @@ from flowrun.state.customers import SqlConsent, SqlLedger, SqlSendLog
 from flowrun.state.database import insert_many_ignore, upsert_many
 from flowrun.state.outbox import SqlOutbox
 from flowrun.state.runs import SqlRuns
-from flowrun.state.schema import inbox, runs
+from flowrun.state.schema import entries, inbox, runs
 
 Fence = Callable[[Connection, set[int]], None]  # raises if this instance no longer owns a partition
 _MARK = (
@@ -88,6 +88,7 @@ class SqlUnitOfWork:
 
     def flush(self, conn: Connection) -> None:
         upsert_many(conn, runs, self.runs.rows())
+        upsert_many(conn, entries, self.runs.entry_rows())
         self.outbox.flush(conn)
         self.sends.flush(conn)
         self.consent.flush(conn)

@@ -40,6 +40,7 @@ def run(conn: Connection) -> None:
     _runs(conn)
     _outbox(conn)
     _cursors(conn)
+    _entries(conn)
 
 
 def _runs(conn: Connection) -> None:
@@ -109,3 +110,20 @@ def _cursors(conn: Connection) -> None:
         conn.execute(
             text("UPDATE cursors SET part = :part WHERE name = :name"), {"part": partition_of(who), "name": name}
         )
+
+
+def _entries(conn: Connection) -> None:
+    """Re-entry was read from the runs themselves; it has its own table now."""
+    from flowrun.state.schema import entries
+
+    entries.create(conn, checkfirst=True)
+    conn.execute(
+        text(
+            "INSERT INTO entries (flow_id, customer_key, run_id, started_at)"
+            " SELECT r.flow_id, r.customer_key, MIN(r.id), r.started_at FROM runs r"
+            " JOIN (SELECT flow_id, customer_key, MAX(started_at) AS latest FROM runs"
+            "       WHERE customer_key IS NOT NULL AND status <> 'skipped' GROUP BY flow_id, customer_key) last"
+            " ON last.flow_id = r.flow_id AND last.customer_key = r.customer_key AND last.latest = r.started_at"
+            " WHERE r.status <> 'skipped' GROUP BY r.flow_id, r.customer_key, r.started_at"
+        )
+    )
