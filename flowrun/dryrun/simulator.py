@@ -11,6 +11,7 @@ from typing import Any
 
 from flowrun.actions import REGISTRY
 from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatcher
+from flowrun.dryrun.stubs import Stubs
 from flowrun.engine.state import Perform, RunState, Transition, Wake
 from flowrun.events import Event, customer_key
 from flowrun.flow.model import Flow, ScheduleTrigger
@@ -53,6 +54,7 @@ class Simulator:
     guardrails: Guardrails = field(default_factory=Guardrails)
     store: MemoryStore = field(default_factory=MemoryStore)
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
+    stubs: Stubs = field(default_factory=Stubs)  # results given by a timeline or test instead of simulated
 
     def __post_init__(self) -> None:
         self.manager = Manager(self.flows, self.store)
@@ -158,7 +160,7 @@ class Simulator:
             result: dict[str, Any] = {"skipped": skipped}
             transitions = self.manager.on_result(command.run_id, command.key, result, None, now)
         else:
-            simulated = REGISTRY[command.action].simulate(command.params, command.key)
+            simulated = self.stubs.result_for(run.flow_id, command.step, command.action, command.params, command.key)
             result, transitions = self.manager.on_delivered(command, simulated, self.ledger, now, now)
         self._actions.append(
             RecordedAction(

@@ -11,6 +11,8 @@ from jsonschema.exceptions import best_match
 
 from flowrun.durations import DURATION_HINT, DURATION_PATTERN
 
+EXPRESSION_MARK = "x-flowrun-expression"  # the branch of a typed parameter that takes one whole {{ expression }}
+_TYPED_HINT = "a whole {{ expression }} is taken here too, when its value has that type"
 _JSON_TYPES = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
@@ -81,6 +83,21 @@ def _explain_branches(
     error: ValidationError, branches: list[dict[str, Any]], root: dict[str, Any], path: tuple[Any, ...]
 ) -> Iterator[Finding]:
     value = error.instance
+    if any(b.get(EXPRESSION_MARK) for b in branches):
+        if isinstance(value, str) and "{{" in value:
+            yield (
+                path,
+                "a template here must be one whole {{ expression }} (its value keeps its type)",
+                "remove the text around the {{ }}, or compute the value in one expression",
+                False,
+            )
+            return
+        branches = [b for b in branches if not b.get(EXPRESSION_MARK)]
+        if len(branches) == 1:
+            for sub_error in _validator_for(root, branches[0]).iter_errors(value):
+                for found_path, message, hint, at_key in explain(sub_error, root):
+                    yield (*path, *found_path), message, hint or _TYPED_HINT, at_key
+            return
     fitting = [b for b in branches if _type_matches(b, value)]
     if isinstance(value, dict):
         keyed = [b for b in fitting if set(b.get("required", ())) & set(value)]

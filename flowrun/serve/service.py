@@ -46,7 +46,7 @@ class Service:
         self.engine = make_engine(config.database)
         self.metrics = Metrics()
         self.clock = clock_from_env()
-        self.flows = load_all_flows([config.flows])
+        self.flows = load_all_flows([config.flows], locale=config.locale)
         self.worker = Worker(config, self.engine, self.flows, self.metrics, self.clock)
         self.dispatcher: Dispatcher | None = None
         self.port: PortProcess | None = None
@@ -55,7 +55,7 @@ class Service:
 
     def reload(self) -> None:
         try:
-            flows = load_all_flows([self.config.flows])
+            flows = load_all_flows([self.config.flows], locale=self.config.locale)
         except FlowrunError as exc:
             log.error("SIGHUP: the new flows are invalid, keeping the running set:\n%s", exc)
             return
@@ -202,7 +202,7 @@ class Service:
 
 def check(config: Config) -> list[str]:
     """What `serve --check` reports: flows load, the database answers, channels exist."""
-    flows = load_all_flows([config.flows])
+    flows = load_all_flows([config.flows], locale=config.locale)
     engine = make_engine(config.database)
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
