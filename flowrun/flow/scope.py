@@ -180,16 +180,17 @@ def check_field(
             f"`{root}` is used before it is set, or is not set on every path to here",
             f"it is set by {all_bindings[root]}",
         )
-    return _unknown_name(root, scope, optional)
+    return _unknown_name(path, scope, optional)
 
 
-def _unknown_name(root: str, scope: Scope, optional: bool) -> tuple[str, str]:
+def _unknown_name(path: FieldPath, scope: Scope, optional: bool) -> tuple[str, str]:
+    root = path[0]
     names = sorted({p for t in scope.event_types for p in t.parts} | set(scope.bindings) | {"event", *scope.extra})
     kinds = ", ".join(t.name for t in scope.event_types)
     if scope.awaited and TRIGGER in scope.extra and any(root in t.parts for t in scope.extra[TRIGGER]):
         return (
             f"`{root}` is not in {scope.awaited} events (the event this waits for)",
-            f"the run's trigger has it: write `{TRIGGER}.{root}...`",
+            f"the run's trigger has it: write `{TRIGGER}.{'.'.join(path)}`",
         )
     close = difflib.get_close_matches(root, names, n=1, cutoff=0.6)
     hint = f"did you mean `{close[0]}`?" if close else f"see `flowrun events {scope.event_types[0].name}`"

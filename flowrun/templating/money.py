@@ -34,8 +34,8 @@ def locale_problem(name: str) -> tuple[str, str] | None:
 def _locale(name: str) -> Locale:
     try:
         return Locale.parse(name.replace("-", "_"))
-    except (UnknownLocaleError, ValueError, TypeError) as exc:
-        raise MoneyError(f"unknown locale {name!r}: {exc}") from None
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise MoneyError(f"unknown locale {name!r}") from None
 
 
 def _amount(value: Any) -> Decimal:
