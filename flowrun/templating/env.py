@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from flowrun.templating.money import DEFAULT_LOCALE, format_money
@@ -136,8 +138,20 @@ def _finalize(value: Any) -> Any:
 _FORMAT = jinja2.filters.do_format
 
 
+class _CodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked(")  # `a ~ b`: no sandbox hook of its own
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
 class FlowEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _CodeGenerator
+
+    def checked(self, value: Any) -> Any:
+        tick()
+        return check_size(value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         tick()

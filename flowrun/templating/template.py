@@ -55,10 +55,10 @@ def _check_names(tree: nodes.Node, source: str) -> None:
         if name in known:
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        pattern = rf"\|\s*{re.escape(name)}\b" if kind == "filter" else rf"\bis\s+(?:not\s+)?{re.escape(name)}\b"
+        before = r"\|\s*" if kind == "filter" else r"\bis\s+(?:not\s+)?"
         lines = source.splitlines()
-        found = re.search(pattern, lines[line - 1]) if 0 < line <= len(lines) else None
-        column = found.start() + 1 if found else 1
+        found = re.search(rf"{before}({re.escape(name)})\b", lines[line - 1]) if 0 < line <= len(lines) else None
+        column = found.start(1) + 1 if found else 1
         hint = f"did you mean {close[0]!r}?" if close else f"see the Jinja {kind}s, or flowrun's `money` and `default`"
         raise TemplateSyntax(f"unknown {kind} {name!r}", line, column, hint)
 
