@@ -20,7 +20,8 @@ A test file (its schema: schemas/flow-test.schema.json, checked by `flowrun vali
               - {at: 1h, type: email, params: {subject: "You left something behind, Ada"}}
               - {step: fetch-preset, result: {json: {preset: square}}}
 
-`params` and `result` (the step's answer: stubbed, else simulated) are subset matches;
+`params` and `result` (the step's answer: stubbed, else simulated) match on the keys
+given, at any depth (lists must be equal);
 `step` is the step's `name:` (or its path); `actions` must match in count and order; `at`
 is an offset. Runs of flows the expectation does not name are ignored, unless the case
 says `exhaustive: true`; extra runs of a named flow always count as differences.
@@ -191,12 +192,19 @@ def _compare_actions(label: str, want: Sequence[ExpectedAction], got: list[dict[
         for part, wanted in (("params", w.params), ("result", w.result)):
             for key, value in wanted.items():
                 actual = (g.get(part) or {}).get(key, "<absent>")
-                if plain(value) != actual:
+                if not _matches(plain(value), actual):
                     problems.append(f"{part}.{key}: expected {value!r}, got {actual!r}")
         if problems:
             diff.append(f"  {label} action {index + 1} ({g['type']} at +{format_duration(_seconds(g['offset_s']))}):")
             diff.extend(f"    {p}" for p in problems)
     return diff
+
+
+def _matches(wanted: Any, actual: Any) -> bool:
+    """Objects match on the keys given (at any depth); everything else must be equal."""
+    if isinstance(wanted, dict) and isinstance(actual, dict):
+        return all(k in actual and _matches(v, actual[k]) for k, v in wanted.items())
+    return bool(wanted == actual)
 
 
 def _seconds(value: int) -> Any:

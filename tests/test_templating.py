@@ -169,3 +169,10 @@ def test_field_uses_say_which_reads_are_optional_exposed_or_guarded() -> None:
     }
     assert parse_condition("customer.email or customer.phone", "c").asserted == frozenset()
     assert parse_condition("customer.phone is not none", "c").asserted == {("customer", "phone")}
+
+
+def test_a_typed_value_reading_a_missing_field_fails_like_text_does() -> None:
+    with pytest.raises(RenderError, match="has no attribute 'b'"):
+        render("{{ a.b }}", {"a": {}}, typed=True)
+    with pytest.raises(RenderError, match="has no attribute 'b'"):
+        render("{{ [a.b] }}", {"a": {}}, typed=True)

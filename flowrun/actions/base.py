@@ -118,6 +118,8 @@ def schema_at(schema: Any, path: YamlPath) -> Any:
     for part in path:
         if not isinstance(schema, Mapping):
             return None
+        if not ({"type", "properties", "items", "anyOf", "oneOf", "enum", "const"} & set(schema)):
+            return {}  # any value: so is every part of it
         if isinstance(part, int):
             schema = schema.get("items")
             continue

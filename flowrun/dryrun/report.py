@@ -168,7 +168,7 @@ def render_text(
                 shown += f"  [rendered empty: {', '.join(action['empty'])}]"
             if action["result"]:
                 shown += f"  → {_short(action['result'])}"
-            console.print(f"  {_human_offset(action['offset_s']):>8}  {action['type']:<15} {shown}")
+            console.print(f"  {_human_offset(action['offset_s']):>8}  {action['type']:<15} {shown}", markup=False)
         console.print()
     counts: dict[str, int] = {}
     for run in data["runs"]:

@@ -18,6 +18,7 @@ from jinja2 import nodes
 from markupsafe import Markup
 
 from flowrun.templating.fields import FieldPath, chain_of
+from flowrun.templating.raw import RawNull
 
 JsonTypes = frozenset[str]
 ANY: JsonTypes = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
@@ -29,8 +30,10 @@ def plain_value(value: Any) -> Any:
     """A rendered value as JSON-ready data: a missing raw key is null, a whole Decimal an int."""
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, jinja2.Undefined):
+    if isinstance(value, RawNull):
         return None
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # StrictUndefined: a missing field is an error here too
     if isinstance(value, (str, Markup)):
         return str(value)
     if isinstance(value, Decimal):
