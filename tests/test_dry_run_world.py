@@ -178,7 +178,8 @@ steps:
 def test_parameters_that_rendered_empty_are_marked(cli, tmp_path: Path) -> None:
     flow = tmp_path / "f.yaml"
     flow.write_text(
-        "flow: sms\non: order.created\nsteps:\n  - sms: {to: '{{ customer.phone }}', text: 'Order {{ order.number }}'}\n"
+        "flow: sms\non: order.created\nsteps:\n"
+        "  - sms: {to: '{{ customer.phone }}', text: 'Order {{ order.number }}'}\n"
     )
     envelope = tmp_path / "e.json"
     envelope.write_text(json.dumps({"type": "order.created", "data": {"customer": {"email": "a@x"}, "order": {}}}))
@@ -194,7 +195,9 @@ def test_events_that_started_nothing_are_listed_with_why(cli, tmp_path: Path) ->
         tmp_path,
         {
             "flows/notify.yaml": "flow: notify\non: custom.notify_me\nsteps:\n  - log: {message: hi}\n",
-            "flows/paid.yaml": "flow: paid\non: {event: order.paid, source: woocommerce}\nsteps:\n  - log: {message: x}\n",
+            "flows/paid.yaml": (
+                "flow: paid\non: {event: order.paid, source: woocommerce}\nsteps:\n  - log: {message: x}\n"
+            ),
         },
     )
     timeline = tmp_path / "t.yaml"
