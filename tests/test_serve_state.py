@@ -299,15 +299,16 @@ steps:
     assert r.sink.requests == []
     r.clock.advance(timedelta(hours=1))  # 30 days after the order
     r.settle()
-    assert [req["body"] for req in r.sink.requests] == [b'{"days":"30","to":"ada@example.com"}']
+    # a whole {{ expression }} keeps its type: days is the number 30
+    assert [req["body"] for req in r.sink.requests] == [b'{"days":30,"to":"ada@example.com"}']
     r.deliver("shopify", "orders/create", order_now(2), "o-2")  # the clock starts again
     r.settle()
     r.clock.advance(timedelta(days=59))
     r.settle()
-    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30"]
+    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == [30, 30]
     r.clock.advance(timedelta(days=1))
     r.settle()
-    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30", "60"]
+    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == [30, 30, 60]
 
 
 def _order(n: int) -> bytes:

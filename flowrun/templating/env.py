@@ -164,7 +164,12 @@ class FlowEnvironment(ImmutableSandboxedEnvironment):
         return check_size(super().call_binop(context, operator, left, right))
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        tick()
+        budget = _BUDGET
+        budget.steps -= 1
+        if budget.steps < 0:
+            tick(0)
+        if type(obj) is dict and attribute in obj and not hasattr(dict, attribute):
+            return obj[attribute]  # the common case, without the sandbox's AttributeError round trip
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:

@@ -201,12 +201,13 @@ class Template:
 
 def _bounded_concat(chunks: Any) -> str:
     out: list[str] = []
+    append = out.append
     size = 0
     for chunk in chunks:
         size += len(chunk)
         if size > MAX_OUTPUT:
             raise TemplateLimit(f"the rendered text passed {MAX_OUTPUT:,} characters")
-        out.append(chunk)
+        append(chunk)
     return "".join(out)
 
 
