@@ -220,23 +220,14 @@ def _dry_run(
     output: RunFormat,
     config_path: Path | None = None,
 ) -> None:
-    from flowrun.dryrun.session import Derive, play
+    from flowrun.dryrun.session import play
     from flowrun.errors import UsageError
 
     if not events and timeline is None and until_text is None:
         raise UsageError("give at least one --event FILE or a --timeline FILE (a flow on a schedule alone: --until 7d)")
     if (source is None) != (topic is None) and source not in (None, "custom"):
         raise UsageError("--source shopify|woocommerce needs --topic (e.g. --topic orders/create)")
-    derive = None
-    if config_path is not None:
-        project = _config(config_path)
-        derive = Derive(
-            project.checkout_idle,
-            project.low_stock_threshold,
-            project.inactive_after,
-            project.guardrails,
-            project.locale,
-        )
+    derive = _derive(config_path)
     played = play([path], events, timeline, source, topic, start_text, until_text, derive)
     result = played.result
     failed = [r for r in result.runs if r.status.value == "failed"]
@@ -260,15 +251,30 @@ def _dry_run(
 @app.command("test")
 def test_flows(
     paths: Annotated[list[Path] | None, typer.Argument(help="Folders or *.test.yaml files (default: flows/).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Project file whose locale, `derive:` and guardrails to use."),
+    ] = None,
 ) -> None:
     """Run the tests that live next to flows (*.test.yaml)."""
-    _guard(_test, paths or [Path("flows")])
+    _guard(_test, paths or [Path("flows")], config)
 
 
-def _test(paths: list[Path]) -> None:
+def _derive(config_path: Path | None) -> Any:
+    from flowrun.dryrun.session import Derive
+
+    if config_path is None:
+        return None
+    project = _config(config_path)
+    return Derive(
+        project.checkout_idle, project.low_stock_threshold, project.inactive_after, project.guardrails, project.locale
+    )
+
+
+def _test(paths: list[Path], config_path: Path | None = None) -> None:
     from flowrun.testing import run_tests
 
-    outcome = run_tests(_existing(paths))
+    outcome = run_tests(_existing(paths), _derive(config_path))
     console = _console()
     for case in outcome.cases:
         mark = "[green]PASS[/]" if case.passed else "[red]FAIL[/]"

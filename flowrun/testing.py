@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.dryrun.report import as_json
-from flowrun.dryrun.session import load_all_flows, parse_start, simulate
+from flowrun.dryrun.session import Derive, load_all_flows, parse_start, simulate
 from flowrun.dryrun.stubs import check_stub
 from flowrun.dryrun.timeline import parse_entries, resolve_at
 from flowrun.durations import DurationSyntaxError, format_duration, parse_duration
@@ -43,6 +43,7 @@ from flowrun.errors import EventFileError, FlowrunError, Problem, UsageError
 from flowrun.flow.loader import TEST_SUFFIXES
 from flowrun.flow.model import Flow
 from flowrun.jsonout import plain
+from flowrun.templating import DEFAULT_LOCALE
 from flowrun.testfile import ExpectedAction, ExpectedRun, TestCase, TestFile, load_test_file
 
 
@@ -82,14 +83,15 @@ def discover_tests(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def run_tests(paths: Iterable[Path]) -> Outcome:
+def run_tests(paths: Iterable[Path], derive: Derive | None = None) -> Outcome:
+    """`derive`: the project's settings (locale, derivations, guardrails), as dry-run -c takes them."""
     outcome = Outcome()
     flow_cache: dict[Path, list[Flow]] = {}
     for test_file in discover_tests(paths):
         folder = test_file.parent
         if folder not in flow_cache:
-            flow_cache[folder] = load_all_flows([folder])
-        outcome.cases.extend(run_file(test_file, flow_cache[folder]))
+            flow_cache[folder] = load_all_flows([folder], locale=derive.locale if derive else DEFAULT_LOCALE)
+        outcome.cases.extend(run_file(test_file, flow_cache[folder], derive))
     return outcome
 
 
@@ -110,15 +112,15 @@ def reference_problems(test: TestFile, flows: Sequence[Flow]) -> list[Problem]:
     return found
 
 
-def run_file(test_file: Path, flows: list[Flow]) -> list[CaseResult]:
+def run_file(test_file: Path, flows: list[Flow], derive: Derive | None = None) -> list[CaseResult]:
     test = load_test_file(test_file)
     problems = reference_problems(test, flows)
     if problems:
         raise EventFileError(problems)
-    return [_run_case(test, case, flows) for case in test.cases]
+    return [_run_case(test, case, flows, derive) for case in test.cases]
 
 
-def _run_case(test: TestFile, case: TestCase, flows: list[Flow]) -> CaseResult:
+def _run_case(test: TestFile, case: TestCase, flows: list[Flow], derive: Derive | None) -> CaseResult:
     result = CaseResult(str(test.path), case.name)
     try:
         start = parse_start(case.start)
@@ -128,7 +130,7 @@ def _run_case(test: TestFile, case: TestCase, flows: list[Flow]) -> CaseResult:
             raise EventFileError(
                 [test.doc.problem((*case.path, "until"), f"{case.until!r} is neither an offset nor an ISO time")]
             )
-        played = as_json(simulate(flows, scheduled, start, until, None, case.stubs), flows, scheduled)
+        played = as_json(simulate(flows, scheduled, start, until, derive, case.stubs), flows, scheduled)
         result.diff = compare(case.expect, played["runs"], exhaustive=case.exhaustive)
     except FlowrunError as exc:
         result.diff = [f"error: {exc}"]

@@ -265,3 +265,40 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
         )
         assert done.stderr == "", done.stderr
         assert done.stdout.split() == ["0", "141"]
+
+
+def test_money_follows_the_project_locale_and_a_flows_own(cli, tmp_path: Path) -> None:
+    message = 'steps:\n  - log: {message: "{{ order.total_price | money(order.currency) }}"}\n'
+    _write(
+        tmp_path,
+        {
+            "flows/project.yaml": "flow: project\non: order.created\n" + message,
+            "flows/own.yaml": "flow: own\nlocale: en_US\non: order.created\n" + message,
+            "flowrun.yaml": "locale: de_DE\n",
+            "e.json": json.dumps(
+                {
+                    "type": "order.created",
+                    "data": {"customer": {"email": "a@x"}, "order": {"total_price": "1234.5", "currency": "EUR"}},
+                }
+            ),
+            "flows/f.test.yaml": """tests:
+  - name: amounts as the shop writes them
+    timeline: [{at: 0s, event: ../e.json}]
+    expect:
+      - {flow: project, actions: [{params: {message: "1.234,50\u00a0€"}}]}
+      - {flow: own, actions: [{params: {message: "€1,234.50"}}]}
+""",
+        },
+    )
+
+    def messages(*extra: str) -> dict[str, str]:
+        result = cli(
+            "dry-run", str(tmp_path / "flows"), "--event", str(tmp_path / "e.json"), "--format", "json", *extra
+        )
+        assert result.exit_code == 0, result.output
+        return {r["flow"]: r["actions"][0]["params"]["message"] for r in json.loads(result.stdout)["runs"]}
+
+    assert messages() == {"project": "€1,234.50", "own": "€1,234.50"}
+    assert messages("-c", str(tmp_path / "flowrun.yaml")) == {"project": "1.234,50\xa0€", "own": "€1,234.50"}
+    assert cli("test", str(tmp_path / "flows"), "-c", str(tmp_path / "flowrun.yaml")).exit_code == 0
+    assert cli("test", str(tmp_path / "flows")).exit_code == 1
