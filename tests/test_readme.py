@@ -10,6 +10,7 @@ what the command before it printed.
 from __future__ import annotations
 
 import re
+import shutil
 import shlex
 from pathlib import Path
 
@@ -58,3 +59,14 @@ def test_your_first_flow_works_as_written(tmp_path: Path, monkeypatch: pytest.Mo
             assert last_output is not None
             assert last_output == body, f"README output block differs:\n{last_output}"
     assert ran >= 4
+
+
+def test_the_flow_of_a_flow_validates_strictly(cli, tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## A flow\n")
+    snippet = BLOCK.search(text, start)
+    assert snippet is not None and snippet["lang"] == "yaml"
+    shutil.copytree(ROOT / "flows" / "templates", tmp_path / "templates")
+    (tmp_path / "a-flow.yaml").write_text(snippet["body"])
+    result = cli("validate", str(tmp_path), "--strict")
+    assert result.exit_code == 0, result.output
