@@ -10,8 +10,8 @@ what the command before it printed.
 from __future__ import annotations
 
 import re
-import shutil
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
