@@ -9,18 +9,11 @@ amounts.
 
 from __future__ import annotations
 
+from flowrun.templating.condition import Condition, lookup, parse_condition
 from flowrun.templating.env import GLOBALS, HTML_ENV, TEXT_ENV
 from flowrun.templating.fields import FieldPath, FieldUse
 from flowrun.templating.money import DEFAULT_LOCALE
-from flowrun.templating.template import (
-    Condition,
-    Template,
-    TemplateSyntax,
-    column_of,
-    lookup,
-    parse_condition,
-    parse_template,
-)
+from flowrun.templating.template import Template, TemplateSyntax, column_of, parse_template
 
 __all__ = [
     "DEFAULT_LOCALE",

@@ -1,4 +1,5 @@
-"""Templates and conditions, parsed and checked once when a flow loads.
+"""Templates (a string parameter of a flow, or a template file), parsed and checked once when
+a flow loads.
 
 Parsing rejects everything Jinja could reject later: syntax, unknown filters and tests,
 and what its compiler asserts. The compiled code is built once per distinct source (and
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -49,7 +50,7 @@ def _parse(env: jinja2.Environment, source: str) -> nodes.Template:
         raise TemplateSyntax(exc.message or str(exc), exc.lineno, 1, "check the {{ }} and {% %} pairs") from None
 
 
-def _check_names(tree: nodes.Node, source: str) -> None:
+def check_names(tree: nodes.Node, source: str) -> None:
     for kind, name, line in names_used(tree):
         known = FILTERS if kind == "filter" else TESTS
         if name in known:
@@ -86,7 +87,7 @@ _DICT_NAMES = frozenset(dir(dict))
 def _template_info(source: str, html: bool, locale: str) -> _Info:
     env = HTML_ENV if html else TEXT_ENV
     tree = _parse(env, source)
-    _check_names(tree, source)
+    check_names(tree, source)
     try:
         env.compile(_with_locale(_parse(env, source), locale))
     except jinja2.TemplateSyntaxError as exc:  # includes TemplateAssertionError
@@ -110,22 +111,17 @@ def _compiled_value(source: str, locale: str) -> jinja2.Template:
     return TEXT_ENV.from_string(nodes.Template(body, lineno=1))
 
 
-@lru_cache(maxsize=4096)
-def _compiled_expression(source: str) -> Callable[..., Any]:
-    return TEXT_ENV.compile_expression(source, undefined_to_none=False)
-
-
 def _with_globals(context: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(context, dict) and "range" in context:
         return context
     return {**GLOBALS, **context}
 
 
-def _describe_undefined(exc: jinja2.UndefinedError) -> str:
+def describe_undefined(exc: jinja2.UndefinedError) -> str:
     return f"{exc.message}; the event or earlier steps do not set it (use `| default(...)` if it may be null)"
 
 
-def _reads_raw(uses: tuple[FieldUse, ...]) -> bool:
+def reads_raw(uses: tuple[FieldUse, ...]) -> bool:
     return any(u.path[:2] == ("event", "raw") or u.path == ("event",) for u in uses)
 
 
@@ -155,7 +151,7 @@ class Template:
 
     @cached_property
     def reads_raw(self) -> bool:
-        return _reads_raw(self.uses)
+        return reads_raw(self.uses)
 
     def render_value(self, context: Mapping[str, Any]) -> Any:
         """What a parameter gets: typed for a typed parameter, else the text."""
@@ -170,7 +166,7 @@ class Template:
                 pass
             return plain_value(scope.vars["result"])
         except jinja2.UndefinedError as exc:
-            raise RenderError(self.where, _describe_undefined(exc)) from None
+            raise RenderError(self.where, describe_undefined(exc)) from None
         except TemplateLimit as exc:
             raise RenderError(self.where, f"template stopped: {exc}") from None
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
@@ -192,7 +188,7 @@ class Template:
             scope = new_context(template.environment, template.name, template.blocks, variables, True)
             return _bounded_concat(template.root_render_func(scope))  # type: ignore[attr-defined]
         except jinja2.UndefinedError as exc:
-            raise RenderError(self.where, _describe_undefined(exc)) from None
+            raise RenderError(self.where, describe_undefined(exc)) from None
         except TemplateLimit as exc:
             raise RenderError(self.where, f"template stopped: {exc}") from None
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
@@ -209,53 +205,6 @@ def _bounded_concat(chunks: Any) -> str:
             raise TemplateLimit(f"the rendered text passed {MAX_OUTPUT:,} characters")
         append(chunk)
     return "".join(out)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A Jinja2 expression that decides a branch, e.g. `checkout.total_price >= 20`."""
-
-    source: str
-    where: str
-    uses: tuple[FieldUse, ...] = ()
-    asserted: frozenset[FieldPath] = frozenset()
-
-    @property
-    def fields(self) -> frozenset[FieldPath]:
-        return frozenset(u.path for u in self.uses)
-
-    @cached_property
-    def reads_raw(self) -> bool:
-        return _reads_raw(self.uses)
-
-    def evaluate(self, context: Mapping[str, Any]) -> bool:
-        try:
-            reset_budget()
-            variables = lenient_event(context) if self.reads_raw else context
-            return bool(_compiled_expression(self.source)(**variables))
-        except jinja2.UndefinedError as exc:
-            raise RenderError(self.where, _describe_undefined(exc)) from None
-        except TemplateLimit as exc:
-            raise RenderError(self.where, f"condition stopped: {exc}") from None
-        except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
-            raise RenderError(self.where, f"condition {self.source!r} failed: {exc}") from None
-
-    def observed(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        """The values the condition saw, for explaining a false result."""
-        return {".".join(path): lookup(context, path) for path in sorted(self.fields)}
-
-
-_MISSING = "<missing>"
-
-
-def lookup(context: Mapping[str, Any], path: FieldPath) -> Any:
-    value: Any = context
-    for part in path:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        else:
-            return _MISSING
-    return value
 
 
 def _simple_parts(tree: nodes.Template) -> tuple[Part, ...] | None:
@@ -292,23 +241,6 @@ def _render_simple(parts: tuple[Part, ...], context: Mapping[str, Any]) -> Any:
     return "".join(out)
 
 
-@lru_cache(maxsize=8192)
-def _condition_info(source: str) -> tuple[tuple[FieldUse, ...], frozenset[FieldPath]]:
-    try:
-        tree = TEXT_ENV.parse(f"{{{{ ({source}) }}}}")
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateSyntax(exc.message or str(exc), 1, 1, "conditions are Jinja2 expressions") from None
-    _check_names(tree, source)
-    try:
-        _compiled_expression(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateSyntax(exc.message or str(exc), 1) from None
-    expr = whole_expression(tree)
-    from flowrun.templating.fields import asserted
-
-    return field_uses(tree), asserted(expr) if expr is not None else frozenset()
-
-
 def parse_template(
     source: str, where: str, *, html: bool = False, locale: str = DEFAULT_LOCALE, typed: bool = False
 ) -> Template:
@@ -319,11 +251,6 @@ def parse_template(
         return Template(source, where, html, locale=locale)
     info = _template_info(source, html, locale)
     return Template(source, where, html, info.uses, info.simple, locale, info.whole, typed and info.whole)
-
-
-def parse_condition(source: str, where: str) -> Condition:
-    uses, asserted = _condition_info(source)
-    return Condition(source, where, uses, asserted)
 
 
 def expression_tree(source: str) -> nodes.Node | None:
