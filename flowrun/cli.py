@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 STATE: dict[str, bool] = {"debug": False}
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what `yes | head` reports, so `set -o pipefail` sees the same
 
 
 class OutputFormat(StrEnum):
@@ -46,14 +47,18 @@ def main(
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1 itself: leave it to _guard, as for print()
+            raise BrokenPipeError
+
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _problem_line(p: Problem) -> str:
+def _problem_line(p: Problem, level: str = "") -> str:
     from flowrun.errors import format_path
 
     hint = f"\n    fix: {p.hint}" if p.hint else ""
-    return f"{p.file}:{p.line}:{p.column}: {p.message} [at {format_path(p.path)}]{hint}"
+    return f"{p.file}:{p.line}:{p.column}: {level}{p.message} [at {format_path(p.path)}]{hint}"
 
 
 def _fail(error: BaseException) -> NoReturn:
@@ -71,9 +76,14 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
     from flowrun.errors import FlowrunError
 
     try:
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sys.stdout.flush()  # a reader that left shows here, not in click's own handler
     except FlowrunError as exc:
         _fail(exc)
+    except BrokenPipeError:
+        _reader_left()
     except typer.Exit:
         raise
     except Exception as exc:  # the last line of defence: no traceback unless asked
@@ -81,6 +91,17 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
             raise
         print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         raise typer.Exit(EXIT_PROBLEMS) from None
+
+
+def _reader_left() -> NoReturn:
+    """The reader of our output went away (`flowrun dry-run ... | head`): stop quietly.
+
+    Later writes, and the interpreter's last flush, go to /dev/null instead of raising again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(EXIT_PIPE_CLOSED)
 
 
 def _existing(paths: list[Path]) -> list[Path]:
@@ -101,50 +122,55 @@ def validate(
     output: Annotated[
         OutputFormat, typer.Option("--format", help="text, json, or github annotations.")
     ] = OutputFormat.text,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings are errors (exit 1).")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Project file whose `locale` flows default to.")
+    ] = None,
 ) -> None:
-    """Check flows against the schema and the semantic rules."""
-    _guard(_validate, paths or [Path("flows")], output)
+    """Check flows, their tests (*.test.yaml) and timelines against the schema and the semantic rules."""
+    _guard(_validate, paths or [Path("flows")], output, strict, config)
 
 
-def _validate(paths: list[Path], output: OutputFormat) -> None:
-    from datetime import UTC, datetime
+def _validate(paths: list[Path], output: OutputFormat, strict: bool = False, config_path: Path | None = None) -> None:
+    from flowrun.validating import validate_paths
 
-    from flowrun.dryrun.timeline import is_timeline, load_timeline
-    from flowrun.errors import EventFileError
-    from flowrun.flow.loader import discover, load_flows
-
-    existing = _existing(paths)
-    timelines = [p for p in discover(existing) if is_timeline(p)]
-    result = load_flows(existing, skip=set(timelines))
-    for timeline in timelines:  # dry-run's event timelines: their entries and event files
-        result.files += 1
-        try:
-            load_timeline(timeline, datetime(2026, 1, 1, tzinfo=UTC))
-        except EventFileError as exc:
-            result.problems.extend(exc.problems)
-    for config_file in _config_files(paths):
-        result.files += 1
-        result.problems.extend(_config_problems(config_file))
+    locale = _config(config_path).locale if config_path is not None else None
+    report = validate_paths(_existing(paths), _config_files(paths), locale=locale)
+    errors = [*report.problems, *(report.warnings if strict else [])]
+    warnings = [] if strict else report.warnings
     if output is OutputFormat.json:
         from flowrun.jsonout import dumps
 
         print(
-            dumps({"ok": not result.problems, "files": result.files, "errors": [p.as_dict() for p in result.problems]})
+            dumps(
+                {
+                    "ok": not errors,
+                    "files": report.files,
+                    "errors": [p.as_dict() for p in errors],
+                    "warnings": [p.as_dict() for p in warnings],
+                    "notes": [p.as_dict() for p in report.notes],
+                }
+            )
         )
     elif output is OutputFormat.github:
-        for p in result.problems:
-            message = (p.message + (f" — fix: {p.hint}" if p.hint else "")).replace("%", "%25").replace("\n", "%0A")
-            print(f"::error file={p.file},line={p.line},col={p.column},title=flowrun validate::{message}")
+        for level, found in (("error", errors), ("warning", warnings), ("notice", report.notes)):
+            for p in found:
+                message = (p.message + (f" — fix: {p.hint}" if p.hint else "")).replace("%", "%25").replace("\n", "%0A")
+                print(f"::{level} file={p.file},line={p.line},col={p.column},title=flowrun validate::{message}")
     else:
-        for p in result.problems:
+        for p in errors:
             print(_problem_line(p))
-        noun = "file" if result.files == 1 else "files"
-        if result.problems:
-            print(f"{result.files} {noun} checked, {len(result.problems)} problem(s).")
+        for p in warnings:
+            print(_problem_line(p, "warning: "))
+        for p in report.notes:
+            print(_problem_line(p, "note: "))
+        noun = "file" if report.files == 1 else "files"
+        warned = f", {len(warnings)} warning(s)" if warnings else ""
+        if errors:
+            print(f"{report.files} {noun} checked, {len(errors)} problem(s){warned}.")
         else:
-            also = f" and {len(timelines)} timeline(s)" if timelines else ""
-            print(f"{result.files} {noun} checked, {len(result.flows)} flow(s){also} valid.")
-    raise typer.Exit(EXIT_PROBLEMS if result.problems or result.files == 0 else EXIT_OK)
+            print(f"{report.files} {noun} checked, {report.summary} valid{warned}.")
+    raise typer.Exit(EXIT_PROBLEMS if errors or report.files == 0 else EXIT_OK)
 
 
 def _config_files(paths: list[Path]) -> list[Path]:
@@ -155,17 +181,6 @@ def _config_files(paths: list[Path]) -> list[Path]:
     found += [p / n for p in paths if p.is_dir() for n in CONFIG_NAMES if (p / n).is_file()]
     found += [Path(n) for n in CONFIG_NAMES if Path(n).is_file()]
     return sorted(set(found))
-
-
-def _config_problems(path: Path) -> list[Problem]:
-    from flowrun.config import load_config
-    from flowrun.errors import ConfigError
-
-    try:
-        load_config(path, secrets=False)
-    except ConfigError as exc:
-        return list(exc.problems)
-    return []
 
 
 # -- dry-run -----------------------------------------------------------------------------
@@ -205,28 +220,26 @@ def _dry_run(
     output: RunFormat,
     config_path: Path | None = None,
 ) -> None:
-    from flowrun.dryrun.session import Derive, play
+    from flowrun.dryrun.session import play
     from flowrun.errors import UsageError
 
-    if not events and timeline is None:
-        raise UsageError("give at least one --event FILE or a --timeline FILE")
+    if not events and timeline is None and until_text is None:
+        raise UsageError("give at least one --event FILE or a --timeline FILE (a flow on a schedule alone: --until 7d)")
     if (source is None) != (topic is None) and source not in (None, "custom"):
         raise UsageError("--source shopify|woocommerce needs --topic (e.g. --topic orders/create)")
-    derive = None
-    if config_path is not None:
-        project = _config(config_path)
-        derive = Derive(project.checkout_idle, project.low_stock_threshold, project.inactive_after, project.guardrails)
-    result = play([path], events, timeline, source, topic, start_text, until_text, derive)
+    derive = _derive(config_path)
+    played = play([path], events, timeline, source, topic, start_text, until_text, derive)
+    result = played.result
     failed = [r for r in result.runs if r.status.value == "failed"]
     if output is RunFormat.json:
         from flowrun.dryrun.report import as_json
         from flowrun.jsonout import dumps
 
-        print(dumps(as_json(result)))
+        print(dumps(as_json(result, played.flows, played.inputs)))
     else:
         from flowrun.dryrun.report import render_text
 
-        render_text(result, _console())
+        render_text(result, _console(), played.flows, played.inputs)
     for run in failed:
         print(f"error: run {run.id} of flow {run.flow_id} failed: {run.reason}", file=sys.stderr)
     raise typer.Exit(EXIT_PROBLEMS if failed else EXIT_OK)
@@ -238,15 +251,30 @@ def _dry_run(
 @app.command("test")
 def test_flows(
     paths: Annotated[list[Path] | None, typer.Argument(help="Folders or *.test.yaml files (default: flows/).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Project file whose locale, `derive:` and guardrails to use."),
+    ] = None,
 ) -> None:
     """Run the tests that live next to flows (*.test.yaml)."""
-    _guard(_test, paths or [Path("flows")])
+    _guard(_test, paths or [Path("flows")], config)
 
 
-def _test(paths: list[Path]) -> None:
+def _derive(config_path: Path | None) -> Any:
+    from flowrun.dryrun.session import Derive
+
+    if config_path is None:
+        return None
+    project = _config(config_path)
+    return Derive(
+        project.checkout_idle, project.low_stock_threshold, project.inactive_after, project.guardrails, project.locale
+    )
+
+
+def _test(paths: list[Path], config_path: Path | None = None) -> None:
     from flowrun.testing import run_tests
 
-    outcome = run_tests(_existing(paths))
+    outcome = run_tests(_existing(paths), _derive(config_path))
     console = _console()
     for case in outcome.cases:
         mark = "[green]PASS[/]" if case.passed else "[red]FAIL[/]"

@@ -73,6 +73,10 @@ _CONFIG_SCHEMA: dict[str, Any] = {
         listen=_closed(host={"type": "string"}, port={"type": "integer", "minimum": 1, "maximum": 65535}),
         flows={"type": "string", "description": "folder of flow files, relative to this file"},
         timezone={"type": "string"},
+        locale={
+            "type": "string",
+            "description": "how `money` writes amounts (en_US, de_DE, ...); a flow may set its own",
+        },
         sources=_closed(
             shopify=_closed(
                 shop={"type": "string"},
@@ -172,6 +176,7 @@ class Config:
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
     guardrails: Guardrails = field(default_factory=Guardrails)
     lease: timedelta = timedelta(seconds=10)
+    locale: str = "en_US"
 
     def settings(self) -> Settings:
         """What the runtime decides with."""
@@ -242,6 +247,12 @@ def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str
     """What the schema cannot say: a poller needs credentials, Shopify's inventory a location,
     and a suppression list must exist."""
     problems: list[tuple[tuple[str | int, ...], str, str]] = []
+    if isinstance(data.get("locale"), str):
+        from flowrun.templating.money import locale_problem
+
+        bad_locale = locale_problem(data["locale"])
+        if bad_locale is not None:
+            problems.append((("locale",), *bad_locale))
     listed = (data.get("guardrails") or {}).get("suppression_list")
     if listed and not (base / listed).is_file():
         problems.append(
@@ -306,6 +317,7 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         port=listen.get("port", 8787),
         flows=(base / data.get("flows", "flows")).resolve(),
         timezone=data.get("timezone", "UTC"),
+        locale=data.get("locale", "en_US"),
         sources=sources,
         channels=channels,
         max_body_bytes=limits.get("max_body_bytes", 1024 * 1024),

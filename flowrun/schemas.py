@@ -1,4 +1,5 @@
-"""Every published schema as text: flow.schema.json and events/<type>.json."""
+"""Every published schema as text: flow.schema.json, flow-test.schema.json, config.schema.json
+and events/<type>.json."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ def _text(schema: object) -> str:
 
 def render_all() -> dict[str, str]:
     from flowrun.config import config_schema
+    from flowrun.testfile import test_file_schema
 
-    files = {"flow.schema.json": _text(flow_schema()), "config.schema.json": _text(config_schema())}
+    files = {
+        "flow.schema.json": _text(flow_schema()),
+        "flow-test.schema.json": _text(test_file_schema()),
+        "config.schema.json": _text(config_schema()),
+    }
     for event_type in all_types():
         files[f"events/{event_type.name}.json"] = _text(event_type.data_schema())
     return files

@@ -67,6 +67,10 @@ class Document:
         return Problem(self.file, line, column, tuple(path), message, hint)
 
 
+MAX_VALUES = 100_000  # values in one document, counting each use of an alias (`*x`) anew
+MAX_DEPTH = 200  # mappings and lists inside one another
+
+
 class YamlSyntaxError(Exception):
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
@@ -96,29 +100,60 @@ def load_document(text: str, file: str) -> Document:
     doc = Document(file, None)
     if node is None:
         return doc
-    doc.data = _build(node, (), doc, loader)
+    doc.data = _Builder(doc, loader).build(node, ())
     return doc
 
 
-def _build(node: yaml.Node, path: YamlPath, doc: Document, loader: Any) -> Any:
-    doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
+class _Builder:
+    """Composed YAML nodes to plain values with positions. Aliases share nodes, so a small
+    file can stand for a huge document ("billion laughs"): the values built are counted and
+    capped, and an alias inside its own anchor is refused."""
+
+    def __init__(self, doc: Document, loader: Any) -> None:
+        self.doc, self.loader = doc, loader
+        self.values = 0
+        self.open: set[int] = set()  # nodes being built: an alias to one of them is a loop
+
+    def _refuse(self, node: yaml.Node, path: YamlPath, message: str, hint: str) -> YamlSyntaxError:
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        return YamlSyntaxError(Problem(self.doc.file, line, column, path, message, hint))
+
+    def build(self, node: yaml.Node, path: YamlPath) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise self._refuse(
+                node,
+                path,
+                f"the document expands to more than {MAX_VALUES:,} values (YAML aliases such as *x repeat "
+                "what they point at)",
+                "write the values out, or use fewer and smaller aliases",
+            )
+        if len(path) > MAX_DEPTH:
+            raise self._refuse(node, path, f"values are nested more than {MAX_DEPTH} deep", "flatten the document")
+        self.doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            return self.loader.construct_object(node, deep=True)
+        if id(node) in self.open:
+            raise self._refuse(node, path, "a YAML alias refers to the value that contains it", "remove the alias")
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self.open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[str, Any]:
+        self.loader.flatten_mapping(node)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = (*path, key)
             if key in out:
-                line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                raise YamlSyntaxError(
-                    Problem(doc.file, line, column, child, f"duplicate key {key!r}", "remove one of them")
-                )
-            doc.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _build(value_node, child, doc, loader)
+                raise self._refuse(key_node, child, f"duplicate key {key!r}", "remove one of them")
+            self.doc.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.build(value_node, child)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
 
 
 def read_document(path: Path, what: str, error: type[Exception]) -> Document:

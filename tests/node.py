@@ -35,7 +35,7 @@ class Node:
         migrate(self.db)
         self.engine_cluster = Cluster(self.db, "engine", config.lease)
         self.engine_cluster.join()
-        chosen = list(flows) if flows is not None else load_all_flows([config.flows])
+        chosen = list(flows) if flows is not None else load_all_flows([config.flows], locale=config.locale)
         self.loop = EngineLoop(self.db, chosen, config.settings(), clock, self.engine_cluster)
         self.dispatch_cluster = Cluster(self.db, "dispatcher", config.lease)
         self.dispatch_cluster.join()

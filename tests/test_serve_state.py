@@ -320,12 +320,13 @@ steps:
     r.run_until(r.clock() + timedelta(days=29, hours=23))
     assert r.sink.requests == []
     r.run_until(r.clock() + timedelta(hours=1))  # 30 days after flowrun learnt of it
-    assert [json.loads(req["body"]) for req in r.sink.requests] == [{"days": "30", "to": "ada@example.com"}]
+    # a whole {{ expression }} keeps its type: days is the number 30
+    assert [json.loads(req["body"]) for req in r.sink.requests] == [{"days": 30, "to": "ada@example.com"}]
     r.deliver("shopify", "orders/create", _order(2), "o-2")  # the clock starts again
     r.run_until(r.clock() + timedelta(days=59))
-    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30"]
+    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == [30, 30]
     r.run_until(r.clock() + timedelta(days=1))
-    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == ["30", "30", "60"]
+    assert [json.loads(req["body"])["days"] for req in r.sink.requests] == [30, 30, 60]
 
 
 def test_a_commit_that_fails_leaves_nothing_remembered_and_is_applied_again(rig, db: str) -> None:
@@ -419,7 +420,7 @@ def test_a_stored_payload_that_looks_like_a_marker_reads_back_as_stored(rig, db:
     r.restart()  # decoded from the database, not from memory
     r.clock.advance(timedelta(hours=1))
     r.settle()
-    assert json.loads(r.sink.requests[0]["body"]) == {"note": "{'$time': 'not a time'}"}
+    assert json.loads(r.sink.requests[0]["body"]) == {"note": {"$time": "not a time"}}
 
 
 def test_events_nothing_reads_are_set_aside_unread_until_a_flow_listens(rig, db: str, tmp_path: Path) -> None:

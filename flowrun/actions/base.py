@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowrun.errors import Problem, YamlPath
-from flowrun.templating import Template, TemplateSyntax, parse_template
+from flowrun.templating import DEFAULT_LOCALE, Template, TemplateSyntax, parse_template
+from flowrun.templating.values import schema_types
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -27,44 +29,121 @@ CATEGORY: Schema = {
 }
 
 
+MAX_TEMPLATE_FILE_BYTES = 1_000_000
+
+
 @dataclass
 class CompileContext:
-    """What an action needs to compile its parameters: where the flow lives, where to report."""
+    """What an action needs to compile its parameters: where the flow lives (and the folder
+    its templates must stay in), its locale, its parameters' schema, where to report."""
 
     flow_file: Path
     path: YamlPath
     problems: list[Problem] = field(default_factory=list)
     locate: Any = None  # callable(path) -> (line, column)
+    root: Path | None = None  # the flows folder; default: the flow file's folder
+    locale: str = DEFAULT_LOCALE
+    schema: Any = None  # the action's params schema, for typed parameters
 
     def report(self, path: YamlPath, message: str, hint: str = "") -> None:
         line, column = self.locate(path) if self.locate else (1, 1)
         self.problems.append(Problem(str(self.flow_file), line, column, path, message, hint))
 
-    def template(self, source: str, path: YamlPath, *, html: bool = False) -> Template | None:
+    def schema_at(self, path: YamlPath) -> Any:
+        return schema_at(self.schema, path[len(self.path) :])
+
+    def template(
+        self, source: str, path: YamlPath, *, html: bool = False, typed: bool | None = None
+    ) -> Template | None:
         where = f"{self.flow_file}:{_fmt(path)}"
+        if typed is None:
+            typed = takes_more_than_text(self.schema_at(path))
         try:
-            return parse_template(source, where, html=html)
+            return parse_template(source, where, html=html, locale=self.locale, typed=typed)
         except TemplateSyntax as exc:
-            self.report(path, f"template syntax error: {exc.message}", "check the {{ }} and {% %} pairs")
+            message = f"template syntax error: {exc.message}" if "unknown" not in exc.message else exc.message
+            self.report(path, message, exc.hint or "check the {{ }} and {% %} pairs")
             return None
 
     def template_file(self, name: str, path: YamlPath) -> Template | None:
+        """A template file next to the flow; it must stay inside the flows folder."""
+        root = self.root if self.root is not None else self.flow_file.parent
+        shown = os.path.normpath(self.flow_file.parent / name)
+        if Path(name).is_absolute() or Path(name).drive:
+            self.report(
+                path,
+                f"template path {name!r} is absolute; templates are read from the flows folder only",
+                f"give a path relative to the flow file inside {root}, e.g. templates/{Path(name).name}",
+            )
+            return None
         file = (self.flow_file.parent / name).resolve()
+        if not file.is_relative_to(root.resolve()):
+            self.report(
+                path,
+                f"template path {name!r} leads outside the flows folder {root} (to {file})",
+                f"keep templates inside {root}, e.g. templates/{Path(name).name}",
+            )
+            return None
         try:
+            if file.stat().st_size > MAX_TEMPLATE_FILE_BYTES:
+                self.report(path, f"template file {name!r} is over {MAX_TEMPLATE_FILE_BYTES:,} bytes")
+                return None
             source = file.read_text(encoding="utf-8")
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             self.report(
                 path,
                 f"template file {name!r} not found (looked for {file})",
                 "template paths are relative to the flow file",
             )
             return None
-        html = ".htm" in file.name
         try:
-            return parse_template(source, str(file), html=html)
+            return parse_template(source, shown, html=".htm" in file.name, locale=self.locale)
         except TemplateSyntax as exc:
-            self.report(path, f"template {name}: syntax error at its line {exc.line}: {exc.message}")
+            message = f"template syntax error: {exc.message}" if "unknown" not in exc.message else exc.message
+            self.problems.append(
+                Problem(
+                    shown,
+                    exc.line,
+                    exc.column,
+                    path,
+                    f"{message} (in the template of {self.flow_file} {_fmt(path)})",
+                    exc.hint,
+                )
+            )
             return None
+
+
+def schema_at(schema: Any, path: YamlPath) -> Any:
+    """The sub-schema of a parameter at a path inside the action's mapping (None: unknown)."""
+    for part in path:
+        if not isinstance(schema, Mapping):
+            return None
+        if not ({"type", "properties", "items", "anyOf", "oneOf", "enum", "const"} & set(schema)):
+            return {}  # any value: so is every part of it
+        if isinstance(part, int):
+            schema = schema.get("items")
+            continue
+        props = schema.get("properties") or {}
+        if part in props:
+            schema = props[part]
+            continue
+        branch = next(
+            (b for b in schema.get("anyOf", schema.get("oneOf", ())) if part in b.get("properties", {})), None
+        )
+        if branch is not None:
+            schema = branch["properties"][part]
+        elif isinstance(schema.get("additionalProperties"), Mapping):
+            schema = schema["additionalProperties"]
+        else:
+            return None
+    return schema
+
+
+def takes_more_than_text(schema: Any) -> bool:
+    """Whether a parameter's value may be more than a string (a number, list, object...)."""
+    if schema is None:
+        return False
+    return bool(schema_types(schema) - {"string"})
 
 
 def _fmt(path: YamlPath) -> str:
@@ -184,6 +263,8 @@ def revealed(value: Any) -> Any:
 
 
 def compile_tree(raw: Any, path: YamlPath, ctx: CompileContext) -> Any:
+    """The YAML value with every string a Template; a string that is one whole `{{ }}` where
+    the action's schema takes more than text is typed (it keeps its value's type)."""
     if isinstance(raw, str):
         return ctx.template(raw, path) or raw
     if isinstance(raw, Mapping):
@@ -195,7 +276,7 @@ def compile_tree(raw: Any, path: YamlPath, ctx: CompileContext) -> Any:
 
 def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, Template):
-        return value.render(context)
+        return value.render_value(context)
     if isinstance(value, Mapping):
         return {k: render_tree(v, context) for k, v in value.items()}
     if isinstance(value, list):

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flowrun.dryrun.simulator import SimulationResult, Simulator
-from flowrun.dryrun.timeline import Scheduled, load_timeline, resolve_at
+from flowrun.dryrun.stubs import Stub, Stubs
+from flowrun.dryrun.timeline import Scheduled, load_timeline, load_timeline_stubs, resolve_at
 from flowrun.errors import FlowError, UsageError
 from flowrun.events.normalise import load_event_file
 from flowrun.events.values import timestamp
@@ -16,6 +17,7 @@ from flowrun.flow.loader import load_flows
 from flowrun.flow.model import Flow
 from flowrun.guardrails import Guardrails
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
+from flowrun.templating import DEFAULT_LOCALE
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday morning; fixed so output is repeatable
 
@@ -29,11 +31,11 @@ def parse_start(text: str | None) -> datetime:
     return start
 
 
-def load_all_flows(paths: Sequence[Path]) -> list[Flow]:
+def load_all_flows(paths: Sequence[Path], *, locale: str = DEFAULT_LOCALE) -> list[Flow]:
     for path in paths:
         if not path.exists():
             raise UsageError(f"no such file or folder: {path}")
-    result = load_flows(paths)
+    result = load_flows(paths, locale=locale)
     if result.problems:
         raise FlowError(result.problems)
     if not result.flows:
@@ -50,20 +52,32 @@ def play(
     start_text: str | None,
     until_text: str | None,
     derive: Derive | None = None,
-) -> SimulationResult:
+) -> DryRun:
     start = parse_start(start_text)
-    flows = load_all_flows(flow_paths)
+    flows = load_all_flows(flow_paths, locale=derive.locale if derive else DEFAULT_LOCALE)
     scheduled = [
         Scheduled(start, tuple(load_event_file(f, source=source, topic=topic, received_at=start))) for f in event_files
     ]
+    stubs: tuple[Stub, ...] = ()
     if timeline is not None:
         scheduled.extend(load_timeline(timeline, start))
+        stubs = load_timeline_stubs(timeline, flows)
     until = None
     if until_text is not None:
         until = resolve_at(until_text, start)
         if until is None:
             raise UsageError(f"--until {until_text!r} is neither an offset (3d) nor an ISO time")
-    return simulate(flows, scheduled, start, until, derive)
+    result = simulate(flows, scheduled, start, until, derive, stubs)
+    return DryRun(result, tuple(flows), tuple(scheduled))
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What was played and what came of it, for the report."""
+
+    result: SimulationResult
+    flows: tuple[Flow, ...]
+    inputs: tuple[Scheduled, ...]
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class Derive:
     low_stock_threshold: int = 5
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
     guardrails: Guardrails = field(default_factory=Guardrails)
+    locale: str = DEFAULT_LOCALE
 
 
 def simulate(
@@ -82,6 +97,7 @@ def simulate(
     start: datetime,
     until: datetime | None = None,
     derive: Derive | None = None,
+    stubs: Sequence[Stub] = (),
 ) -> SimulationResult:
     chosen = derive or Derive()
     settings = Settings(
@@ -90,7 +106,7 @@ def simulate(
         inactive_after=chosen.inactive_after,
         guardrails=chosen.guardrails,
     )
-    simulator = Simulator(flows, start, settings)
+    simulator = Simulator(flows, start, settings, Stubs(tuple(stubs)).with_flows(flows))
     for item in scheduled:
         for event in item.events:
             simulator.add_event(item.at, event)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from flowrun.actions import REGISTRY
+from flowrun.dryrun.stubs import Stubs
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.flow.model import Flow, ScheduleTrigger
@@ -23,12 +22,6 @@ from flowrun.runtime.memory import MemoryUnitOfWork
 from flowrun.runtime.records import Send, SendStatus
 from flowrun.runtime.runtime import Runtime
 from flowrun.runtime.settings import Settings
-
-Answer = Callable[[Send], Mapping[str, Any]]  # what the outside world answers a send in dry-run
-
-
-def simulated_answer(send: Send) -> Mapping[str, Any]:
-    return REGISTRY[send.action].simulate(send.params, send.key)
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class Simulator:
     flows: list[Flow]
     start: datetime
     settings: Settings = field(default_factory=Settings)
-    answer: Answer = simulated_answer
+    stubs: Stubs = field(default_factory=Stubs)  # results given by a timeline or test instead of simulated
     uow: MemoryUnitOfWork = field(default_factory=MemoryUnitOfWork)
 
     def __post_init__(self) -> None:
@@ -132,7 +125,9 @@ class Simulator:
 
     def _deliver(self, send: Send, now: datetime) -> None:
         """What serve's dispatcher does, recorded: the answer is simulated (or stubbed)."""
-        settled = after_attempt(send, Delivered(self.answer(send)), now)
+        flow_id = self.uow.runs.runs[send.run_id].flow_id
+        answer = self.stubs.result_for(flow_id, send.step, send.action, send.params, send.key)
+        settled = after_attempt(send, Delivered(answer), now)
         self.uow.outbox.put(settled.send)
         self.uow.outbox.note(settled.attempt)
 

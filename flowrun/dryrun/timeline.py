@@ -6,14 +6,42 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jsonschema import Draft202012Validator
+
+from flowrun.dryrun.stubs import STUB_SCHEMA, Stub, check_stub, parse_stubs
 from flowrun.durations import DurationSyntaxError, parse_duration
-from flowrun.errors import EventFileError
+from flowrun.errors import EventFileError, Problem
 from flowrun.events import Event
 from flowrun.events.normalise import load_event_file, normalise_file_body
 from flowrun.events.values import timestamp
 from flowrun.yamlsource import Document, read_document
+
+if TYPE_CHECKING:
+    from flowrun.flow.model import Flow
+
+
+OFFSET = {"type": ["string", "number"], "description": "an offset from the start (0s, 90m, 3h, 2d) or an ISO time"}
+
+TIMELINE_ENTRY: dict[str, Any] = {
+    "type": "object",
+    "description": "one event on the simulated clock",
+    "properties": {
+        "at": OFFSET,
+        "event": {
+            "anyOf": [
+                {"type": "string", "description": "an event file (JSON), relative to this file"},
+                {"type": "object", "description": "an inline event: a canonical envelope or a raw store body"},
+            ]
+        },
+        "source": {"type": "string", "description": "a raw store body's source: shopify, woocommerce, custom"},
+        "topic": {"type": "string", "description": "a raw store body's topic, e.g. orders/create"},
+    },
+    "required": ["event"],
+    "additionalProperties": False,
+}
+TIMELINE_KEYS = ("events", "stubs")
 
 
 @dataclass(frozen=True)
@@ -54,6 +82,7 @@ def is_timeline(path: Path) -> bool:
 
 
 def load_timeline(path: Path, start: datetime) -> list[Scheduled]:
+    """A timeline file: a list of entries, or `{events: [...], stubs: [...]}`."""
     doc = read_document(path, "timeline", EventFileError)
     items = doc.data.get("events") if isinstance(doc.data, dict) else doc.data
     if not isinstance(items, list):
@@ -64,7 +93,49 @@ def load_timeline(path: Path, start: datetime) -> list[Scheduled]:
                 )
             ]
         )
-    return parse_entries(items, doc, path.parent, start, ("events",) if isinstance(doc.data, dict) else ())
+    prefix: tuple[str | int, ...] = ("events",) if isinstance(doc.data, dict) else ()
+    problems = _shape_problems(doc, items, prefix)
+    if problems:
+        raise EventFileError(problems)
+    return parse_entries(items, doc, path.parent, start, prefix)
+
+
+def _shape_problems(doc: Document, items: list[Any], prefix: tuple[str | int, ...]) -> list[Problem]:
+    from flowrun.flow.diagnose import explain, suggest
+
+    found: list[Problem] = []
+    if isinstance(doc.data, dict):
+        for key in doc.data:
+            if key not in TIMELINE_KEYS:
+                hint = suggest(key, TIMELINE_KEYS) or "a timeline file has `events:` and optional `stubs:`"
+                found.append(doc.problem((key,), f"unknown key {key!r}", hint, key=True))
+        stubs = doc.data.get("stubs", [])
+        validator = Draft202012Validator({"type": "array", "items": STUB_SCHEMA})
+        for error in validator.iter_errors(stubs):
+            for path, message, hint, at_key in explain(error, {}):
+                found.append(doc.problem(("stubs", *path), message, hint, key=at_key))
+    validator = Draft202012Validator(TIMELINE_ENTRY)
+    for i, item in enumerate(items):
+        for error in validator.iter_errors(item):
+            for path, message, hint, at_key in explain(error, {}):
+                found.append(doc.problem((*prefix, i, *path), message, hint, key=at_key))
+    return found
+
+
+def load_timeline_stubs(path: Path, flows: list[Flow]) -> tuple[Stub, ...]:
+    """The `stubs:` of a timeline file, checked against the loaded flows."""
+    doc = read_document(path, "timeline", EventFileError)
+    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("stubs"), list):
+        return ()
+    stubs = parse_stubs(doc.data["stubs"])
+    problems = [
+        doc.problem(where, message, hint)
+        for i, stub in enumerate(stubs)
+        for where, message, hint in check_stub(stub, flows, ("stubs", i))
+    ]
+    if problems:
+        raise EventFileError(problems)
+    return stubs
 
 
 def parse_entries(

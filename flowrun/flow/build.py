@@ -4,31 +4,39 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flowrun.actions import REGISTRY
-from flowrun.actions.base import CompileContext
+from flowrun.actions.base import CompileContext, schema_at
 from flowrun.durations import DURATION_HINT, DurationSyntaxError, parse_duration
 from flowrun.errors import Problem, YamlPath
 from flowrun.events.catalogue import EVENT_TYPES, lookup_type
 from flowrun.flow import model as m
-from flowrun.flow.scope import Binding, Scope, check_field, types_for
+from flowrun.flow.fieldcheck import FieldChecker
+from flowrun.flow.scope import TRIGGER, Binding, Scope, types_for
 from flowrun.guardrails import load_flow_guardrails
-from flowrun.templating import Condition, Template, TemplateSyntax, parse_condition, parse_template
+from flowrun.templating import DEFAULT_LOCALE, Condition, Template, TemplateSyntax, parse_condition, parse_template
+from flowrun.templating.money import locale_problem
 from flowrun.timing import CronSchedule, TimeSpecError, parse_time_of_day, zone
 from flowrun.yamlsource import Document
 
 
 class Builder:
-    def __init__(self, doc: Document, source_text: str) -> None:
+    def __init__(
+        self, doc: Document, source_text: str, *, root: Path | None = None, locale: str = DEFAULT_LOCALE
+    ) -> None:
         self.doc = doc
         self.file = Path(doc.file)
+        self.root = root
+        self.locale = locale
         self.version = hashlib.sha256(source_text.encode()).hexdigest()[:12]
         self.problems: list[Problem] = []
         self.all_bindings: dict[str, str] = {}
+        self.fields = FieldChecker(doc, self.file, self.all_bindings)
+        self.unknown_types: set[str] = set()
 
     def report(self, path: YamlPath, message: str, hint: str = "", *, key: bool = False) -> None:
         self.problems.append(self.doc.problem(path, message, hint, key=key))
@@ -53,6 +61,7 @@ class Builder:
         names = (value,) if isinstance(value, str) else tuple(value)
         for i, name in enumerate(names):
             if lookup_type(name) is None:
+                self.unknown_types.add(name)
                 where = path if isinstance(value, str) else (*path, i)
                 close = difflib.get_close_matches(name, sorted(EVENT_TYPES), n=1, cutoff=0.6)
                 hint = (
@@ -65,36 +74,40 @@ class Builder:
         try:
             cond = parse_condition(source, f"{self.file}:{_fmt(path)}")
         except TemplateSyntax as exc:
+            unknown = exc.message.startswith("unknown")
             self.report(
                 path,
-                f"condition syntax error: {exc.message}",
-                "conditions are Jinja2 expressions, e.g. order.total_price > 100",
+                exc.message if unknown else f"condition syntax error: {exc.message}",
+                exc.hint if unknown else "conditions are Jinja2 expressions, e.g. order.total_price > 100",
             )
             return None
-        self.check_fields([(path, cond)], scope)
+        self.fields.check(path, cond, scope)
         return cond
 
-    def check_fields(self, items: Iterable[tuple[YamlPath, Template | Condition]], scope: Scope) -> None:
-        for path, item in items:
-            for field_path in sorted(item.fields):
-                found = check_field(field_path, scope, self.all_bindings)
-                if found is not None:
-                    message, hint = found
-                    if isinstance(item, Template) and not item.where.startswith(str(self.file)):
-                        message = f"in {Path(item.where).name}: {message}"
-                    self.report(path, message, hint)
+    def check_params(self, params: Any, path: YamlPath, scope: Scope, action: Any) -> None:
+        for where, template in _templates_with_paths(params, path):
+            inside = where[len(path) :]
+            label = f"`{action.name}.{_fmt(inside)}`" if inside else f"`{action.name}`"
+            schema = schema_at(action.params_schema, inside)
+            self.fields.check(where, template, scope, param=schema, label=label)
+
+    def scope_for(self, names: tuple[str, ...]) -> Scope:
+        """The names a condition or template sees for events of these types."""
+        return Scope(types_for(names), unknown_types=any(n in self.unknown_types for n in names))
 
     # -- the flow -----------------------------------------------------------------------
 
     def build(self) -> m.Flow | None:
         data: dict[str, Any] = self.doc.data
         self._collect_bindings(data.get("steps", []), ("steps",))
+        self.locale = self.flow_locale(data.get("locale", self.locale))
         trigger = self.trigger(data["on"], ("on",))
         self.trigger_events = trigger.events if isinstance(trigger, m.EventTrigger) else ()
         timezone = self.zone_name(data.get("timezone", "UTC"), ("timezone",))
-        types = types_for(trigger.events if isinstance(trigger, m.EventTrigger) else ("schedule.tick",))
-        scope = Scope(types)
+        scope = self.scope_for(trigger.events if isinstance(trigger, m.EventTrigger) else ("schedule.tick",))
         condition = self.condition(data["if"], ("if",), scope) if "if" in data else None
+        if condition is not None:
+            scope = scope.guard(condition.asserted)
         goal = self.goal(data["until"], scope) if "until" in data else None
         if goal is not None and isinstance(trigger, m.ScheduleTrigger):
             self.report(
@@ -105,6 +118,7 @@ class Builder:
         reentry = self.reentry(data.get("reentry", "always"))
         concurrency = self.concurrency(data.get("concurrency", {}), scope)
         steps = self.steps(data["steps"], ("steps",), scope)
+        self.problems.extend(self.fields.problems)
         if self.problems:
             return None
         from flowrun.engine.program import compile_program
@@ -122,9 +136,22 @@ class Builder:
             timezone=timezone,
             steps=steps,
             guardrails=load_flow_guardrails(data["guardrails"]) if "guardrails" in data else None,
+            locale=self.locale,
+            warnings=tuple(self.fields.warnings),
+            notes=tuple(self.fields.notes),
         )
         object.__setattr__(flow, "program", compile_program(steps))
         return flow
+
+    def flow_locale(self, name: str) -> str:
+        problem = locale_problem(name)
+        if problem is None:
+            return name
+        if "locale" in self.doc.data:
+            self.report(("locale",), *problem)
+        else:
+            self.report(("flow",), f"the project's {problem[0]}", problem[1])
+        return DEFAULT_LOCALE
 
     def _collect_bindings(self, steps: list[Any], path: YamlPath) -> None:
         for i, step in enumerate(steps):
@@ -172,7 +199,9 @@ class Builder:
         events = self.event_names(value["event"], ("until", "event"))
         where = None
         if "where" in value:
-            where_scope = Scope(types_for(events), {}, {"trigger": scope.event_types})
+            where_scope = self.scope_for(events)
+            where_scope.extra[TRIGGER] = scope.event_types
+            where_scope.awaited = ", ".join(events)
             where = self.condition(value["where"], ("until", "where"), where_scope)
         return m.Goal(events, where)
 
@@ -186,14 +215,15 @@ class Builder:
         if "key" in value:
             key = self.template(value["key"], ("concurrency", "key"))
             if key is not None:
-                self.check_fields([(("concurrency", "key"), key)], scope)
+                self.fields.check(("concurrency", "key"), key, scope)
         return m.Concurrency(key, value.get("mode", "parallel"))
 
     def template(self, source: str, path: YamlPath) -> Template | None:
         try:
-            return parse_template(source, f"{self.file}:{_fmt(path)}")
+            return parse_template(source, f"{self.file}:{_fmt(path)}", locale=self.locale)
         except TemplateSyntax as exc:
-            self.report(path, f"template syntax error: {exc.message}")
+            unknown = exc.message.startswith("unknown")
+            self.report(path, exc.message if unknown else f"template syntax error: {exc.message}", exc.hint)
             return None
 
     # -- steps --------------------------------------------------------------------------
@@ -214,7 +244,7 @@ class Builder:
             self.report(path, "`then`/`else` belong to an `if` step or a `wait: {for: ...}` step")
         if "if" in item:
             cond = self.condition(item["if"], (*path, "if"), scope)
-            then_scope, else_scope = scope.copy(), scope.copy()
+            then_scope, else_scope = scope.guard(cond.asserted if cond else frozenset()), scope.copy()
             then = self.steps(item["then"], (*path, "then"), then_scope)
             otherwise = self.steps(item.get("else", []), (*path, "else"), else_scope)
             scope.merge(then_scope, else_scope)
@@ -222,6 +252,7 @@ class Builder:
         if "choose" in item:
             return self.choose_step(item, path, scope)
         if "split" in item:
+            self.check_weights([float(b["weight"]) for b in item["split"]], (*path, "split"))
             branch_scopes = []
             branches = []
             for j, branch in enumerate(item["split"]):
@@ -240,7 +271,7 @@ class Builder:
         for j, option in enumerate(item["choose"]):
             here = (*path, "choose", j)
             cond = self.condition(option["when"], (*here, "when"), scope) or _never()
-            option_scope = scope.copy()
+            option_scope = scope.guard(cond.asserted)
             options.append(m.ChooseOption(cond, self.steps(option["steps"], (*here, "steps"), option_scope)))
             scopes.append(option_scope)
         otherwise_scope = scope.copy()
@@ -273,7 +304,10 @@ class Builder:
         if "where" in wait:
             where_scope = scope.copy()
             where_scope.event_types = types_for(events)
-            where_scope.extra["trigger"] = scope.event_types
+            where_scope.unknown_types = scope.unknown_types or any(n in self.unknown_types for n in events)
+            where_scope.guarded = frozenset()
+            where_scope.extra[TRIGGER] = scope.event_types
+            where_scope.awaited = ", ".join(events)
             where = self.condition(wait["where"], (*here, "where"), where_scope)
         then_scope, else_scope = scope.copy(), scope.copy()
         as_name = wait.get("as")
@@ -287,8 +321,20 @@ class Builder:
             path, name, events, self.duration(wait["timeout"], (*here, "timeout")), where, as_name, then, otherwise
         )
 
+    def check_weights(self, weights: list[float], path: YamlPath) -> None:
+        total = sum(weights)
+        if abs(total - 100) < 1e-9:
+            return
+        scaled = [round(w * 100 / total) for w in weights] if total > 0 else [100 // len(weights)] * len(weights)
+        scaled[-1] += 100 - sum(scaled)
+        self.report(
+            path,
+            f"split weights add up to {total:g}, not 100 (they are percentages)",
+            f"make them add up to 100, e.g. {', '.join(f'{w:g}' for w in scaled)}",
+        )
+
     def check_as_name(self, name: str, path: YamlPath, scope: Scope) -> None:
-        reserved = {"event", "run", "flow", "now", "trigger", *{p for t in scope.event_types for p in t.parts}}
+        reserved = {"event", "run", "flow", "now", TRIGGER, *{p for t in scope.event_types for p in t.parts}}
         if name in reserved:
             self.report(path, f"`as: {name}` would hide the built-in name {name!r}", "choose another name")
 
@@ -303,10 +349,17 @@ class Builder:
                 "act on the event in a flow that does not itself emit it",
                 key=True,
             )
-        ctx = CompileContext(self.file, (*path, kind), locate=self.doc.where)
+        ctx = CompileContext(
+            self.file,
+            (*path, kind),
+            locate=self.doc.where,
+            root=self.root,
+            locale=self.locale,
+            schema=action.params_schema,
+        )
         params = action.compile_params(item[kind], ctx)
         self.problems.extend(ctx.problems)
-        self.check_fields(_templates_with_paths(params, (*path, kind)), scope)
+        self.check_params(params, (*path, kind), scope, action)
         retry_raw = item.get("retry", {})
         retry = m.RetryPolicy(
             attempts=retry_raw.get("attempts", 5 if action.retry_by_default else 1),

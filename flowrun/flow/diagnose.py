@@ -10,7 +10,10 @@ from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 
 from flowrun.durations import DURATION_HINT, DURATION_PATTERN
+from flowrun.flow.shapes import as_object, duration_from_words
 
+EXPRESSION_MARK = "x-flowrun-expression"  # the branch of a typed parameter that takes one whole {{ expression }}
+_TYPED_HINT = "a whole {{ expression }} is taken here too, when its value has that type"
 _JSON_TYPES = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
@@ -64,13 +67,18 @@ def explain(error: ValidationError, root: dict[str, Any]) -> Iterator[Finding]:
         yield path, f"missing required key {names[0]!r}" if names else error.message, "", False
     elif kind == "type":
         expected = schema.get("type")
-        yield path, f"expected {_article(expected)}, got {_article(json_type(value))}", "", False
+        shape = as_object(str(path[-1]), value, schema) if expected == "object" and path else None
+        if shape is not None:
+            yield path, f"`{path[-1]}` takes an object, not {_article(json_type(value))}", f"write `{shape}`", False
+        else:
+            yield path, f"expected {_article(expected)}, got {_article(json_type(value))}", "", False
     elif kind == "enum":
         options = [str(o) for o in error.validator_value]
         hint = suggest(str(value), options) or f"one of: {', '.join(options)}"
         yield path, f"{value!r} is not allowed here", hint, False
     elif kind == "pattern" and error.validator_value == DURATION_PATTERN:
-        yield path, f"{value!r} is not a duration", DURATION_HINT, False
+        words = duration_from_words(str(value))
+        yield path, f"{value!r} is not a duration", f"write {words}" if words else DURATION_HINT, False
     elif kind == "pattern":
         yield path, f"{value!r} has the wrong form", _pattern_hint(schema), False
     else:
@@ -81,6 +89,31 @@ def _explain_branches(
     error: ValidationError, branches: list[dict[str, Any]], root: dict[str, Any], path: tuple[Any, ...]
 ) -> Iterator[Finding]:
     value = error.instance
+    duration = next((b for b in branches if b.get("pattern") == DURATION_PATTERN), None)
+    if duration is not None and isinstance(value, str):
+        words = duration_from_words(value)
+        others = [str(o) for b in branches for o in b.get("enum", ())]
+        also = f" (or one of: {', '.join(others)})" if others else ""
+        close = suggest(value, others)
+        hint = f"write {words}" if words else close or DURATION_HINT + also
+        message = f"{value!r} is neither a duration nor one of: {', '.join(others)}" if others else ""
+        yield path, message or f"{value!r} is not a duration", hint, False
+        return
+    if any(b.get(EXPRESSION_MARK) for b in branches):
+        if isinstance(value, str) and "{{" in value:
+            yield (
+                path,
+                "a template here must be one whole {{ expression }} (its value keeps its type)",
+                "remove the text around the {{ }}, or compute the value in one expression",
+                False,
+            )
+            return
+        branches = [b for b in branches if not b.get(EXPRESSION_MARK)]
+        if len(branches) == 1:
+            for sub_error in _validator_for(root, branches[0]).iter_errors(value):
+                for found_path, message, hint, at_key in explain(sub_error, root):
+                    yield (*path, *found_path), message, hint or _TYPED_HINT, at_key
+            return
     fitting = [b for b in branches if _type_matches(b, value)]
     if isinstance(value, dict):
         keyed = [b for b in fitting if set(b.get("required", ())) & set(value)]

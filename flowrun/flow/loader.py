@@ -10,6 +10,7 @@ from flowrun.errors import FlowError, Problem
 from flowrun.flow.build import Builder
 from flowrun.flow.model import Flow
 from flowrun.flow.validation import check
+from flowrun.templating import DEFAULT_LOCALE
 from flowrun.yamlsource import YamlSyntaxError, load_document
 
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
@@ -28,23 +29,32 @@ def is_flow_file(path: Path) -> bool:
 
 def discover(paths: Iterable[Path]) -> list[Path]:
     """Flow files under the given files and folders, in a stable order."""
-    found: list[Path] = []
+    return [file for file, _ in discover_with_roots(paths)]
+
+
+def discover_with_roots(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """(flow file, its flows folder): the folder given, or a file's own folder. A flow's
+    templates must stay inside its flows folder."""
+    found: list[tuple[Path, Path]] = []
     for path in paths:
         if path.is_dir():
             found.extend(
-                p
+                (p, path)
                 for p in sorted(path.rglob("*"))
                 if p.is_file()
                 and is_flow_file(p)
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         elif path.name not in CONFIG_NAMES:  # a project file is checked by its own schema
-            found.append(path)
+            found.append((path, path.parent))
     return found
 
 
-def load_flow(path: Path) -> Flow:
-    """One flow file to a Flow; raises FlowError carrying every problem found."""
+def load_flow(path: Path, *, root: Path | None = None, locale: str = DEFAULT_LOCALE) -> Flow:
+    """One flow file to a Flow; raises FlowError carrying every problem found.
+
+    `root`: the flows folder its templates must stay in (default: the file's folder);
+    `locale`: the project's, for `money` in flows that do not set their own."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -67,7 +77,7 @@ def load_flow(path: Path) -> Flow:
     problems = [doc.problem(path_, message, hint, key=at_key) for path_, message, hint, at_key in check(doc.data)]
     if problems:
         raise FlowError(_unique(problems))
-    builder = Builder(doc, text)
+    builder = Builder(doc, text, root=root, locale=locale)
     flow = builder.build()
     if flow is None:
         raise FlowError(_unique(builder.problems))
@@ -90,18 +100,26 @@ class FlowSet:
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
 
+    @property
+    def warnings(self) -> list[Problem]:
+        return [w for f in self.flows for w in f.warnings]
 
-def load_flows(paths: Iterable[Path], skip: Collection[Path] = ()) -> FlowSet:
+    @property
+    def notes(self) -> list[Problem]:
+        return [n for f in self.flows for n in f.notes]
+
+
+def load_flows(paths: Iterable[Path], skip: Collection[Path] = (), *, locale: str = DEFAULT_LOCALE) -> FlowSet:
     """Every flow under the paths (but `skip`); problems are collected, not raised, and ids
     must be unique."""
     result = FlowSet()
     first_seen: dict[str, Flow] = {}
-    for path in discover(paths):
+    for path, root in discover_with_roots(paths):
         if path in skip:
             continue
         result.files += 1
         try:
-            flow = load_flow(path)
+            flow = load_flow(path, root=root, locale=locale)
         except FlowError as exc:
             result.problems.extend(exc.problems)
             continue

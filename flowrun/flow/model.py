@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from flowrun.actions.base import ActionType
-from flowrun.errors import YamlPath
+from flowrun.errors import Problem, YamlPath
 from flowrun.guardrails import FlowGuardrails
 from flowrun.templating import Condition, Template
 from flowrun.timing import CronSchedule
@@ -164,6 +164,10 @@ class Flow:
     steps: tuple[AnyStep, ...]
     program: tuple[Any, ...] = field(default=(), compare=False)
     guardrails: FlowGuardrails | None = None
+    locale: str = "en_US"  # how `money` writes amounts: the flow's `locale:`, else the project's
+    # What `validate` says without refusing the flow: warnings (errors with --strict), notes.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+    notes: tuple[Problem, ...] = field(default=(), compare=False)
 
     @property
     def event_types(self) -> tuple[str, ...]:

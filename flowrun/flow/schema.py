@@ -11,6 +11,7 @@ from typing import Any
 from flowrun.actions import REGISTRY
 from flowrun.durations import DURATION_PATTERN
 from flowrun.events.catalogue import EVENT_TYPES
+from flowrun.flow.diagnose import EXPRESSION_MARK
 from flowrun.guardrails import CHANNELS, guardrail_schemas
 
 Schema = dict[str, Any]
@@ -30,6 +31,40 @@ AS_NAME: Schema = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$", "descript
 STEPS_REF: Schema = {"$ref": "#/$defs/steps"}
 
 CONTROL_KEYS = ("wait", "if", "choose", "split", "stop")
+STEP_KEYS = ("name", "as", "on_error", "retry", "timeout")  # keys of an action step, beside the action
+WHOLE_EXPRESSION: Schema = {
+    "type": "string",
+    "pattern": r"^\{\{[\s\S]*\}\}$",
+    "description": "one whole {{ expression }}: the parameter gets the expression's value, with its type",
+    EXPRESSION_MARK: True,
+}
+
+
+def typed(schema: Schema, *, root: bool = False) -> Schema:
+    """An action parameter's schema where a whole `{{ expression }}` may stand for any value
+    that is not text: `points: "{{ order.total_price * 10 }}"`. Objects and lists are opened
+    up inside too; `validate` checks the expression's type against the original schema."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in ("properties",):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: typed(v) for k, v in out[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = typed(out[key])
+    for key in ("anyOf", "oneOf"):
+        if isinstance(out.get(key), list):
+            out[key] = [typed(v) for v in out[key]]
+    kinds = out.get("type")
+    takes_text = kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+    if root:
+        return out
+    if kinds is None and "enum" not in out and "const" not in out:
+        return out  # any value already: a string expression is one
+    if takes_text or ("enum" in out and all(isinstance(v, str) for v in out["enum"])):
+        return out
+    return {"anyOf": [out, WHOLE_EXPRESSION]}
 
 
 def _closed(required: list[str], **props: Schema) -> Schema:
@@ -109,7 +144,7 @@ def _step_defs() -> dict[str, Schema]:
         defs[f"step.{action.name}"] = {
             **_closed(
                 [action.name],
-                **{action.name: {**action.step_schema(), "description": action.summary}},
+                **{action.name: {**typed(action.step_schema(), root=True), "description": action.summary}},
                 name=STEP_NAME,
                 **{"as": AS_NAME},
                 on_error={"enum": ["fail", "continue"]},
@@ -161,6 +196,10 @@ def flow_schema() -> Schema:
                 [], key={"type": "string"}, mode={"enum": ["single", "restart", "queue", "parallel"]}
             ),
             "timezone": {"type": "string", "description": "IANA zone for waits and schedules (default UTC)"},
+            "locale": {
+                "type": "string",
+                "description": "how `money` writes amounts: en_US ($150.00), de_DE (150,00 €); default: the project's",
+            },
             "guardrails": _flow_guardrails(),
             "steps": STEPS_REF,
         },

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from flowrun.errors import YamlPath
 from flowrun.flow.diagnose import Finding, explain
-from flowrun.flow.schema import Schema, flow_schema, step_kinds
+from flowrun.flow.schema import STEP_KEYS, Schema, flow_schema, step_kinds
 
 NESTED_LISTS = ("then", "else", "otherwise")
 NESTED_OPTIONS = ("choose", "split")
@@ -66,8 +66,13 @@ def _check_step(step: dict[str, Any], path: YamlPath, root: Schema) -> Iterator[
             "split it into separate list items",
             False,
         )
-    for error in _kind_validator(kinds[0]).iter_errors(step):
+    kind = kinds[0]
+    for error in _kind_validator(kind).iter_errors(step):
         for found_path, message, hint, at_key in explain(error, root):
+            misplaced = found_path[-1] if len(found_path) == 2 and found_path[0] == kind else None
+            if misplaced in STEP_KEYS and message.startswith("unknown key"):
+                message = f"`{misplaced}` belongs on the step, not inside `{kind}:`"
+                hint = f"move it out one level, beside `{kind}:` (e.g. `- {misplaced}: ...` then `  {kind}: ...`)"
             yield (*path, *found_path), message, hint, at_key
 
 

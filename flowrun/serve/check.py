@@ -14,7 +14,7 @@ from flowrun.state.database import make_engine
 
 def check(config: Config) -> list[str]:
     """What `serve --check` reports: flows load, the database answers, channels exist."""
-    flows = load_all_flows([config.flows])
+    flows = load_all_flows([config.flows], locale=config.locale)
     engine = make_engine(config.database)
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))

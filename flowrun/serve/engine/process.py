@@ -60,7 +60,7 @@ class EngineProcess:
         self.pipes = pipes
         self.loop = EngineLoop(
             self.db,
-            load_all_flows([config.flows]),
+            load_all_flows([config.flows], locale=config.locale),
             config.settings(),
             self.clock,
             self.cluster,
@@ -136,7 +136,7 @@ class EngineProcess:
 
     def _apply_reload(self) -> None:
         try:
-            flows = load_all_flows([self.config.flows])
+            flows = load_all_flows([self.config.flows], locale=self.config.locale)
         except FlowrunError as exc:
             log.error("SIGHUP: the new flows are invalid, keeping the running set:\n%s", exc)
             return
