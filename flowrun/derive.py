@@ -6,12 +6,14 @@ worker) call the same functions, so a dry-run predicts exactly what serve derive
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from flowrun.events import Event, customer_key
+from flowrun.config import INACTIVE_AFTER
+from flowrun.events import DEFAULT_THRESHOLD, Event, customer_key
+from flowrun.flow.model import AnyStep, ChooseStep, EventTrigger, Flow, IfStep, SplitStep, WaitForStep
 
 CHECKOUT_TYPES = ("checkout.created", "checkout.updated")
 ORDER_TYPES = ("order.created", "order.paid")
@@ -64,28 +66,54 @@ def abandoned(seen: Event, key: str, now: datetime) -> Event:
     )
 
 
-def stock_edge(event: Event, was_low: bool, default_threshold: int) -> tuple[str, bool, Event | None]:
-    """For an inventory.changed event: (item key, is it low now, the edge event if it crossed)."""
-    inventory: dict[str, Any] = dict(event.data.get("inventory") or {})
+@dataclass(frozen=True)
+class StockLine:
+    """A level an item's stock is watched against: low at or under `level`. `state` names
+    the remembered "is it low now" flag (serve keeps it as a cursor)."""
+
+    state: str
+    level: int
+    default: bool  # the project's level, which flows naming no `below:`/`above:` receive
+
+
+def stock_lines(event: Event, thresholds: Thresholds) -> list[StockLine]:
+    """The levels an inventory.changed event is measured against: the project's (the
+    event's own `inventory.threshold`, else `derive.low_stock_threshold`) while a flow
+    naming no level listens, and every level a flow names (`below: 10` is level 9)."""
+    inventory = event.data.get("inventory") or {}
     key = str(inventory.get("sku") or inventory.get("inventory_item_id") or "")
-    available = inventory.get("available")
-    if event.type != "inventory.changed" or not key or available is None:
-        return key, was_low, None
-    threshold = inventory["threshold"] if inventory.get("threshold") is not None else default_threshold
-    is_low = available <= threshold
+    if event.type != "inventory.changed" or not key or inventory.get("available") is None:
+        return []
+    lines = []
+    default_level = None
+    if thresholds.default_stock_level is not None:
+        own = inventory.get("threshold")
+        default_level = int(own) if own is not None else thresholds.default_stock_level
+        lines.append(StockLine(f"low:{key}", default_level, True))
+    lines.extend(
+        StockLine(f"low:{key}@{level}", level, False) for level in thresholds.stock_levels if level != default_level
+    )
+    return lines
+
+
+def stock_edge(event: Event, line: StockLine, was_low: bool) -> tuple[bool, Event | None]:
+    """For an inventory.changed event and one level: (is it low now, the edge event if it
+    crossed the level). Alert once per crossing; only a restock re-arms it."""
+    inventory: dict[str, Any] = dict(event.data.get("inventory") or {})
+    is_low = inventory["available"] <= line.level
     if is_low == was_low:
-        return key, is_low, None  # no crossing: alert once, re-armed only by a restock
+        return is_low, None
     kind = "inventory.low" if is_low else "inventory.restocked"
-    data = {**event.data, "inventory": {**inventory, "threshold": threshold}}
+    key = line.state.removeprefix("low:")
     derived = replace(
         event,
         type=kind,
         id=f"derived:{kind}:{key}:{event.id}",
         source="flowrun",
-        data=data,
-        meta={"derived_from": event.id},
+        data={**event.data, "inventory": {**inventory, "threshold": line.level}},
+        meta={"derived_from": event.id, DEFAULT_THRESHOLD: line.default},
     )
-    return key, is_low, derived
+    return is_low, derived
 
 
 @dataclass(frozen=True)
@@ -128,19 +156,19 @@ class AbandonmentWatcher:
 
 @dataclass
 class InventoryWatcher:
-    """In memory (dry-run): remembers which items are low."""
+    """In memory (dry-run): remembers which items are low, per level."""
 
-    threshold: int = 5
+    thresholds: Thresholds = field(default_factory=lambda: Thresholds(default_stock_level=5))
     low: dict[str, bool] = field(default_factory=dict)
 
     def observe(self, event: Event, now: datetime) -> list[Event]:
-        if event.type != "inventory.changed":
-            return []
-        probe_key, _, _ = stock_edge(event, False, self.threshold)
-        key, is_low, derived = stock_edge(event, self.low.get(probe_key, False), self.threshold)
-        if key:
-            self.low[key] = is_low
-        return [replace(derived, occurred_at=now)] if derived else []
+        out = []
+        for line in stock_lines(event, self.thresholds):
+            is_low, derived = stock_edge(event, line, self.low.get(line.state, False))
+            self.low[line.state] = is_low
+            if derived is not None:
+                out.append(replace(derived, occurred_at=now))
+        return out
 
 
 @dataclass(frozen=True)
@@ -151,35 +179,124 @@ class InactivityCheck:
     state: dict[str, Any]
 
 
+def _span_label(span: timedelta) -> str:
+    return f"{span.days}d" if span % timedelta(days=1) == timedelta(0) else f"{int(span.total_seconds())}s"
+
+
 @dataclass(frozen=True)
 class InactivityWatcher:
-    """customer.inactive once per threshold after a customer's last order (30, 60, 90 days...).
-    An order resets the clock; serve keeps `state` in the database, dry-run in its queue."""
+    """customer.inactive once per threshold after a customer's last order (30, 60, 90 days,
+    and every `after:` a flow names). An order resets the clock; serve keeps `state` in the
+    database, dry-run in its queue. The state names the threshold that falls due, so a
+    reload that changes the thresholds leaves pending checks meaningful."""
 
-    thresholds: tuple[timedelta, ...] = ()
+    thresholds: Thresholds = field(default_factory=lambda: Thresholds())
 
     def first_check(self, order: Event) -> InactivityCheck | None:
-        if order.type not in ORDER_TYPES or not order.customer_key or not self.thresholds:
+        spans = self.thresholds.inactive_after
+        if order.type not in ORDER_TYPES or not order.customer_key or not spans:
             return None
         customer = dict(order.data.get("customer") or {})
-        state = {"customer": customer, "last_order_at": order.occurred_at, "index": 0, "order": order.id}
-        return InactivityCheck(order.occurred_at + self.thresholds[0], state)
+        state = {
+            "customer": customer,
+            "last_order_at": order.occurred_at,
+            "after_s": int(spans[0].total_seconds()),
+            "order": order.id,
+        }
+        return InactivityCheck(order.occurred_at + spans[0], state)
+
+    def _quiet(self, state: dict[str, Any]) -> timedelta:
+        if "after_s" in state:
+            return timedelta(seconds=int(state["after_s"]))
+        spans = self.thresholds.inactive_after or INACTIVE_AFTER  # a check stored before thresholds were named
+        return spans[min(int(state["index"]), len(spans) - 1)]
 
     def fire(self, state: dict[str, Any], now: datetime) -> tuple[Event, InactivityCheck | None]:
         """The event for the threshold that fell due, and the check for the next one."""
-        index, last = int(state["index"]), state["last_order_at"]
-        quiet = self.thresholds[min(index, len(self.thresholds) - 1)]
+        quiet, last = self._quiet(state), state["last_order_at"]
         data = {"customer": state["customer"], "inactivity": {"days": quiet.days, "last_order_at": last}}
         event = Event(
             type="customer.inactive",
             source="flowrun",
-            id=f"derived:customer.inactive:{quiet.days}d:{state['order']}",
+            id=f"derived:customer.inactive:{_span_label(quiet)}:{state['order']}",
             occurred_at=now,
             data=data,
             customer_key=customer_key(data),
-            meta={"derived_from": state["order"]},
+            meta={"derived_from": state["order"], DEFAULT_THRESHOLD: quiet in self.thresholds.inactive_defaults},
         )
+        later = [span for span in self.thresholds.inactive_after if span > quiet]
         following = None
-        if index + 1 < len(self.thresholds):
-            following = InactivityCheck(last + self.thresholds[index + 1], {**state, "index": index + 1})
+        if later:
+            next_state = {k: v for k, v in state.items() if k != "index"}
+            next_state["after_s"] = int(later[0].total_seconds())
+            following = InactivityCheck(last + later[0], next_state)
         return event, following
+
+
+# -- thresholds from the loaded flows ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the derivations watch for, from the loaded flows (`thresholds_for`)."""
+
+    inactive_after: tuple[timedelta, ...] = ()  # every span customer.inactive fires at, ascending
+    inactive_defaults: frozenset[timedelta] = frozenset()  # those flows naming no `after:` receive
+    stock_levels: tuple[int, ...] = ()  # every level a flow names (`below: 10` -> 9, `above: 0` -> 0)
+    default_stock_level: int | None = None  # the project's level, while a flow naming none listens
+
+
+def _waited_events(steps: Sequence[AnyStep]) -> Iterator[str]:
+    for step in steps:
+        if isinstance(step, WaitForStep):
+            yield from step.events
+            yield from _waited_events(step.then)
+            yield from _waited_events(step.otherwise)
+        elif isinstance(step, IfStep):
+            yield from _waited_events(step.then)
+            yield from _waited_events(step.otherwise)
+        elif isinstance(step, ChooseStep):
+            for option in step.options:
+                yield from _waited_events(option.steps)
+            yield from _waited_events(step.otherwise)
+        elif isinstance(step, SplitStep):
+            for branch in step.branches:
+                yield from _waited_events(branch.steps)
+
+
+def thresholds_for(
+    flows: Iterable[Flow],
+    *,
+    inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER,
+    low_stock_threshold: int = 5,
+) -> Thresholds:
+    """A pure function from the loaded flows (and the project's defaults) to what the
+    watchers derive. A flow that names its threshold (`after: 180d`, `below: 10`) adds it;
+    the project's defaults are derived only while a flow naming none, a goal or a wait
+    listens to the derived type."""
+    spans: set[timedelta] = set()
+    levels: set[int] = set()
+    default_inactive = default_stock = False
+    for flow in flows:
+        trigger = flow.trigger
+        if isinstance(trigger, EventTrigger):
+            if "customer.inactive" in trigger.events:
+                if trigger.after is not None:
+                    spans.add(trigger.after)
+                else:
+                    default_inactive = True
+            if {"inventory.low", "inventory.restocked"} & set(trigger.events):
+                if trigger.stock_level is not None:
+                    levels.add(trigger.stock_level)
+                else:
+                    default_stock = True
+        reached = set(_waited_events(flow.steps)) | set(flow.goal.events if flow.goal else ())
+        default_inactive = default_inactive or "customer.inactive" in reached
+        default_stock = default_stock or bool({"inventory.low", "inventory.restocked"} & reached)
+    defaults = frozenset(inactive_after) if default_inactive else frozenset()
+    return Thresholds(
+        inactive_after=tuple(sorted(spans | defaults)),
+        inactive_defaults=defaults,
+        stock_levels=tuple(sorted(levels)),
+        default_stock_level=low_stock_threshold if default_stock else None,
+    )

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowrun.actions import REGISTRY
-from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatcher
+from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatcher, thresholds_for
 from flowrun.engine.state import Perform, RunState, Transition, Wake
 from flowrun.events import Event, customer_key
 from flowrun.flow.model import Flow, ScheduleTrigger
@@ -62,8 +62,11 @@ class Simulator:
         self._seen: set[str] = set()
         self._actions: list[RecordedAction] = []
         self._abandon = AbandonmentWatcher(self.abandonment_idle)
-        self._stock = InventoryWatcher(self.low_stock_threshold)
-        self._inactive = InactivityWatcher(self.inactive_after)
+        thresholds = thresholds_for(
+            self.flows, inactive_after=self.inactive_after, low_stock_threshold=self.low_stock_threshold
+        )
+        self._stock = InventoryWatcher(thresholds)
+        self._inactive = InactivityWatcher(thresholds)
         self._last_order: dict[str, str] = {}
         self._sent: dict[tuple[str, str], list[datetime]] = {}
         self._unsubscribed: set[str] = set()

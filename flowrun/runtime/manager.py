@@ -154,9 +154,7 @@ class Manager:
         candidates = self._by_type.get(event.type, [])
         if event.type.startswith("custom."):
             candidates = [*candidates, *self._by_type.get("custom.*", [])]
-        return [
-            f for f in candidates if isinstance(f.trigger, EventTrigger) and f.trigger.matches(event.type, event.source)
-        ]
+        return [f for f in candidates if isinstance(f.trigger, EventTrigger) and f.trigger.matches(event)]
 
     def _start(self, flow: Flow, event: Event, now: datetime) -> list[Transition]:
         run_id = run_id_for(flow.id, event.id)

@@ -34,6 +34,8 @@ from flowrun.derive import (
     checkout_completed,
     checkout_key,
     stock_edge,
+    stock_lines,
+    thresholds_for,
 )
 from flowrun.engine.state import Perform, RunState, Transition
 from flowrun.errors import FlowrunError
@@ -97,7 +99,7 @@ class Worker:
         self.manager = Manager(flows, MemoryStore())
         self.tracking = Tracking.for_flows(self.manager.listens_to)
         self._read: dict[tuple[str, str | None], bool] = {}  # (source, topic): anything reads it
-        self.inactivity = InactivityWatcher(config.inactive_after)
+        self._watch(flows)
         self.wake = threading.Event()
         self._everything = threading.Event()  # a round reads every input, not just the inbox
         self._everything.set()
@@ -124,12 +126,20 @@ class Worker:
         with self._lock:
             self.manager.load(flows)
             self.tracking = Tracking.for_flows(self.manager.listens_to)
+            self._watch(flows)
             self._read.clear()
             with reading(self.engine) as conn:
                 since = SqlStore(conn).last_inbox_seq()
             aside = SetAside(self.unread_topics(), since)
         self.poke()
         return aside
+
+    def _watch(self, flows: list[Flow]) -> None:
+        """The derivations' thresholds: those the flows name, and the project's defaults."""
+        self.thresholds = thresholds_for(
+            flows, inactive_after=self.config.inactive_after, low_stock_threshold=self.config.low_stock_threshold
+        )
+        self.inactivity = InactivityWatcher(self.thresholds)
 
     def unread_topics(self) -> frozenset[tuple[str, str]]:
         """The (source, topic) pairs nothing reads, which the webhook port stores as `ignored`
@@ -447,12 +457,12 @@ class Worker:
             if first is not None:
                 store.set_cursor(f"inactive:{event.customer_key}", first.state, due=first.at)
         elif event.type == "inventory.changed" and tracking.stock:
-            key, _, _ = stock_edge(event, False, self.config.low_stock_threshold)
-            if key:
-                was_low = bool(store.get_cursor(f"low:{key}"))
-                key, is_low, derived = stock_edge(event, was_low, self.config.low_stock_threshold)
-                store.set_cursor(f"low:{key}", is_low)
-                return [derived] if derived else []
+            crossed = []
+            for line in stock_lines(event, self.thresholds):
+                is_low, derived = stock_edge(event, line, bool(store.get_cursor(line.state)))
+                store.set_cursor(line.state, is_low)
+                crossed.extend([derived] if derived else [])
+            return crossed
         return []
 
     def _due_checks(self, store: SqlStore) -> list[Unit]:
