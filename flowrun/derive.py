@@ -1,4 +1,5 @@
-"""Derived events: checkout.abandoned, customer.inactive and inventory.low/restocked, as pure functions.
+"""Derived events: checkout.abandoned, customer.inactive, inventory.low/restocked and
+product.images_added, as pure functions.
 
 Both dry-run (state in memory: the watchers below) and serve (state in the database: the
 worker) call the same functions, so a dry-run predicts exactly what serve derives.
@@ -6,6 +7,7 @@ worker) call the same functions, so a dry-run predicts exactly what serve derive
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -17,6 +19,8 @@ from flowrun.flow.model import AnyStep, ChooseStep, EventTrigger, Flow, IfStep, 
 
 CHECKOUT_TYPES = ("checkout.created", "checkout.updated")
 ORDER_TYPES = ("order.created", "order.paid")
+PRODUCT_TYPES = ("product.created", "product.updated")
+STATE_NAME_LIMIT = 200  # the cursors table's name column
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Tracking:
     abandonment: bool
     inactivity: bool
     stock: bool
+    images: bool = False
 
     @classmethod
     def for_flows(cls, listens_to: Callable[[str], bool]) -> Tracking:
@@ -34,6 +39,7 @@ class Tracking:
             abandonment=listens_to("checkout.abandoned"),
             inactivity=listens_to("customer.inactive"),
             stock=listens_to("inventory.low") or listens_to("inventory.restocked"),
+            images=listens_to("product.images_added"),
         )
 
     def reads(self, event_type: str) -> bool:
@@ -42,6 +48,8 @@ class Tracking:
             return self.abandonment or self.inactivity
         if event_type in CHECKOUT_TYPES:
             return self.abandonment
+        if event_type in PRODUCT_TYPES:
+            return self.images
         return self.stock and event_type == "inventory.changed"
 
 
@@ -76,6 +84,15 @@ class StockLine:
     default: bool  # the project's level, which flows naming no `below:`/`above:` receive
 
 
+def state_name(prefix: str, key: str) -> str:
+    """A remembered state's name; a key too long for the column (a store's SKU may be) is
+    replaced by its digest, so no input can make the name overflow."""
+    name = f"{prefix}{key}"
+    if len(name) <= STATE_NAME_LIMIT:
+        return name
+    return f"{prefix}#{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 def stock_lines(event: Event, thresholds: Thresholds) -> list[StockLine]:
     """The levels an inventory.changed event is measured against: the project's (the
     event's own `inventory.threshold`, else `derive.low_stock_threshold`) while a flow
@@ -89,9 +106,11 @@ def stock_lines(event: Event, thresholds: Thresholds) -> list[StockLine]:
     if thresholds.default_stock_level is not None:
         own = inventory.get("threshold")
         default_level = int(own) if own is not None else thresholds.default_stock_level
-        lines.append(StockLine(f"low:{key}", default_level, True))
+        lines.append(StockLine(state_name("low:", key), default_level, True))
     lines.extend(
-        StockLine(f"low:{key}@{level}", level, False) for level in thresholds.stock_levels if level != default_level
+        StockLine(state_name("low:", f"{key}@{level}"), level, False)
+        for level in thresholds.stock_levels
+        if level != default_level
     )
     return lines
 
@@ -114,6 +133,59 @@ def stock_edge(event: Event, line: StockLine, was_low: bool) -> tuple[bool, Even
         meta={"derived_from": event.id, DEFAULT_THRESHOLD: line.default},
     )
     return is_low, derived
+
+
+def _image_key(image: Any) -> str:
+    return str(image.get("id") or image.get("src") or "") if isinstance(image, dict) else ""
+
+
+def images_added(event: Event, seen: list[str] | None) -> tuple[list[str], Event | None]:
+    """For a product.created/updated event and the image ids last seen on that product
+    (None: never seen): the ids to remember, and product.images_added when the event has
+    images the product did not have. product.created carries its own `new_images`; a
+    product first seen through an update is a baseline, its images are not called new."""
+    product = dict(event.data.get("product") or {})
+    images = [i for i in product.get("images") or [] if _image_key(i)]
+    ids = sorted({_image_key(i) for i in images})
+    if event.type != "product.updated" or seen is None:
+        return ids, None
+    before = set(seen)
+    new = [i for i in images if _image_key(i) not in before]
+    if not new:
+        return ids, None
+    derived = replace(
+        event,
+        type="product.images_added",
+        id=f"derived:product.images_added:{event.id}",
+        source="flowrun",
+        data={**event.data, "product": {**product, "new_images": new}},
+        meta={"derived_from": event.id},
+    )
+    return ids, derived
+
+
+def store_events(
+    event: Event, thresholds: Thresholds, get: Callable[[str], Any], put: Callable[[str, Any], None]
+) -> list[Event]:
+    """What a store event derives from the state kept per item (stock levels crossed,
+    images added), read with `get` and written with `put`: a dict in dry-run, cursors in
+    serve. Events of other types derive nothing here."""
+    if event.type == "inventory.changed":
+        crossed = []
+        for line in stock_lines(event, thresholds):
+            is_low, derived = stock_edge(event, line, bool(get(line.state)))
+            put(line.state, is_low)
+            crossed.extend([derived] if derived else [])
+        return crossed
+    if event.type in PRODUCT_TYPES:
+        product_id = (event.data.get("product") or {}).get("id")
+        if not product_id:
+            return []
+        name = state_name("images:", f"{event.source}:{product_id}")
+        ids, derived = images_added(event, get(name))
+        put(name, ids)
+        return [derived] if derived else []
+    return []
 
 
 @dataclass(frozen=True)
@@ -155,20 +227,15 @@ class AbandonmentWatcher:
 
 
 @dataclass
-class InventoryWatcher:
-    """In memory (dry-run): remembers which items are low, per level."""
+class StoreWatcher:
+    """In memory (dry-run): per item, whether it is low at each level and its images."""
 
     thresholds: Thresholds = field(default_factory=lambda: Thresholds(default_stock_level=5))
-    low: dict[str, bool] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
 
     def observe(self, event: Event, now: datetime) -> list[Event]:
-        out = []
-        for line in stock_lines(event, self.thresholds):
-            is_low, derived = stock_edge(event, line, self.low.get(line.state, False))
-            self.low[line.state] = is_low
-            if derived is not None:
-                out.append(replace(derived, occurred_at=now))
-        return out
+        derived = store_events(event, self.thresholds, self.state.get, self.state.__setitem__)
+        return [replace(d, occurred_at=now) for d in derived]
 
 
 @dataclass(frozen=True)

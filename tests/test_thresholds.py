@@ -177,3 +177,77 @@ def test_serve_inventory_levels_per_flow(rig) -> None:  # type: ignore[no-untype
     r.settle()
     got = sorted((q["path"], json.loads(q["body"])["left"]) for q in r.sink.requests)
     assert got == [("/alert", "4"), ("/reorder", "8")]
+
+
+# -- product images, remembered per product ----------------------------------------------
+
+IMAGES_FLOW = """
+flow: new-photos
+on: product.images_added
+steps:
+  - http: {url: "SINK/photos", json: {srcs: "{{ product.new_images | map(attribute='src') | join(' ') }}"}}
+"""
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _shopify(path: str, topic: str) -> tuple[Event, ...]:
+    from flowrun.events.normalise import load_event_file
+
+    return tuple(load_event_file(EXAMPLES / path, source="shopify", topic=topic, received_at=T0))
+
+
+def test_dry_run_an_update_that_adds_a_photo_derives_images_added_with_that_photo_alone(tmp_path: Path) -> None:
+    before = _shopify("events/shopify/products/update.json", "products/update")
+    after = _shopify("scenarios/shopify/products/update/new-image.json", "products/update")
+    result = simulate(flows(tmp_path, IMAGES_FLOW), [Scheduled(T0, before), Scheduled(T0 + DAY, after)], T0)
+    [run] = result.runs
+    assert [i["alt"] for i in run.trigger.data["product"]["new_images"]] == ["Merino beanie, worn"]
+    assert len(run.trigger.data["product"]["images"]) == 2
+    # the same update again adds nothing; a product first seen through an update is a baseline
+    again = simulate(flows(tmp_path, IMAGES_FLOW), [Scheduled(T0, after), Scheduled(T0 + DAY, after)], T0)
+    assert again.runs == []
+
+
+def test_a_product_created_without_images_then_given_some_derives_them(tmp_path: Path) -> None:
+    created = event("product.created", id_="p-1", product={"id": "9", "images": []})
+    updated = event("product.updated", id_="p-2", product={"id": "9", "images": [{"id": "1", "src": "a.jpg"}]})
+    result = simulate(flows(tmp_path, IMAGES_FLOW), [Scheduled(T0, (created,)), Scheduled(T0 + DAY, (updated,))], T0)
+    assert [r.trigger.data["product"]["new_images"][0]["src"] for r in result.runs] == ["a.jpg"]
+
+
+def test_state_names_never_overflow_their_column() -> None:
+    from flowrun.derive import STATE_NAME_LIMIT, stock_lines
+
+    long_sku = event("inventory.changed", id_="i", inventory={"sku": "S" * 5000, "available": 1})
+    lines = stock_lines(long_sku, Thresholds(stock_levels=(9,), default_stock_level=5))
+    assert len(lines) == 2 and all(len(line.state) <= STATE_NAME_LIMIT for line in lines)
+    assert len({line.state for line in lines}) == 2
+
+
+@pytest.mark.usefixtures("db")
+def test_serve_images_added_once_for_the_new_photo(rig) -> None:  # type: ignore[no-untyped-def]
+    r = rig(IMAGES_FLOW)
+    r.deliver("shopify", "products/update", (EXAMPLES / "events/shopify/products/update.json").read_bytes(), "p-1")
+    r.settle()
+    assert r.sink.requests == []  # the first sight of a product is its baseline
+    changed = (EXAMPLES / "scenarios/shopify/products/update/new-image.json").read_bytes()
+    r.deliver("shopify", "products/update", changed, "p-2")
+    r.settle()
+    [request] = r.sink.requests
+    assert json.loads(request["body"])["srcs"].endswith("merino-beanie-worn.jpg?v=1768228200")
+
+
+@pytest.mark.usefixtures("db")
+def test_serve_a_sku_longer_than_the_cursor_column_still_derives(rig) -> None:  # type: ignore[no-untyped-def]
+    r = rig(LOW_BELOW_10)
+    body = {
+        "inventory_item_id": 77,
+        "location_id": 1,
+        "available": 3,
+        "sku": "S" * 300,
+        "updated_at": "2026-01-05T09:00:00Z",
+    }
+    r.deliver("shopify", "inventory_levels/update", json.dumps(body).encode(), "long-1")
+    r.settle()
+    [request] = r.sink.requests
+    assert json.loads(request["body"])["left"] == "3"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowrun.actions import REGISTRY
-from flowrun.derive import AbandonmentWatcher, InactivityWatcher, InventoryWatcher, thresholds_for
+from flowrun.derive import AbandonmentWatcher, InactivityWatcher, StoreWatcher, thresholds_for
 from flowrun.engine.state import Perform, RunState, Transition, Wake
 from flowrun.events import Event, customer_key
 from flowrun.flow.model import Flow, ScheduleTrigger
@@ -65,7 +65,7 @@ class Simulator:
         thresholds = thresholds_for(
             self.flows, inactive_after=self.inactive_after, low_stock_threshold=self.low_stock_threshold
         )
-        self._stock = InventoryWatcher(thresholds)
+        self._stock = StoreWatcher(thresholds)
         self._inactive = InactivityWatcher(thresholds)
         self._last_order: dict[str, str] = {}
         self._sent: dict[tuple[str, str], list[datetime]] = {}

@@ -33,8 +33,7 @@ from flowrun.derive import (
     abandoned,
     checkout_completed,
     checkout_key,
-    stock_edge,
-    stock_lines,
+    store_events,
     thresholds_for,
 )
 from flowrun.engine.state import Perform, RunState, Transition
@@ -456,13 +455,8 @@ class Worker:
             first = self.inactivity.first_check(event) if tracking.inactivity else None
             if first is not None:
                 store.set_cursor(f"inactive:{event.customer_key}", first.state, due=first.at)
-        elif event.type == "inventory.changed" and tracking.stock:
-            crossed = []
-            for line in stock_lines(event, self.thresholds):
-                is_low, derived = stock_edge(event, line, bool(store.get_cursor(line.state)))
-                store.set_cursor(line.state, is_low)
-                crossed.extend([derived] if derived else [])
-            return crossed
+        elif tracking.reads(event.type):  # stock levels crossed, product images added
+            return store_events(event, self.thresholds, store.get_cursor, store.set_cursor)
         return []
 
     def _due_checks(self, store: SqlStore) -> list[Unit]:
