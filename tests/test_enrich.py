@@ -181,3 +181,10 @@ def test_a_stub_answers_like_the_store_for_dry_run_and_tests() -> None:
     stub = StubLookup(skus={"46012345678901": "BEANIE-CHA"})
     looked_up = asyncio.run(enrich("shopify", "inventory_levels/update", sample("inventory_levels/update"), stub))
     assert json.loads(json.dumps(looked_up[ENRICHED])) == {"inventory_item": {"sku": "BEANIE-CHA"}}
+
+
+@pytest.mark.parametrize("order_id", ["1,2,3", "abc", "../orders", True, None, 0, {"id": 1}, "١٢"])
+def test_only_a_plain_numeric_id_is_ever_put_into_a_query(shop: FakeShopify, order_id: object) -> None:
+    body = {**sample("refunds/create"), "order_id": order_id}
+    assert ENRICHED not in asyncio.run(_enriched(shop, "refunds/create", body))
+    assert shop.requests == []

@@ -128,8 +128,14 @@ class StubLookup:
         return list(self.product_collections.get(product_id, []))
 
 
+def _id(value: Any) -> str | None:
+    """A Shopify id as the API takes it (digits), or None: a query never carries anything else."""
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    return text if text.isascii() and text.isdigit() and text.strip("0") else None
+
+
 def _ids(values: Any) -> list[str]:
-    return sorted({str(v) for v in values if v not in (None, "", 0)})
+    return sorted({i for i in (_id(v) for v in values) if i is not None})
 
 
 LOOKUPS: dict[str, str] = {
@@ -160,11 +166,11 @@ async def enrich(source: str, topic: str | None, body: Any, lookup: ShopifyLooku
     kind = LOOKUPS[str(topic)]
     facts: dict[str, Any] = {}
     if kind == "inventory_item":
-        item = str(body.get("inventory_item_id") or "")
+        item = _id(body.get("inventory_item_id"))
         if item:
             facts["inventory_item"] = {"sku": (await lookup.inventory_skus([item])).get(item)}
     elif kind == "order":
-        order_id = str(body.get("order_id") or "")
+        order_id = _id(body.get("order_id"))
         found = await lookup.order(order_id) if order_id else None
         if found is not None:
             facts["order"] = dict(found)
@@ -172,6 +178,6 @@ async def enrich(source: str, topic: str | None, body: Any, lookup: ShopifyLooku
         products = _ids(item.get("product_id") for item in body.get("line_items") or [] if isinstance(item, dict))
         if products:
             facts["variants"] = {k: dict(v) for k, v in (await lookup.variants(products)).items()}
-    elif body.get("id"):
-        facts["collections"] = await lookup.collections(str(body["id"]))
+    elif product_id := _id(body.get("id")):
+        facts["collections"] = await lookup.collections(product_id)
     return {**body, ENRICHED: facts} if facts else body

@@ -153,7 +153,7 @@ class Builder:
             return m.EventTrigger(
                 events,
                 (source,) if isinstance(source, str) else tuple(source),
-                **thresholds.trigger_thresholds(value, events, path, self.duration, self.report),
+                **thresholds.trigger_thresholds(value, events, path, self.report),
             )
         missed = value.get("missed", "skip")
         if "every" in value:

@@ -11,9 +11,12 @@ from typing import Any
 
 from jinja2 import nodes
 
+from flowrun.durations import DurationSyntaxError, parse_duration
 from flowrun.errors import YamlPath
 from flowrun.flow.model import EventTrigger
 from flowrun.templating import TEXT_ENV, Condition
+
+LONGEST_QUIET = timedelta(days=36525)  # no customer is waited for longer than a century
 
 # Which threshold key belongs to which derived event, and what it means.
 KEYS = {
@@ -24,11 +27,7 @@ KEYS = {
 
 
 def trigger_thresholds(
-    value: dict[str, Any],
-    events: tuple[str, ...],
-    path: YamlPath,
-    duration: Callable[[str, YamlPath], timedelta],
-    report: Callable[..., None],
+    value: dict[str, Any], events: tuple[str, ...], path: YamlPath, report: Callable[..., None]
 ) -> dict[str, Any]:
     """The `after`/`below`/`above` of an `on: {event: ...}` mapping, each checked against
     the event it belongs to: a threshold on any other event would never be used."""
@@ -48,7 +47,16 @@ def trigger_thresholds(
             report(where, f"`{key}:` ({meaning}) belongs to `event: {event_type}` alone", hint, key=True)
             continue
         if key == "after":
-            span = duration(value[key], where)
+            try:
+                span = parse_duration(str(value[key]))
+            except DurationSyntaxError as exc:
+                report(where, str(exc).split(";")[0], "whole days or weeks, e.g. 90d, 180d or 26w")
+                continue
+            if span > LONGEST_QUIET:
+                report(
+                    where, f"`after: {value[key]}` is more than a century of quiet: it would never fire", "e.g. 180d"
+                )
+                continue
             if span < timedelta(days=1) or span % timedelta(days=1):
                 report(
                     where,
