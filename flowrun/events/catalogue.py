@@ -136,7 +136,7 @@ INVENTORY = obj(
     available=INT,
     inventory_item_id=ID,
     location_id=ID,
-    threshold=INT,
+    threshold={**INT, "description": "the level the derived event crossed: low at or under it (`below: 10` is 9)"},
     product_title=STR,
 )
 SHIPMENT = obj(
