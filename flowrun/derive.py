@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from flowrun.config import INACTIVE_AFTER
 from flowrun.events import DEFAULT_THRESHOLD, Event, customer_key
 from flowrun.flow.model import AnyStep, ChooseStep, EventTrigger, Flow, IfStep, SplitStep, WaitForStep
 
@@ -259,24 +258,29 @@ class InactivityWatcher:
 
     thresholds: Thresholds = field(default_factory=lambda: Thresholds())
 
-    def first_check(self, order: Event) -> InactivityCheck | None:
+    def first_check(self, order: Event, learnt_at: datetime | None = None) -> InactivityCheck | None:
+        """The check an order starts, counted from `learnt_at` (when flowrun learnt of the
+        order; by default the order's own time)."""
         spans = self.thresholds.inactive_after
         if order.type not in ORDER_TYPES or not order.customer_key or not spans:
             return None
+        since = learnt_at or order.occurred_at
         customer = dict(order.data.get("customer") or {})
         state = {
             "customer": customer,
-            "last_order_at": order.occurred_at,
+            "last_order_at": since,
             "after_s": int(spans[0].total_seconds()),
             "order": order.id,
         }
-        return InactivityCheck(order.occurred_at + spans[0], state)
+        return InactivityCheck(since + spans[0], state)
 
     def _quiet(self, state: dict[str, Any]) -> timedelta:
         if "after_s" in state:
             return timedelta(seconds=int(state["after_s"]))
-        spans = self.thresholds.inactive_after or INACTIVE_AFTER  # a check stored before thresholds were named
-        return spans[min(int(state["index"]), len(spans) - 1)]
+        # A check stored before thresholds were named counts the project's thresholds by index
+        # (30, 60 and 90 days unless set otherwise).
+        index, spans = int(state["index"]), self.thresholds.inactive_after
+        return spans[min(index, len(spans) - 1)] if spans else timedelta(days=30 * (index + 1))
 
     def fire(self, state: dict[str, Any], now: datetime) -> tuple[Event, InactivityCheck | None]:
         """The event for the threshold that fell due, and the check for the next one."""
@@ -332,10 +336,7 @@ def _waited_events(steps: Sequence[AnyStep]) -> Iterator[str]:
 
 
 def thresholds_for(
-    flows: Iterable[Flow],
-    *,
-    inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER,
-    low_stock_threshold: int = 5,
+    flows: Iterable[Flow], *, inactive_after: tuple[timedelta, ...], low_stock_threshold: int
 ) -> Thresholds:
     """A pure function from the loaded flows (and the project's defaults) to what the
     watchers derive. A flow that names its threshold (`after: 180d`, `below: 10`) adds it;

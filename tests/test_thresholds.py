@@ -63,14 +63,18 @@ def flows(tmp_path: Path, *texts: str) -> list[Flow]:
 
 
 def test_thresholds_come_from_the_flows_and_defaults_only_while_a_flow_names_none(tmp_path: Path) -> None:
-    only_180 = thresholds_for(flows(tmp_path, WIN_BACK_180))
+    only_180 = thresholds_for(flows(tmp_path, WIN_BACK_180), inactive_after=(30 * DAY,), low_stock_threshold=5)
     assert only_180 == Thresholds(inactive_after=(180 * DAY,))
-    both = thresholds_for(flows(tmp_path, WIN_BACK_180, NUDGE_DEFAULT), inactive_after=(30 * DAY, 90 * DAY))
+    both = thresholds_for(
+        flows(tmp_path, WIN_BACK_180, NUDGE_DEFAULT), inactive_after=(30 * DAY, 90 * DAY), low_stock_threshold=5
+    )
     assert both.inactive_after == (30 * DAY, 90 * DAY, 180 * DAY)
     assert both.inactive_defaults == {30 * DAY, 90 * DAY}
-    stock = thresholds_for(flows(tmp_path, LOW_BELOW_10, BACK_ABOVE_0), low_stock_threshold=3)
+    stock = thresholds_for(flows(tmp_path, LOW_BELOW_10, BACK_ABOVE_0), inactive_after=(), low_stock_threshold=3)
     assert (stock.stock_levels, stock.default_stock_level) == ((0, 9), None)
-    assert thresholds_for(flows(tmp_path, LOW_DEFAULT), low_stock_threshold=3).default_stock_level == 3
+    assert (
+        thresholds_for(flows(tmp_path, LOW_DEFAULT), inactive_after=(), low_stock_threshold=3).default_stock_level == 3
+    )
 
 
 def test_a_wait_or_a_goal_on_a_derived_type_keeps_the_project_defaults(tmp_path: Path) -> None:
@@ -79,8 +83,9 @@ def test_a_wait_or_a_goal_on_a_derived_type_keeps_the_project_defaults(tmp_path:
     goal = flow_from(
         tmp_path, "flow: g\non: order.created\nuntil: inventory.low\nsteps:\n  - log: {message: x}\n", "g.yaml"
     )
-    assert thresholds_for([waits]).inactive_defaults == {30 * DAY, 60 * DAY, 90 * DAY}
-    assert thresholds_for([goal], low_stock_threshold=7).default_stock_level == 7
+    defaults = (30 * DAY, 60 * DAY, 90 * DAY)
+    assert thresholds_for([waits], inactive_after=defaults, low_stock_threshold=5).inactive_defaults == set(defaults)
+    assert thresholds_for([goal], inactive_after=defaults, low_stock_threshold=7).default_stock_level == 7
 
 
 # -- dry-run --------------------------------------------------------------------------
@@ -136,6 +141,8 @@ def test_a_canonical_envelope_reaches_the_flows_whose_level_it_names(tmp_path: P
 
 
 def test_an_inactivity_check_stored_before_thresholds_were_named_still_fires() -> None:
+    legacy_60 = {"customer": {"email": "ada@example.com"}, "last_order_at": T0, "index": 1, "order": "o-1"}
+    assert InactivityWatcher(Thresholds()).fire(legacy_60, T0)[0].data["inactivity"]["days"] == 60
     watcher = InactivityWatcher(Thresholds(inactive_after=(30 * DAY, 60 * DAY), inactive_defaults={30 * DAY, 60 * DAY}))
     legacy = {"customer": {"email": "ada@example.com"}, "last_order_at": T0, "index": 0, "order": "o-1"}
     fired, following = watcher.fire(legacy, T0 + 30 * DAY)
