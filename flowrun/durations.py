@@ -21,7 +21,10 @@ def parse_duration(text: str) -> timedelta:
     text = text.strip()
     if not _WHOLE.match(text):
         raise DurationSyntaxError(f"{text!r} is not a duration; {DURATION_HINT}")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _PART.findall(text)))
+    try:
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _PART.findall(text)))
+    except OverflowError:  # more days than a timedelta holds
+        raise DurationSyntaxError(f"{text!r} is longer than any duration flowrun can count") from None
 
 
 def format_duration(delta: timedelta) -> str:

@@ -8,6 +8,7 @@ Everything below the CLI raises one of these; only the CLI formats them.
     │   ├── EventFileError   an event or timeline file cannot be read or normalised
     │   └── ConfigError      the project configuration is invalid
     ├── UnknownTopicError    a store topic flowrun cannot normalise
+    ├── LookupFailedError    a store's API did not answer a lookup an event needs (try later)
     ├── RenderError          a template or condition failed at run time
     └── UsageError           the command line asked for something impossible
 """
@@ -85,6 +86,10 @@ class UnknownTopicError(FlowrunError):
     def __init__(self, source: str, topic: str, known: Sequence[str]) -> None:
         self.source, self.topic, self.known = source, topic, tuple(known)
         super().__init__(f"unknown {source} topic {topic!r}; flowrun normalises: {', '.join(sorted(known))}")
+
+
+class LookupFailedError(FlowrunError):
+    """A store's API did not answer a lookup that a delivery's event needs (events.enrich)."""
 
 
 class RenderError(FlowrunError):

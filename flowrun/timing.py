@@ -57,61 +57,72 @@ def next_time_of_day(now: datetime, at: time, tz: ZoneInfo) -> datetime:
     raise AssertionError("unreachable: a time of day recurs within three days")
 
 
-_NAMES = {
-    "month": {
-        m: i
-        for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
-    },
-    "dow": {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
-}
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("dow", 0, 7))
-_ALIASES = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
+_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 CRON_HINT = "five fields: minute hour day-of-month month day-of-week, e.g. '0 8 * * 1-5'"
+Expanded = tuple[list[list[int | str]], dict[int, set[int | str]]]
 
 
-def _value(token: str, name: str, low: int, high: int) -> int:
-    names = _NAMES.get("month" if name == "month" else "dow" if name == "dow" else "", {})
-    number = names.get(token.lower()) if token.isalpha() else None
-    if number is None:
-        if not token.isdigit():
-            raise TimeSpecError(f"cron {name} field: {token!r} is not a number", CRON_HINT)
-        number = int(token)
-    if not low <= number <= high:
-        raise TimeSpecError(f"cron {name} field: {number} is outside {low}-{high}", CRON_HINT)
-    return number
+def _expand(text: str) -> Expanded:
+    """croniter's parse of five fields; any failure of the library becomes a TimeSpecError."""
+    from croniter import CroniterError, croniter
+
+    try:
+        fields, nth = croniter.expand(text)
+    except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise TimeSpecError(str(exc), CRON_HINT) from None
+    return fields, nth
 
 
-def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
-        if step_text and step is None:
-            raise TimeSpecError(f"cron {name} field: bad step {step_text!r}", CRON_HINT)
-        if body == "*":
-            start, end = low, high
-        elif "-" in body:
-            first, last = body.split("-", 1)
-            start, end = _value(first, name, low, high), _value(last, name, low, high)
-            if start > end:
-                raise TimeSpecError(f"cron {name} field: range {body} runs backwards", CRON_HINT)
-        else:
-            start = _value(body, name, low, high)
-            end = high if step else start
-        values.update(range(start, end + 1, step or 1))
-    return frozenset(values)
+def _field_problem(parts: list[str], index: int) -> TimeSpecError | None:
+    """Why field `index` alone is not valid cron, or None: the other fields set to `*`."""
+    probe = ["*"] * 5
+    probe[index] = parts[index]
+    try:
+        _expand(" ".join(probe))
+    except TimeSpecError as exc:
+        low, high = _BOUNDS[index]
+        name, token = _FIELD_NAMES[index], parts[index]
+        why = exc.message
+        if "out of range" in why:
+            return TimeSpecError(f"cron {name} field: {token!r} is outside {low}-{high}", CRON_HINT)
+        if "step" in why:
+            return TimeSpecError(f"cron {name} field: {token!r} has a step that is not a positive number", CRON_HINT)
+        return TimeSpecError(f"cron {name} field: {token!r} is not a number, a name, a range or a list", CRON_HINT)
+    return None
+
+
+def _backwards_range(parts: list[str]) -> TimeSpecError | None:
+    """croniter reads `5-1` as a range that wraps around; classic cron rejects it, and so
+    does flowrun: a reversed range is far more often a typo than a wish."""
+    for index, part in enumerate(parts):
+        for element in part.split(","):
+            body = element.split("/", 1)[0]
+            if body.count("-") != 1 or body.startswith("-"):
+                continue
+            first, last = body.split("-")
+            probes: list[int | str] = []
+            for end in (first, last):
+                if end.isascii() and end.isdigit():  # as written: day-of-week 7 is Sunday at the top
+                    probes.append(int(end))
+                    continue
+                probe = ["*"] * 5
+                probe[index] = end
+                probes.append(_expand(" ".join(probe))[0][index][0])
+            if isinstance(probes[0], int) and isinstance(probes[1], int) and probes[0] > probes[1]:
+                name = _FIELD_NAMES[index]
+                return TimeSpecError(f"cron {name} field: range {body} runs backwards", "write the range low-high")
+    return None
 
 
 @dataclass(frozen=True)
 class CronSchedule:
+    """A cron expression parsed by croniter, walked by flowrun over wall-clock days in its
+    zone (so the daylight-saving rule above holds, which croniter's own iteration does not
+    promise). Day-of-month and day-of-week follow classic cron: when both are restricted,
+    either may match. Also understood: names (`mon`, `jan`), `@daily` and the other
+    aliases, `L` (the month's last day), and `1#2` / `L5` (the 2nd Monday, the last Friday)."""
+
     expression: str
     tz: ZoneInfo
     minutes: frozenset[int]
@@ -121,31 +132,76 @@ class CronSchedule:
     weekdays: frozenset[int]  # 0 = Sunday
     days_restricted: bool
     weekdays_restricted: bool
+    last_day: bool = False  # `L` in day-of-month
+    nth_weekdays: tuple[tuple[int, int], ...] = ()  # (weekday, n): n = 1..5, or -1 for the last
 
     @classmethod
     def parse(cls, expression: str, tz_name: str = "UTC") -> CronSchedule:
-        text = _ALIASES.get(expression.strip(), expression.strip())
-        parts = text.split()
-        if len(parts) != 5:
-            raise TimeSpecError(f"cron expression {expression!r} has {len(parts)} fields, not 5", CRON_HINT)
-        minute, hour, dom, month, dow = (_field(p, *spec) for p, spec in zip(parts, _FIELDS, strict=True))
+        text = expression.strip()
+        if text.startswith("@"):
+            try:
+                fields, nth = _expand(text)
+            except TimeSpecError:
+                fields, nth = [], {}
+            if len(fields) != 5:
+                raise TimeSpecError(
+                    f"cron alias {text!r} is not supported", "use @hourly, @daily, @weekly, @monthly or @yearly"
+                )
+        else:
+            parts = text.split()
+            if len(parts) != 5:
+                raise TimeSpecError(f"cron expression {expression!r} has {len(parts)} fields, not 5", CRON_HINT)
+            for index in range(5):
+                problem = _field_problem(parts, index)
+                if problem is not None:
+                    raise problem
+            if "w" in parts[2].lower():
+                raise TimeSpecError(
+                    f"cron day-of-month field: {parts[2]!r}: W (nearest weekday) is not supported", CRON_HINT
+                )
+            problem = _backwards_range(parts)
+            if problem is not None:
+                raise problem
+            try:
+                fields, nth = _expand(text)
+            except TimeSpecError as exc:
+                raise TimeSpecError(f"cron expression {expression!r}: {exc.message}", CRON_HINT) from None
+
+        def values(index: int) -> frozenset[int]:
+            low, high = _BOUNDS[index]
+            found = fields[index]
+            if found == ["*"]:
+                return frozenset(range(low, min(high, 6 if index == 4 else high) + 1))
+            return frozenset(int(v) % 7 if index == 4 else int(v) for v in found if isinstance(v, int))
+
+        nth_pairs = tuple(sorted((int(day) % 7, -1 if n == "l" else int(n)) for day, ns in nth.items() for n in ns))
         return cls(
             expression,
             zone(tz_name),
-            minute,
-            hour,
-            dom,
-            month,
-            frozenset(d % 7 for d in dow),
-            parts[2] != "*",
-            parts[4] != "*",
+            values(0),
+            values(1),
+            values(2),
+            values(3),
+            values(4),
+            fields[2] != ["*"],
+            fields[4] != ["*"],
+            "l" in fields[2],
+            nth_pairs,
         )
+
+    def _weekday_matches(self, day: date) -> bool:
+        weekday = day.isoweekday() % 7
+        if not self.nth_weekdays:
+            return weekday in self.weekdays
+        week = (day.day - 1) // 7 + 1
+        last = day.month != (day + timedelta(days=7)).month
+        return any(d == weekday and (n == week or (n == -1 and last)) for d, n in self.nth_weekdays)
 
     def _day_matches(self, day: date) -> bool:
         if day.month not in self.months:
             return False
-        in_dom = day.day in self.days
-        in_dow = (day.isoweekday() % 7) in self.weekdays
+        in_dom = day.day in self.days or (self.last_day and (day + timedelta(days=1)).day == 1)
+        in_dow = self._weekday_matches(day)
         if self.days_restricted and self.weekdays_restricted:
             return in_dom or in_dow  # classic cron: either field may match
         return in_dom and in_dow

@@ -107,9 +107,17 @@ class FakeShopify(FakeStore):
         checkouts: list[dict[str, Any]] | None = None,
         levels: list[dict[str, Any]] | None = None,
         items: list[dict[str, Any]] | None = None,
+        products: list[dict[str, Any]] | None = None,
+        collections: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         self.token, self.page_cap, self.calls = token, page_cap, 0
-        self.lists = {"orders": orders, "checkouts": checkouts or [], "inventory_levels": levels or []}
+        self.lists = {
+            "orders": orders,
+            "checkouts": checkouts or [],
+            "inventory_levels": levels or [],
+            "products": products or [],
+        }
+        self.collections = collections or {}  # custom_collections / smart_collections, each with product_ids
         self.items = {item["id"]: item for item in items or []}
         self.customers: dict[int, dict[str, Any]] = {}
         self.price_rules: dict[int, dict[str, Any]] = {}
@@ -201,6 +209,10 @@ class FakeShopify(FakeStore):
             if not ids or len(ids) > 100:
                 return 422, {"errors": {"ids": ["must name 1 to 100 inventory items"]}}, limit_header
             return 200, {"inventory_items": [self.items[i] for i in ids if i in self.items]}, limit_header
+        if name in ("custom_collections", "smart_collections"):  # `product_id`: those containing it
+            product = int(query["product_id"]) if query.get("product_id") else None
+            found = [c for c in self.collections.get(name, []) if product is None or product in c["product_ids"]]
+            return 200, {name: [_fields(c, query) for c in found]}, limit_header
         if name not in self.lists:
             return 404, {"errors": "Not Found"}, {}
         limit = min(int(query.get("limit", 50)), 250, self.page_cap)
@@ -214,11 +226,14 @@ class FakeShopify(FakeStore):
                 return 422, {"errors": {"base": ["location_ids or inventory_item_ids is required"]}}, {}
             start, since, where = 0, query.get("updated_at_min", ""), query.get("location_ids", "")
         wanted = {int(i) for i in where.split(",") if i}
+        ids = {int(i) for i in query.get("ids", "").split(",") if i}  # orders.json / products.json `ids`
         matching = sorted(
             (
                 o
                 for o in self.lists[name]
-                if o["updated_at"] >= since and (not wanted or o.get("location_id", 0) in wanted)
+                if o["updated_at"] >= since
+                and (not wanted or o.get("location_id", 0) in wanted)
+                and (not ids or o.get("id") in ids)
             ),
             key=lambda o: (o["updated_at"], o.get("id", o.get("inventory_item_id"))),
         )
@@ -227,7 +242,14 @@ class FakeShopify(FakeStore):
         if start + limit < len(matching):
             token = base64.urlsafe_b64encode(json.dumps([start + limit, since, where]).encode()).decode()
             links.append(f'<{self.api}/{name}.json?{urlencode({"limit": limit, "page_info": token})}>; rel="next"')
+        page = [_fields(o, query) for o in page]
         return 200, {name: page}, {**limit_header, **({"Link": ", ".join(links)} if links else {})}
+
+
+def _fields(resource: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+    """Shopify's `fields=a,b`: only those top-level fields of each resource."""
+    wanted = [f for f in query.get("fields", "").split(",") if f]
+    return {k: v for k, v in resource.items() if k in wanted} if wanted else resource
 
 
 def _woo_error(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str]]:

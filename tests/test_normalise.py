@@ -120,3 +120,151 @@ def test_topic_types_is_none_where_only_the_body_tells() -> None:
     assert topic_types("custom", None) is None
     assert topic_types("shopify", "carts/create") is None  # unknown: read, then rejected
     assert topic_types("shopify", "fulfillments/update") == {"shipment.delivered", "shipment.updated"}
+
+
+SCENARIOS = ROOT / "examples/scenarios"
+
+
+def _scenario_topic(path: Path) -> tuple[str, str]:
+    """examples/scenarios/<source>/<topic...>/<label>.json: a store body in one situation."""
+    relative = path.relative_to(SCENARIOS)
+    return relative.parts[0], "/".join(relative.parts[1:-1])
+
+
+@pytest.mark.parametrize(
+    "path", sorted(SCENARIOS.rglob("*.json")), ids=lambda p: str(p.relative_to(ROOT / "examples/scenarios"))
+)
+def test_every_scenario_normalises_to_its_schema(path: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    from flowrun.jsonout import plain
+
+    source, topic = _scenario_topic(path)
+    for event in normalise(load(path), source=source, topic=topic):
+        assert event.type in (topic_types(source, topic) or set())
+        errors = list(Draft202012Validator(lookup_type(event.type).data_schema()).iter_errors(plain(dict(event.data))))
+        assert not errors, [e.message for e in errors]
+        assert "_flowrun" not in event.raw
+
+
+def test_shopify_product_create_from_the_sdk_sample(fixtures: Path) -> None:
+    body = load(fixtures / "shopify/webhooks-extra/product.rest-2025-07.create_response.json")["product"]
+    [event] = normalise(body, source="shopify", topic="products/create")
+    product = event.data["product"]
+    assert event.type == "product.created" and event.id == f"shopify:products/create:{body['id']}"
+    assert (product["title"], product["type"], product["vendor"]) == (body["title"], "Snowboard", "Burton")
+    assert (product["tags"], product["images"], product["new_images"], product["categories"]) == ([], [], [], [])
+    assert product["handle"] == body["handle"] and product["status"] == "draft"
+    assert product["created_at"] == "2025-04-02T16:36:28Z"
+
+
+def test_shopify_product_images_are_canonical_and_a_create_makes_them_all_new() -> None:
+    [event] = normalise(
+        load(ROOT / "examples/events/shopify/products/create.json"), source="shopify", topic="products/create"
+    )
+    product = event.data["product"]
+    assert [i["position"] for i in product["images"]] == [1, 2]
+    assert product["images"][0]["alt"] == "Alpaca mittens in oatmeal" and product["images"][1]["alt"] is None
+    assert product["images"][0]["src"].startswith("https://cdn.shopify.com/") and product["images"][0]["width"] == 2048
+    assert product["new_images"] == product["images"]
+    assert product["tags"] == ["winter", "alpaca", "new-in"] and product["type"] == "Gloves"
+    [update] = normalise(
+        load(ROOT / "examples/events/shopify/products/update.json"), source="shopify", topic="products/update"
+    )
+    assert "new_images" not in update.data["product"]  # an update alone cannot tell: product.images_added does
+
+
+def test_shopify_refund_from_the_sdk_sample(fixtures: Path) -> None:
+    body = load(fixtures / "shopify/webhooks-extra/refund.rest-2025-07.create_response.json")["refund"]
+    [event] = normalise(body, source="shopify", topic="refunds/create")
+    refund = event.data["refund"]
+    assert refund["amount"] == Decimal("41.94") and refund["currency"] == "USD" and refund["restock"] is False
+    [line] = refund["line_items"]
+    assert (line["sku"], line["quantity"], line["title"]) == ("IPOD2008RED", 1, "IPod Nano - 8gb")
+    assert event.data["order"]["id"] == str(body["order_id"]) and event.customer_key is None  # until looked up
+
+
+def test_woocommerce_product_categories_tags_and_images_from_the_docs_sample(fixtures: Path) -> None:
+    body = load(fixtures / "woocommerce/payloads/product.updated.json")
+    [event, *_] = normalise(body, source="woocommerce", topic="product.updated")
+    product = event.data["product"]
+    assert product["categories"] == ["Clothing", "T-shirts"] and product["type"] is None
+    assert [i["id"] for i in product["images"]] == ["792", "793"]
+    assert product["images"][0]["created_at"] == "2017-03-23T20:01:13Z" and product["images"][1]["position"] == 2
+
+
+def test_woocommerce_product_created() -> None:
+    events = normalise(
+        load(ROOT / "examples/events/woocommerce/product.created.json"), source="woocommerce", topic="product.created"
+    )
+    assert [e.type for e in events] == ["product.created", "inventory.changed"]
+    product = events[0].data["product"]
+    assert product["categories"] == ["Brewing gear", "Kettles"] and product["tags"] == ["new"]
+    assert [i["src"] for i in product["new_images"]] == [i["src"] for i in product["images"]] != []
+
+
+def test_backorders_on_shopify_lines_from_the_variant_and_a_line_property() -> None:
+    body = load(SCENARIOS / "shopify/orders/create/backorder.json")
+    [event] = normalise(body, source="shopify", topic="orders/create")
+    beanie, scarf = event.data["order"]["line_items"]
+    assert (beanie["backordered"], beanie["expected_date"]) == (False, None)
+    assert (scarf["backordered"], scarf["backordered_quantity"], scarf["expected_date"]) == (True, 1, "2026-02-10")
+    assert scarf["properties"] == {"Expected date": "2026-02-10", "_source": "preorder-widget"}
+    assert event.data["order"]["backordered"] is True
+    [plain] = normalise(
+        load(ROOT / "examples/events/shopify/orders/create.json"), source="shopify", topic="orders/create"
+    )
+    assert [i["backordered"] for i in plain.data["order"]["line_items"]] == [None, None]  # not looked up: unknown
+    assert plain.data["order"]["backordered"] is None
+
+
+def test_backorders_on_woocommerce_lines_from_the_backordered_item_meta() -> None:
+    events = normalise(
+        load(SCENARIOS / "woocommerce/order.created/backorder.json"), source="woocommerce", topic="order.created"
+    )
+    pour, filters = events[0].data["order"]["line_items"]
+    assert (pour["backordered"], pour["backordered_quantity"], pour["expected_date"]) == (True, 1, "2026-01-20")
+    assert "_reduced_stock" not in pour["properties"] and pour["properties"]["Backordered"] == "1"
+    assert (filters["backordered"], filters["backordered_quantity"]) == (False, None)
+    assert events[0].data["order"]["backordered"] is True
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ({"_Expected_Date": "2026-03-01T00:00:00Z"}, (None, None, "2026-03-01")),
+        ({"Backorder date": "2026-03-01", "backorder": "yes"}, (True, None, "2026-03-01")),
+        ({"Backordered": "0"}, (False, None, None)),
+        ({"Backordered": "3"}, (True, 3, None)),
+        ({"Expected date": "next week"}, (None, None, None)),
+        ({"Expected date": "2026-02-30"}, (None, None, None)),
+        ({"Expected date": ["2026-02-01"]}, (None, None, None)),
+        ({"Gift note": "x" * 10_000}, (None, None, None)),
+    ],
+)
+def test_backorder_properties_by_name(properties: dict[str, object], expected: tuple[object, ...]) -> None:
+    from flowrun.events.values import backorder_properties
+
+    assert backorder_properties(properties) == expected
+
+
+def test_hostile_line_properties_do_not_break_normalisation() -> None:
+    body = load(ROOT / "examples/events/shopify/orders/create.json")
+    body["line_items"][0]["properties"] = [None, "x", {"name": None, "value": None}, {"value": 1}]  # type: ignore[index]
+    body["line_items"][1]["properties"] = {"not": "a list"}  # type: ignore[index]
+    [event] = normalise(body, source="shopify", topic="orders/create")
+    assert [i["properties"] for i in event.data["order"]["line_items"]] == [{}, {}]
+
+
+def test_the_customers_country_comes_from_the_address() -> None:
+    [shopify] = normalise(
+        load(ROOT / "examples/events/shopify/orders/create.json"), source="shopify", topic="orders/create"
+    )
+    [woo, _] = normalise(
+        load(ROOT / "examples/events/woocommerce/order.created.json"), source="woocommerce", topic="order.created"
+    )
+    assert shopify.data["customer"]["country"] == "US"
+    assert (
+        woo.data["customer"]["country"]
+        == load(ROOT / "examples/events/woocommerce/order.created.json")["billing"]["country"]
+    )  # type: ignore[index]

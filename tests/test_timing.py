@@ -85,16 +85,60 @@ def test_steps_ranges_and_aliases() -> None:
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
-        ("0 25 * * *", "cron hour field: 25 is outside 0-23"),
+        ("0 25 * * *", "cron hour field: '25' is outside 0-23"),
         ("0 8 * *", "has 4 fields, not 5"),
-        ("x 8 * * *", "cron minute field: 'x' is not a number"),
+        ("0 8 * * * *", "has 6 fields, not 5"),
+        ("x 8 * * *", "cron minute field: 'x' is not a number, a name"),
+        ("\u00b25 * * * *", "cron minute field: '\u00b25' is not a number"),  # superscript two: isdigit() says yes
+        ("\u0663 * * * *", "cron minute field: '\u0663' is not a number"),  # an Arabic-Indic three
+        ("*/0 * * * *", "cron minute field: '\\*/0' has a step"),
         ("0 8 5-1 * *", "range 5-1 runs backwards"),
+        ("0 8 * * fri-mon", "range fri-mon runs backwards"),
+        ("0 0 15W * *", "W \\(nearest weekday\\) is not supported"),
+        ("@reboot", "cron alias '@reboot' is not supported"),
+        ("0 0 * * 1#6", "cron day-of-week field"),
         ("0 0 31 2 *", "never fires"),
+        ("0 0 30 2 *", "never fires"),
     ],
 )
 def test_bad_cron(expr: str, message: str) -> None:
     with pytest.raises(TimeSpecError, match=message):
         CronSchedule.parse(expr).next_after(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_day_of_week_7_is_sunday_also_at_the_top_of_a_range() -> None:
+    assert CronSchedule.parse("0 0 * * 5-7").weekdays == frozenset({5, 6, 0})
+
+
+def test_last_day_of_month() -> None:
+    got = fires("0 9 L * *", "Europe/Berlin", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    assert [g.astimezone(BERLIN).strftime("%m-%d %H:%M") for g in got] == ["01-31 09:00", "02-28 09:00", "03-31 09:00"]
+
+
+def test_nth_and_last_weekday_of_month() -> None:
+    second_monday = fires("0 9 * * 1#2", "UTC", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+    assert [g.strftime("%m-%d %a") for g in second_monday] == ["01-12 Mon", "02-09 Mon"]
+    last_friday = fires("0 9 * * L5", "UTC", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+    assert [g.strftime("%m-%d %a") for g in last_friday] == ["01-30 Fri", "02-27 Fri"]
+
+
+def test_hostile_cron_fields_are_errors_not_crashes() -> None:
+    for expr in ["\x00 * * * *", "1-- * * * *", "0,,5 * * * *", "-1 * * * *", "H * * * *", "0 0 L-2 * *", "9" * 400]:
+        with pytest.raises(TimeSpecError):
+            CronSchedule.parse(expr)
+
+
+def test_zones_come_from_the_tzdata_package_where_the_system_has_none() -> None:
+    import zoneinfo
+
+    zoneinfo.reset_tzpath(to=[])  # as on a machine without /usr/share/zoneinfo
+    try:
+        zone.cache_clear()
+        zoneinfo.ZoneInfo.clear_cache()
+        assert zone("Europe/Berlin").utcoffset(datetime(2026, 7, 1)) == timedelta(hours=2)
+    finally:
+        zoneinfo.reset_tzpath()
+        zone.cache_clear()
 
 
 def test_zone_suggestion() -> None:

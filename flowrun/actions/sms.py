@@ -10,6 +10,7 @@ from flowrun.actions.base import (
     CATEGORY,
     TEMPLATED,
     ActionType,
+    CompileContext,
     DeliveryContext,
     PermanentError,
     obj,
@@ -18,8 +19,8 @@ from flowrun.actions.base import (
 )
 from flowrun.actions.provider import call
 from flowrun.config import SECRET
-
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+from flowrun.phones import E164, international, literal_problem, sendable
+from flowrun.templating import Template
 
 
 class Sms(ActionType):
@@ -45,8 +46,24 @@ class Sms(ActionType):
     def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
         return None if channels.get("sms") else "channels.sms (Twilio account_sid, auth_token, from)"
 
+    def compile_params(self, raw: Any, ctx: CompileContext) -> Any:
+        params = super().compile_params(raw, ctx)
+        to = params.get("to") if isinstance(params, dict) else None
+        if isinstance(to, Template) and to.is_static:
+            problem = literal_problem(to.source)
+            if problem is not None:
+                ctx.report((*ctx.path, "to"), *problem)
+        return params
+
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-        params["to"] = re.sub(r"[\s().-]", "", str(params["to"]))
+        """A national number (as customers type them into checkouts) is made international
+        with the customer's country; anything else keeps its digits and `+` for delivery to judge."""
+        given = str(params["to"])
+        customer = context.get("customer")
+        country = customer.get("country") if isinstance(customer, Mapping) else None
+        params["to"] = international(given, country if isinstance(country, str) else None) or re.sub(
+            r"[\s().-]", "", given
+        )
         return super().finish_params(params, context)
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -54,7 +71,7 @@ class Sms(ActionType):
 
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         sid, token = ctx.require("account_sid", "auth_token")
-        if not E164.match(params["to"]):
+        if not sendable(params["to"]):
             raise PermanentError(f"{params['to']!r} is not a phone number in E.164 form (+14155550123)")
         form = {"To": params["to"], "Body": params["text"]}
         if ctx.setting("messaging_service_sid"):

@@ -75,7 +75,7 @@ class Simulator:
     def _run(self, until: datetime | None) -> SimulationResult:
         # Inactivity is derived only up to a horizon: without one, every order would stretch
         # the simulation to its last threshold.
-        settings = self.settings if until is not None else replace(self.settings, inactive_after=())
+        settings = self.settings if until is not None else replace(self.settings, inactivity=False)
         runtime = Runtime(self.flows, settings)
         ticks = _ticks(self.flows, self.start, until)
         while True:

@@ -38,7 +38,7 @@ def unstarted(flows: Sequence[Flow], inputs: Sequence[Scheduled], runs: Sequence
 
 def why(event: Event, flows: Sequence[Flow]) -> str:
     triggers = [(f, f.trigger) for f in flows if isinstance(f.trigger, EventTrigger)]
-    by_type = [(f, t) for f, t in triggers if t.matches(event.type, t.sources[0] if t.sources else event.source)]
+    by_type = [(f, t) for f, t in triggers if _starts_on(t, event.type)]
     if by_type:
         wrong_source = [(f, t) for f, t in by_type if t.sources and event.source not in t.sources]
         if wrong_source and len(wrong_source) == len(by_type):
@@ -91,3 +91,7 @@ def _waits_for(flow: Flow, event_type: str) -> bool:
     from flowrun.dryrun.stubs import walk_steps
 
     return any(isinstance(s, WaitForStep) and event_type in s.events for s in walk_steps(flow.steps))
+
+
+def _starts_on(trigger: EventTrigger, kind: str) -> bool:
+    return kind in trigger.events or ("custom.*" in trigger.events and kind.startswith("custom."))

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# In a derived event's meta: whether its threshold is one the project sets (`derive:` in
+# flowrun.yaml), which flows naming no threshold of their own receive. Absent: an event
+# from outside (a canonical envelope), which every trigger of its type receives.
+DEFAULT_THRESHOLD = "default_threshold"
+
 
 @dataclass(frozen=True)
 class Event:

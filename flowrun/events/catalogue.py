@@ -28,6 +28,12 @@ def array_of(item: Schema) -> Schema:
     return {"type": "array", "items": item}
 
 
+DATE: Schema = {"type": ["string", "null"], "format": "date"}
+PROPERTIES_OF_LINE: Schema = {
+    "type": "object",
+    "description": "the line's own fields by name (Shopify line-item properties, WooCommerce item meta)",
+    "additionalProperties": True,
+}
 LINE_ITEM = obj(
     "one line of an order or checkout",
     sku=STR,
@@ -36,6 +42,10 @@ LINE_ITEM = obj(
     price=MONEY,
     product_id=ID,
     variant_id=ID,
+    backordered={**BOOL, "description": "sold beyond stock (null: the store did not say)"},
+    backordered_quantity=INT,
+    expected_date={**DATE, "description": "when a backordered item is expected (a line property), YYYY-MM-DD"},
+    properties=PROPERTIES_OF_LINE,
 )
 CUSTOMER = obj(
     "the customer the event is about",
@@ -49,6 +59,7 @@ CUSTOMER = obj(
     accepts_marketing=BOOL,
     tags=array_of({"type": "string"}),
     timezone=STR,
+    country={**STR, "description": "ISO 3166-1 alpha-2, from the customer's address"},
     created_at=TIME,
 )
 ORDER = obj(
@@ -62,6 +73,7 @@ ORDER = obj(
     financial_status=STR,
     fulfillment_status=STR,
     line_items=array_of(LINE_ITEM),
+    backordered={**BOOL, "description": "some line is backordered"},
     discount_codes=array_of({"type": "string"}),
     landing_site=STR,
     referring_site=STR,
@@ -83,15 +95,40 @@ CHECKOUT = obj(
     updated_at=TIME,
     completed_at=TIME,
 )
-PRODUCT = obj(
-    "the product",
+IMAGE = obj(
+    "a product image",
     id=ID,
-    title=STR,
-    sku=STR,
-    price=MONEY,
-    status=STR,
-    inventory_quantity=INT,
-    url=STR,
+    src=STR,
+    alt=STR,
+    position=INT,
+    width=INT,
+    height=INT,
+    created_at=TIME,
+)
+STRINGS = array_of({"type": "string"})
+PRODUCT_FIELDS: dict[str, Schema] = {
+    "id": ID,
+    "title": STR,
+    "sku": STR,
+    "price": MONEY,
+    "status": STR,
+    "inventory_quantity": INT,
+    "url": STR,
+    "handle": STR,
+    "type": {**STR, "description": "the merchant's product type (Shopify product_type; null on WooCommerce)"},
+    "vendor": STR,
+    "tags": STRINGS,
+    "categories": {
+        **STRINGS,
+        "description": "WooCommerce categories; Shopify collections (looked up in the store's API)",
+    },
+    "images": array_of(IMAGE),
+    "created_at": TIME,
+    "updated_at": TIME,
+}
+PRODUCT = obj("the product", **PRODUCT_FIELDS)
+PRODUCT_WITH_NEW_IMAGES = obj(
+    "the product", **PRODUCT_FIELDS, new_images={**array_of(IMAGE), "description": "images this event adds"}
 )
 INVENTORY = obj(
     "a stock level",
@@ -99,7 +136,7 @@ INVENTORY = obj(
     available=INT,
     inventory_item_id=ID,
     location_id=ID,
-    threshold=INT,
+    threshold={**INT, "description": "the level the derived event crossed: low at or under it (`below: 10` is 9)"},
     product_title=STR,
 )
 SHIPMENT = obj(
@@ -111,7 +148,16 @@ SHIPMENT = obj(
     tracking_url=STR,
     carrier=STR,
 )
-REFUND = obj("a refund", id=ID, order_id=ID, amount=MONEY, currency=STR, note=STR)
+REFUND = obj(
+    "a refund",
+    id=ID,
+    order_id=ID,
+    amount=MONEY,
+    currency=STR,
+    note=STR,
+    restock=BOOL,
+    line_items=array_of(LINE_ITEM),
+)
 RETURN = obj("a return request", id=ID, order_id=ID, reason=STR, line_items=array_of(LINE_ITEM))
 SEGMENT = obj("a customer segment", name=STR)
 INACTIVITY = obj("how long the customer has been quiet", days=INT, last_order_at=TIME)
@@ -161,7 +207,13 @@ def _types() -> dict[str, EventType]:
         ("customer.created", "a customer account was created", {"customer": CUSTOMER}),
         ("customer.updated", "a customer changed", {"customer": CUSTOMER}),
         ("customer.inactive", "derived: no order for N days", {"customer": CUSTOMER, "inactivity": INACTIVITY}),
+        ("product.created", "a product was created (every image is new)", {"product": PRODUCT_WITH_NEW_IMAGES}),
         ("product.updated", "a product changed", {"product": PRODUCT}),
+        (
+            "product.images_added",
+            "derived: a product update carries images it did not have before",
+            {"product": PRODUCT_WITH_NEW_IMAGES},
+        ),
         ("inventory.changed", "a stock level changed", inventory),
         ("inventory.low", "derived: stock fell to or below the threshold (once per crossing)", inventory),
         ("inventory.restocked", "derived: stock rose back above the threshold", inventory),

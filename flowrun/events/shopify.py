@@ -10,7 +10,19 @@ from typing import Any
 from flowrun.errors import UnknownTopicError
 from flowrun.events import Event, customer_key
 from flowrun.events.catalogue import complete_event_data
-from flowrun.events.values import ident, integer, iso, money, tags, text, timestamp
+from flowrun.events.values import (
+    any_backordered,
+    backorder_properties,
+    enriched,
+    ident,
+    integer,
+    iso,
+    money,
+    tags,
+    text,
+    timestamp,
+    untouched,
+)
 
 Body = Mapping[str, Any]
 
@@ -18,6 +30,7 @@ Body = Mapping[str, Any]
 def customer(body: Body) -> dict[str, Any]:
     c = body.get("customer") or {}
     address = body.get("billing_address") or body.get("shipping_address") or c.get("default_address") or {}
+    country = address.get("country_code") or (c.get("default_address") or {}).get("country_code")
     consent = (c.get("email_marketing_consent") or {}).get("state")
     accepts = c.get("accepts_marketing")
     if accepts is None and consent is not None:
@@ -35,25 +48,50 @@ def customer(body: Body) -> dict[str, Any]:
         "accepts_marketing": accepts,
         "tags": tags(c.get("tags")),
         "timezone": None,
+        "country": text(country),
         "created_at": iso(c.get("created_at")),
     }
 
 
-def line_items(items: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "sku": text(item.get("sku")),
-            "title": text(item.get("title") or item.get("name")),
-            "quantity": integer(item.get("quantity")),
-            "price": money(item.get("price")),
-            "product_id": ident(item.get("product_id")),
-            "variant_id": ident(item.get("variant_id")),
+def _backorder(item: Body, properties: dict[str, Any], variants: Mapping[str, Any]) -> dict[str, Any]:
+    """A variant sold with `inventory_policy: continue` whose stock went below zero is
+    backordered (the variant as looked up, see events.enrich); a line property may say so too."""
+    flag, quantity, expected = backorder_properties(properties)
+    variant = variants.get(str(item.get("variant_id"))) or {}
+    stock = integer(variant.get("inventory_quantity"))
+    if variant and flag is None:
+        flag = variant.get("inventory_policy") == "continue" and stock is not None and stock < 0
+        if flag and quantity is None and stock is not None:
+            quantity = min(-stock, integer(item.get("quantity")) or -stock)
+    return {"backordered": flag, "backordered_quantity": quantity, "expected_date": expected}
+
+
+def line_items(items: Any, variants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for item in items or []:
+        given = item.get("properties")
+        properties = {
+            p["name"]: p.get("value")
+            for p in (given if isinstance(given, list) else [])
+            if isinstance(p, Mapping) and isinstance(p.get("name"), str) and p["name"]
         }
-        for item in items or []
-    ]
+        out.append(
+            {
+                "sku": text(item.get("sku")),
+                "title": text(item.get("title") or item.get("name")),
+                "quantity": integer(item.get("quantity")),
+                "price": money(item.get("price")),
+                "product_id": ident(item.get("product_id")),
+                "variant_id": ident(item.get("variant_id")),
+                **_backorder(item, properties, variants or {}),
+                "properties": properties,
+            }
+        )
+    return out
 
 
 def order(body: Body) -> dict[str, Any]:
+    items = line_items(body.get("line_items"), enriched(body).get("variants"))
     return {
         "id": ident(body.get("id")),
         "number": text(body.get("order_number") or body.get("number")),
@@ -63,7 +101,8 @@ def order(body: Body) -> dict[str, Any]:
         "currency": text(body.get("currency")),
         "financial_status": text(body.get("financial_status")),
         "fulfillment_status": text(body.get("fulfillment_status")),
-        "line_items": line_items(body.get("line_items")),
+        "line_items": items,
+        "backordered": any_backordered(items),
         "discount_codes": [str(d.get("code")) for d in body.get("discount_codes") or [] if d.get("code")],
         "landing_site": text(body.get("landing_site")),
         "referring_site": text(body.get("referring_site")),
@@ -89,9 +128,22 @@ def checkout(body: Body) -> dict[str, Any]:
     }
 
 
+def image(item: Body) -> dict[str, Any]:
+    return {
+        "id": ident(item.get("id")),
+        "src": text(item.get("src")),
+        "alt": text(item.get("alt")),
+        "position": integer(item.get("position")),
+        "width": integer(item.get("width")),
+        "height": integer(item.get("height")),
+        "created_at": iso(item.get("created_at")),
+    }
+
+
 def product(body: Body) -> dict[str, Any]:
     variants = body.get("variants") or [{}]
     first = variants[0] or {}
+    images = [image(i) for i in body.get("images") or [] if isinstance(i, Mapping)]
     return {
         "id": ident(body.get("id")),
         "title": text(body.get("title")),
@@ -100,7 +152,20 @@ def product(body: Body) -> dict[str, Any]:
         "status": text(body.get("status")),
         "inventory_quantity": integer(first.get("inventory_quantity")),
         "url": None,
+        "handle": text(body.get("handle")),
+        "type": text(body.get("product_type")),
+        "vendor": text(body.get("vendor")),
+        "tags": tags(body.get("tags")),
+        "categories": [str(c) for c in enriched(body).get("collections") or []],
+        "images": sorted(images, key=lambda i: i["position"] or 0),
+        "created_at": iso(body.get("created_at")),
+        "updated_at": iso(body.get("updated_at")),
     }
+
+
+def _product_created(body: Body) -> dict[str, Any]:
+    made = product(body)
+    return {"product": {**made, "new_images": list(made["images"])}}
 
 
 def shipment(body: Body) -> dict[str, Any]:
@@ -125,27 +190,37 @@ def _fulfillment(body: Body) -> dict[str, Any]:
 
 
 def _refund(body: Body) -> dict[str, Any]:
-    transactions = body.get("transactions") or []
+    """A refund names its order but not the customer: both come from the order as looked up
+    (events.enrich), so a refund reaches the goal of the customer's runs."""
+    transactions = [t for t in body.get("transactions") or [] if t.get("kind", "refund") == "refund"]
     amount = sum((money(t.get("amount")) or Decimal(0) for t in transactions), Decimal(0))
     currency = next((t.get("currency") for t in transactions if t.get("currency")), None)
+    looked_up = enriched(body).get("order") or {}
+    items = line_items(
+        [{**(r.get("line_item") or {}), "quantity": r.get("quantity")} for r in body.get("refund_line_items") or []]
+    )
     return {
-        "customer": {},
-        "order": {"id": ident(body.get("order_id"))},
+        "customer": customer(looked_up),
+        "order": {**(order(looked_up) if looked_up else {}), "id": ident(body.get("order_id"))},
         "refund": {
             "id": ident(body.get("id")),
             "order_id": ident(body.get("order_id")),
             "amount": amount,
-            "currency": text(currency),
+            "currency": text(currency or looked_up.get("currency")),
             "note": text(body.get("note")),
+            "restock": body.get("restock") if isinstance(body.get("restock"), bool) else None,
+            "line_items": items,
         },
     }
 
 
 def _inventory(body: Body) -> dict[str, Any]:
-    # Shopify's inventory_levels/update body names no SKU; the poller enriches it when it can.
+    # Shopify's inventory_levels/update body names no SKU: events.enrich looks the item up
+    # (the poller puts it on the body as `sku`).
+    item = enriched(body).get("inventory_item") or {}
     return {
         "inventory": {
-            "sku": text(body.get("sku")),
+            "sku": text(item.get("sku") or body.get("sku")),
             "available": integer(body.get("available")),
             "inventory_item_id": ident(body.get("inventory_item_id")),
             "location_id": ident(body.get("location_id")),
@@ -170,6 +245,7 @@ TOPICS: dict[str, tuple[str | Callable[[Body], str], Callable[[Body], dict[str, 
     "checkouts/update": ("checkout.updated", lambda b: {"customer": customer(b), "checkout": checkout(b)}),
     "customers/create": ("customer.created", lambda b: {"customer": customer({"customer": b})}),
     "customers/update": ("customer.updated", lambda b: {"customer": customer({"customer": b})}),
+    "products/create": ("product.created", _product_created),
     "products/update": ("product.updated", lambda b: {"product": product(b)}),
     "inventory_levels/update": ("inventory.changed", _inventory),
     "fulfillments/create": ("shipment.created", _fulfillment),
@@ -199,6 +275,7 @@ ONCE = (
     "orders/cancelled",
     "checkouts/create",
     "customers/create",
+    "products/create",
     "fulfillments/create",
     "refunds/create",
 )
@@ -228,7 +305,7 @@ def normalise(
             id=event_id(topic, resource, changed),
             occurred_at=occurred,
             data=data,
-            raw=body,
+            raw=untouched(body),
             topic=topic,
             customer_key=customer_key(data),
             meta={"delivery_id": delivery_id} if delivery_id else {},

@@ -9,7 +9,7 @@ from typing import Any
 from flowrun.errors import UnknownTopicError
 from flowrun.events import Event, customer_key
 from flowrun.events.catalogue import complete_event_data
-from flowrun.events.values import ident, integer, iso, money, text, timestamp
+from flowrun.events.values import any_backordered, backorder_properties, ident, integer, iso, money, text, timestamp
 
 Body = Mapping[str, Any]
 
@@ -20,7 +20,14 @@ STATUS_EVENTS = {
     "cancelled": "order.cancelled",
     "refunded": "refund.created",
 }
-TOPICS = ("order.created", "order.updated", "customer.created", "customer.updated", "product.updated")
+TOPICS = (
+    "order.created",
+    "order.updated",
+    "customer.created",
+    "customer.updated",
+    "product.created",
+    "product.updated",
+)
 
 
 def _gmt(body: Body, key: str) -> str | None:
@@ -41,6 +48,7 @@ def customer_from_order(body: Body) -> dict[str, Any]:
         "accepts_marketing": None,
         "tags": [],
         "timezone": None,
+        "country": text(billing.get("country") or (body.get("shipping") or {}).get("country")),
         "created_at": None,
     }
 
@@ -58,11 +66,37 @@ def customer(body: Body) -> dict[str, Any]:
         "accepts_marketing": None,
         "tags": [],
         "timezone": None,
+        "country": text(billing.get("country") or (body.get("shipping") or {}).get("country")),
         "created_at": _gmt(body, "date_created"),
     }
 
 
+def line_item(item: Body) -> dict[str, Any]:
+    """WooCommerce records a backorder on the line as item meta `Backordered` (the quantity
+    not in stock when the order was placed); other meta become the line's properties."""
+    meta = item.get("meta_data")
+    properties = {
+        m["key"]: m.get("value")
+        for m in (meta if isinstance(meta, list) else [])
+        if isinstance(m, Mapping) and isinstance(m.get("key"), str) and m["key"] and not m["key"].startswith("_")
+    }
+    flag, quantity, expected = backorder_properties(properties)
+    return {
+        "sku": text(item.get("sku")),
+        "title": text(item.get("name")),
+        "quantity": integer(item.get("quantity")),
+        "price": money(item.get("price")),
+        "product_id": ident(item.get("product_id")),
+        "variant_id": ident(item.get("variation_id")),
+        "backordered": bool(flag),
+        "backordered_quantity": quantity,
+        "expected_date": expected,
+        "properties": properties,
+    }
+
+
 def order(body: Body) -> dict[str, Any]:
+    items = [line_item(item) for item in body.get("line_items") or []]
     total = money(body.get("total"))
     shipping, tax = money(body.get("shipping_total")) or 0, money(body.get("total_tax")) or 0
     return {
@@ -74,17 +108,8 @@ def order(body: Body) -> dict[str, Any]:
         "currency": text(body.get("currency")),
         "financial_status": "paid" if body.get("date_paid") else "pending",
         "fulfillment_status": "fulfilled" if body.get("status") == "completed" else None,
-        "line_items": [
-            {
-                "sku": text(item.get("sku")),
-                "title": text(item.get("name")),
-                "quantity": integer(item.get("quantity")),
-                "price": money(item.get("price")),
-                "product_id": ident(item.get("product_id")),
-                "variant_id": ident(item.get("variation_id")),
-            }
-            for item in body.get("line_items") or []
-        ],
+        "line_items": items,
+        "backordered": any_backordered(items),
         "discount_codes": [str(c.get("code")) for c in body.get("coupon_lines") or [] if c.get("code")],
         "landing_site": None,
         "referring_site": None,
@@ -96,7 +121,20 @@ def order(body: Body) -> dict[str, Any]:
     }
 
 
+def image(item: Body, position: int) -> dict[str, Any]:
+    return {
+        "id": ident(item.get("id")),
+        "src": text(item.get("src")),
+        "alt": text(item.get("alt")),
+        "position": position,
+        "width": None,
+        "height": None,
+        "created_at": _gmt(item, "date_created"),
+    }
+
+
 def product(body: Body) -> dict[str, Any]:
+    images = [image(i, n) for n, i in enumerate(body.get("images") or [], 1) if isinstance(i, Mapping)]
     return {
         "id": ident(body.get("id")),
         "title": text(body.get("name")),
@@ -105,6 +143,16 @@ def product(body: Body) -> dict[str, Any]:
         "status": text(body.get("status")),
         "inventory_quantity": integer(body.get("stock_quantity")),
         "url": text(body.get("permalink")),
+        "handle": text(body.get("slug")),
+        "type": None,  # WooCommerce's `type` is simple/variable/grouped, not the merchant's product type
+        "vendor": None,
+        "tags": [str(t["name"]) for t in body.get("tags") or [] if isinstance(t, Mapping) and t.get("name")],
+        "categories": [
+            str(c["name"]) for c in body.get("categories") or [] if isinstance(c, Mapping) and c.get("name")
+        ],
+        "images": images,
+        "created_at": _gmt(body, "date_created"),
+        "updated_at": _gmt(body, "date_modified"),
     }
 
 
@@ -120,9 +168,10 @@ def _types_and_data(topic: str, body: Body) -> list[tuple[str, dict[str, Any]]]:
         return [(t, data) for t in types]
     if topic in ("customer.created", "customer.updated"):
         return [(topic, {"customer": customer(body)})]
-    if topic == "product.updated":
+    if topic in ("product.created", "product.updated"):
         prod = product(body)
-        out = [("product.updated", {"product": prod})]
+        made = {**prod, "new_images": list(prod["images"])} if topic == "product.created" else prod
+        out = [(topic, {"product": made})]
         if body.get("manage_stock") and body.get("stock_quantity") is not None:
             inventory = {
                 "sku": prod["sku"],
@@ -143,8 +192,8 @@ def topic_types(topic: str) -> frozenset[str] | None:
         return frozenset({topic, "order.updated", *STATUS_EVENTS.values()})
     if topic in ("customer.created", "customer.updated"):
         return frozenset({topic})
-    if topic == "product.updated":
-        return frozenset({"product.updated", "inventory.changed"})
+    if topic in ("product.created", "product.updated"):
+        return frozenset({topic, "inventory.changed"})
     return None
 
 

@@ -15,6 +15,7 @@ from flowrun.durations import DURATION_HINT, DurationSyntaxError, parse_duration
 from flowrun.errors import Problem, YamlPath
 from flowrun.events.catalogue import EVENT_TYPES, lookup_type
 from flowrun.flow import model as m
+from flowrun.flow import thresholds
 from flowrun.flow.fieldcheck import FieldChecker
 from flowrun.flow.scope import TRIGGER, Binding, Scope, types_for
 from flowrun.guardrails import load_flow_guardrails
@@ -106,6 +107,9 @@ class Builder:
         timezone = self.zone_name(data.get("timezone", "UTC"), ("timezone",))
         scope = self.scope_for(trigger.events if isinstance(trigger, m.EventTrigger) else ("schedule.tick",))
         condition = self.condition(data["if"], ("if",), scope) if "if" in data else None
+        if condition is not None and isinstance(trigger, m.EventTrigger):
+            for message, hint in thresholds.never_true(trigger, condition):
+                self.report(("if",), message, hint)
         if condition is not None:
             scope = scope.guard(condition.asserted)
         goal = self.goal(data["until"], scope) if "until" in data else None
@@ -172,9 +176,11 @@ class Builder:
             return m.EventTrigger(self.event_names(value, path))
         if "event" in value:
             source = value.get("source", ())
+            events = self.event_names(value["event"], (*path, "event"))
             return m.EventTrigger(
-                self.event_names(value["event"], (*path, "event")),
+                events,
                 (source,) if isinstance(source, str) else tuple(source),
+                **thresholds.trigger_thresholds(value, events, path, self.report),
             )
         missed = value.get("missed", "skip")
         if "every" in value:

@@ -12,6 +12,7 @@ from typing import Any, Union
 
 from flowrun.actions.base import ActionType
 from flowrun.errors import Problem, YamlPath
+from flowrun.events import DEFAULT_THRESHOLD, Event
 from flowrun.guardrails import FlowGuardrails
 from flowrun.templating import Condition, Template
 from flowrun.timing import CronSchedule
@@ -19,13 +20,37 @@ from flowrun.timing import CronSchedule
 
 @dataclass(frozen=True)
 class EventTrigger:
+    """`on:` an event. A derived event's threshold can be named where the flow starts:
+    `after` (customer.inactive: quiet for this long), `below` (inventory.low: stock fell
+    under N) or `above` (inventory.restocked: stock rose over N). A trigger naming none gets
+    the project's thresholds (`derive:` in flowrun.yaml)."""
+
     events: tuple[str, ...]
     sources: tuple[str, ...] = ()
+    after: timedelta | None = None
+    below: int | None = None
+    above: int | None = None
 
-    def matches(self, event_type: str, source: str) -> bool:
-        return (event_type in self.events or ("custom.*" in self.events and event_type.startswith("custom."))) and (
-            not self.sources or source in self.sources
-        )
+    @property
+    def stock_level(self) -> int | None:
+        """The stock level at or under which an item counts as low for this trigger."""
+        return self.below - 1 if self.below is not None else self.above
+
+    def matches(self, event: Event) -> bool:
+        kind = event.type
+        if not (kind in self.events or ("custom.*" in self.events and kind.startswith("custom."))):
+            return False
+        if self.sources and event.source not in self.sources:
+            return False
+        if kind == "customer.inactive":
+            if self.after is None:
+                return bool(event.meta.get(DEFAULT_THRESHOLD, True))
+            return (event.data.get("inactivity") or {}).get("days") == self.after.days
+        if kind in ("inventory.low", "inventory.restocked"):
+            if self.stock_level is None:
+                return bool(event.meta.get(DEFAULT_THRESHOLD, True))
+            return (event.data.get("inventory") or {}).get("threshold") == self.stock_level
+        return True
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,9 @@ def _trigger() -> Schema:
                 ["event"],
                 event=EVENT_NAMES,
                 source={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                after={**DURATION, "description": "customer.inactive: quiet this long since the last order, e.g. 180d"},
+                below={"type": "integer", "description": "inventory.low: stock fell under this many"},
+                above={"type": "integer", "description": "inventory.restocked: stock rose over this many"},
             ),
             _closed(
                 ["schedule"],

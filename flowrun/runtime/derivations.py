@@ -20,7 +20,8 @@ from flowrun.derive import (
     abandoned,
     checkout_completed,
     checkout_key,
-    stock_edge,
+    store_events,
+    thresholds_for,
 )
 from flowrun.events import Event
 from flowrun.guardrails import subscription_change
@@ -33,11 +34,18 @@ from flowrun.runtime.settings import Settings
 class Derivations:
     def __init__(self, settings: Settings, flows: FlowSet) -> None:
         self.settings = settings
-        self.inactivity = InactivityWatcher(settings.inactive_after)
         self.reload(flows)
 
     def reload(self, flows: FlowSet) -> None:
+        """What to derive follows the loaded flows: the thresholds they name (`after: 180d`,
+        `below: 10`), the project's defaults while a flow naming none listens."""
         self.tracking = Tracking.for_flows(flows.listens_to)
+        self.thresholds = thresholds_for(
+            flows.current.values(),
+            inactive_after=self.settings.inactive_after,
+            low_stock_threshold=self.settings.low_stock_threshold,
+        )
+        self.inactivity = InactivityWatcher(self.thresholds)
 
     def observe(self, uow: UnitOfWork, event: Event, now: datetime) -> list[Event]:
         """Record what this event changes; the events it derives at once (a stock edge)."""
@@ -50,13 +58,12 @@ class Derivations:
         elif event.type in ORDER_TYPES and who:
             if self.tracking.abandonment:
                 uow.checks.delete(f"abandon:{who}")
-            if self.tracking.inactivity and self.settings.inactive_after:
-                customer = dict(event.data.get("customer") or {})
-                state = {"customer": customer, "last_order_at": now, "index": 0, "order": event.id}
-                due = now + self.settings.inactive_after[0]
-                uow.checks.put(Check(f"inactive:{who}", state, partition_of(who), due))
-        elif event.type == "inventory.changed" and self.tracking.stock:
-            return self._stock(uow, event, now)
+            watched = self.tracking.inactivity and self.settings.inactivity
+            first = self.inactivity.first_check(event, now) if watched else None
+            if first is not None:
+                uow.checks.put(Check(f"inactive:{who}", first.state, partition_of(who), first.at))
+        elif self.tracking.reads(event.type):  # stock levels crossed, product images added
+            return self._store(uow, event, now)
         return []
 
     def fire(self, uow: UnitOfWork, check: Check, now: datetime) -> list[Event]:
@@ -91,16 +98,17 @@ class Derivations:
         _put_checkouts(uow, check.name, check.name.split(":", 1)[1], open_)
         return derived
 
-    def _stock(self, uow: UnitOfWork, event: Event, now: datetime) -> list[Event]:
-        threshold = self.settings.low_stock_threshold
-        key, _, _ = stock_edge(event, False, threshold)
-        if not key:
-            return []
-        name = f"low:{key}"
-        found = uow.checks.get(name)
-        key, is_low, derived = stock_edge(event, bool(found and found.value), threshold)
-        uow.checks.put(Check(name, is_low, partition_of(event_key(event))))
-        return [replace(derived, occurred_at=now)] if derived else []
+    def _store(self, uow: UnitOfWork, event: Event, now: datetime) -> list[Event]:
+        part = partition_of(event_key(event))
+
+        def get(name: str) -> Any:
+            found = uow.checks.get(name)
+            return found.value if found else None
+
+        def put(name: str, value: Any) -> None:
+            uow.checks.put(Check(name, value, part))
+
+        return [replace(d, occurred_at=now) for d in store_events(event, self.thresholds, get, put)]
 
 
 def _put_checkouts(uow: UnitOfWork, name: str, who: str, open_: dict[str, Any]) -> None:

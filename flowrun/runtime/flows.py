@@ -65,6 +65,4 @@ class FlowSet:
         candidates = self._by_type.get(event.type, [])
         if event.type.startswith("custom."):
             candidates = [*candidates, *self._by_type.get("custom.*", [])]
-        return [
-            f for f in candidates if isinstance(f.trigger, EventTrigger) and f.trigger.matches(event.type, event.source)
-        ]
+        return [f for f in candidates if isinstance(f.trigger, EventTrigger) and f.trigger.matches(event)]

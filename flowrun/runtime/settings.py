@@ -17,3 +17,4 @@ class Settings:
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
     guardrails: Guardrails = field(default_factory=Guardrails)
     action_attempts: int = 5
+    inactivity: bool = True  # dry-run without a horizon: one order would stretch it by months
