@@ -8,6 +8,7 @@ Everything below the CLI raises one of these; only the CLI formats them.
     │   ├── EventFileError   an event or timeline file cannot be read or normalised
     │   └── ConfigError      the project configuration is invalid
     ├── UnknownTopicError    a store topic flowrun cannot normalise
+    ├── WebhookRefused       a provider's webhook the port answers with a 4xx (engagement)
     ├── RenderError          a template or condition failed at run time
     └── UsageError           the command line asked for something impossible
 """
@@ -85,6 +86,15 @@ class UnknownTopicError(FlowrunError):
     def __init__(self, source: str, topic: str, known: Sequence[str]) -> None:
         self.source, self.topic, self.known = source, topic, tuple(known)
         super().__init__(f"unknown {source} topic {topic!r}; flowrun normalises: {', '.join(sorted(known))}")
+
+
+class WebhookRefused(FlowrunError):
+    """A webhook refused before anything is stored: the HTTP status, a short reason (the
+    metric's label) and a detail for the log line and the answer."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        self.status, self.reason, self.detail = status, reason, detail
+        super().__init__(f"{status} {reason}: {detail}")
 
 
 class RenderError(FlowrunError):
