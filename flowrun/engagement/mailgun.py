@@ -158,9 +158,10 @@ def read(data: Mapping[str, Any]) -> Engagement | None:
     kind = KINDS.get(str(data.get("event")))
     if kind is None:
         return None
-    headers = (data.get("message") or {}).get("headers") or {}
-    if not isinstance(headers, Mapping):
-        raise ValueError("`message.headers` must be an object")
+    message = data.get("message") or {}
+    headers = (message.get("headers") if isinstance(message, Mapping) else None) or {}
+    if not isinstance(message, Mapping) or not isinstance(headers, Mapping):
+        raise ValueError("`message` and `message.headers` must be objects")
     message_id = optional_text(headers.get("message-id"))
     status = data.get("delivery-status") or {}
     if not isinstance(status, Mapping):
@@ -178,7 +179,9 @@ def read(data: Mapping[str, Any]) -> Engagement | None:
     machine = None
     if kind == "opened":
         client = data.get("client-info") or {}
-        machine = bool(client.get("bot")) if isinstance(client, Mapping) else False  # apple, gmail or generic
+        if not isinstance(client, Mapping):
+            raise ValueError("`client-info` must be an object")
+        machine = bool(client.get("bot"))  # Mailgun names the bot: apple (Mail Privacy Protection), gmail, generic
     variables = data.get("user-variables")
     return Engagement(
         kind,
