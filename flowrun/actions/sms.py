@@ -27,7 +27,11 @@ class Sms(ActionType):
     summary = "send a text message (Twilio Messages API)"
     channel = "sms"
     params_schema = obj(["to", "text"], to=TEMPLATED, text=TEMPLATED, category=CATEGORY)
-    result_schema = result(sid={"type": "string"}, status={"type": "string"})
+    result_schema = result(
+        sid={"type": "string"},
+        status={"type": "string"},
+        message_id={"type": "string", "description": "the provider's id (as `sid`), which its status callbacks report"},
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -50,7 +54,8 @@ class Sms(ActionType):
         return super().finish_params(params, context)
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return {"sid": "SM" + stable_token(key, 32).lower(), "status": "queued"}
+        sid = "SM" + stable_token(key, 32).lower()
+        return {"sid": sid, "status": "queued", "message_id": sid}
 
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         sid, token = ctx.require("account_sid", "auth_token")
@@ -72,4 +77,5 @@ class Sms(ActionType):
             auth=(sid, token),
         )
         answer = response.json()
-        return {"sid": str(answer["sid"]), "status": str(answer.get("status", "queued"))}
+        sid = str(answer["sid"])
+        return {"sid": sid, "status": str(answer.get("status", "queued")), "message_id": sid}
