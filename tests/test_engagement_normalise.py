@@ -155,6 +155,9 @@ def test_mailgun_bounce_reason_and_bot_opens() -> None:
     opened = parse_json(fixture("mailgun/webhooks/opened.event-data.json").read_text())
     opened["client-info"]["bot"] = "apple"
     assert _message(_one(opened, "mailgun"))["machine_open"] is True
+    # the send's answer has `<id@domain>`; the events' samples have no brackets: both are kept without
+    opened["message"]["headers"]["message-id"] = "<20260205213049.8e3a7bf607f78309@sample.mailgun.com>"
+    assert _message(_one(opened, "mailgun"))["id"] == "20260205213049.8e3a7bf607f78309@sample.mailgun.com"
     accepted = parse_json(fixture("mailgun/webhooks/accepted.event-data.json").read_text())
     assert normalise(accepted, source="mailgun", topic="accepted") == []
 

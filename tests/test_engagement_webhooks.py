@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from flowrun.engagement import sendgrid
 from flowrun.events.normalise import normalise, parse_json
 from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Metrics
@@ -150,6 +152,7 @@ def test_a_sendgrid_batch_is_one_row_per_event_and_a_retry_doubles_none(port: Po
     assert port.post("/webhooks/sendgrid", rebatched, port.keys.headers(rebatched, "1")).json()["accepted"] == 0
     rows = port.rows()
     assert [r["topic"] for r in rows] == [e["event"] for e in events]
+    assert [r["body"] for r in rows] == [json.dumps(e, separators=(",", ":")).encode() for e in events]  # as sent
     assert {r["delivery_id"] for r in rows} == {f"sendgrid:evt-{n}" for n in range(11)}
     read = [e.type for r in rows for e in as_worker_reads(r)]
     assert read == [t for t in read if t.startswith("message.")] and len(read) == 7  # 4 kinds kept, no event
@@ -320,3 +323,31 @@ def test_an_unconfigured_provider_is_404(tmp_path: Path) -> None:
 
 async def _healthy() -> bool:
     return True
+
+
+def test_a_batch_is_read_off_the_event_loop_which_keeps_answering(port: Port, monkeypatch: pytest.MonkeyPatch) -> None:
+    reading, go_on = threading.Event(), threading.Event()
+    real = sendgrid.Verifier.deliveries
+
+    def held(self: sendgrid.Verifier, *args: Any) -> Any:
+        reading.set()
+        assert go_on.wait(10), "the event loop served nothing while the batch was read"
+        return real(self, *args)
+
+    monkeypatch.setattr(sendgrid.Verifier, "deliveries", held)
+    batch = sendgrid_batch({"email": "a@example.com", "event": "open", "timestamp": 1, "sg_event_id": "o1"})
+    single = json.dumps(fixture_json("postmark/webhooks/open.json")).encode()
+
+    async def both() -> tuple[int, int]:
+        transport = httpx.ASGITransport(app=port.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://flowrun") as client:
+            pending = asyncio.create_task(
+                client.post("/webhooks/sendgrid", content=batch, headers=port.keys.headers(batch, "1"))
+            )
+            await asyncio.to_thread(reading.wait, 10)
+            other = await client.post("/webhooks/postmark", content=single, headers=postmark_headers())
+            go_on.set()
+            return other.status_code, (await pending).status_code
+
+    assert asyncio.run(both()) == (200, 200)
+    assert [r["source"] for r in port.rows()] == ["postmark", "sendgrid"]  # the single event went first

@@ -98,17 +98,56 @@ def load_json(body: bytes) -> Any:
 
 def depth(value: Any) -> int:
     """How deeply objects and arrays nest (without recursion: the input may be hostile)."""
-    deepest, stack = 0, [(value, 1)]
+    if not isinstance(value, dict | list):
+        return 0
+    deepest, stack = 1, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
         deepest = max(deepest, level)
         if deepest > MAX_DEPTH:
-            return deepest
-        stack.extend((child, level + 1) for child in children)
+            break
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
     return deepest
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\n\r":
+        position += 1
+    return position
+
+
+def split_array(body: bytes) -> list[tuple[Any, bytes]]:
+    """A JSON array's elements, each parsed and with its own bytes exactly as sent (a batch
+    is stored one event a row, and what is kept is the provider's text, not a re-encoding)."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise WebhookRefused(400, "not_json", f"body is not UTF-8: {exc}") from None
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if not text.startswith("[", position):
+        raise WebhookRefused(400, "bad_shape", "the body is not a JSON array")
+    position = _skip_space(text, position + 1)
+    out: list[tuple[Any, bytes]] = []
+    try:
+        while not text.startswith("]", position) or out:
+            value, end = decoder.raw_decode(text, position)
+            if depth(value) > MAX_DEPTH:
+                raise WebhookRefused(400, "too_deep", f"body nests deeper than {MAX_DEPTH} levels")
+            out.append((value, text[position:end].encode()))
+            position = _skip_space(text, end)
+            if text.startswith("]", position):
+                break
+            if not text.startswith(",", position):
+                raise ValueError(f"expected ',' or ']' at character {position}")
+            position = _skip_space(text, position + 1)
+    except (ValueError, RecursionError) as exc:
+        raise WebhookRefused(400, "not_json", f"body is not JSON: {str(exc)[:200]}") from None
+    if _skip_space(text, position + 1) != len(text):
+        raise WebhookRefused(400, "not_json", f"body is not JSON: extra data after the array at {position + 1}")
+    return out
 
 
 def encode(value: Any) -> bytes:

@@ -36,6 +36,7 @@ from flowrun.errors import WebhookRefused
 from flowrun.events import Event
 
 NAME = "mailgun"
+BATCHED = False  # one event a request
 DEFAULT_TOLERANCE = "5m"
 MAX_TOKEN = 256  # Mailgun's are 50 characters
 TOPIC_TYPES = {

@@ -33,6 +33,7 @@ from flowrun.errors import WebhookRefused
 from flowrun.events import Event
 
 NAME = "postmark"
+BATCHED = False  # one event a request
 TOPIC_TYPES = {
     "Delivery": frozenset({"message.delivered"}),
     "Bounce": frozenset({"message.bounced"}),

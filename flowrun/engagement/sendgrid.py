@@ -27,20 +27,20 @@ from flowrun.engagement.base import (
     Delivery,
     Engagement,
     checked_topic,
-    encode,
     epoch,
     event_id,
-    load_json,
     machine_agent,
     optional_text,
     refuse_shape,
     required_text,
     revealed,
+    split_array,
 )
 from flowrun.errors import WebhookRefused
 from flowrun.events import Event
 
 NAME = "sendgrid"
+BATCHED = True  # many events a body
 SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
 TOPIC_TYPES = {
@@ -140,17 +140,16 @@ class Verifier:
             window = parse_duration(settings["tolerance"]).total_seconds()
             if not timestamp.strip().isdigit() or abs(now.timestamp() - int(timestamp)) > window:
                 raise WebhookRefused(401, "stale_timestamp", f"signed outside the {int(window)} s window")
-        payload = load_json(body)
-        if not isinstance(payload, list) or not all(isinstance(item, dict) for item in payload):
-            raise refuse_shape("an Event Webhook body is a JSON array of event objects")
         out = []
-        for n, item in enumerate(payload):
+        for n, (item, raw) in enumerate(split_array(body)):
+            if not isinstance(item, dict):
+                raise refuse_shape(f"event [{n}] is not an object: an Event Webhook body is an array of events")
             topic = checked_topic(item.get("event"))
             try:
                 read(item)
             except ValueError as exc:
                 raise refuse_shape(f"event [{n}] ({topic}): {exc}") from None
-            out.append(Delivery(topic, encode(item), key_of(item), timestamp.strip()[:64]))
+            out.append(Delivery(topic, raw, key_of(item), timestamp.strip()[:64]))
         return out
 
 

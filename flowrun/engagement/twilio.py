@@ -37,6 +37,7 @@ from flowrun.errors import WebhookRefused
 from flowrun.events import Event
 
 NAME = "twilio"
+BATCHED = False  # one event a request
 HEADER = "x-twilio-signature"
 TOPIC_TYPES = {
     "delivered": frozenset({"message.delivered"}),

@@ -163,7 +163,7 @@ def build_app(
                 raise Reject(404, "unknown_source", f"no source {source!r} is configured")
             body = await read_body(headers, receive, config.max_body_bytes)
             if source in engagement:
-                return await stored(source, engagement.rows(source, settings, scope, body, now()), send)
+                return await stored(source, await engagement.rows(source, settings, scope, body, now()), send)
             row: dict[str, Any] | None
             if source == "shopify":
                 row = shopify_row(settings, headers, body)
