@@ -195,7 +195,11 @@ MESSAGE = obj(
     bounce_type={**STR, "description": "message.bounced: hard (permanent) or soft (temporary)"},
     reason={**STR, "description": "message.bounced and others: the provider's or receiving server's words"},
     machine_open={**BOOL, "description": "message.opened: a machine opened it (Apple Mail Privacy Protection...)"},
-    metadata={"type": "object", "description": "values the send attached, echoed by the provider"},
+    metadata={
+        "type": "object",
+        "description": "values the send attached, echoed by the provider",
+        "additionalProperties": True,
+    },
 )
 ENGAGEMENT_PARTS = {"customer": CUSTOMER, "message": MESSAGE}
 EVENT_TYPES.update(
