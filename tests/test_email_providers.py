@@ -169,10 +169,16 @@ def test_postmark_and_twilio_send_ids_match_their_webhooks() -> None:
         settings = {"from": "hello@knit.example", "postmark": {"server_token": "pm-token", "api_url": postmark.url}}
         mail = run("email", PARAMS, settings)["message_id"]
         sms_settings = {"account_sid": FakeTwilio.SID, "auth_token": "tw-token", "from": "+14155550100"}
-        sms = run("sms", {"to": "+14155550123", "text": "hi"}, {**sms_settings, "api_url": twilio.url})
+        hook = "https://shop.example/webhooks/twilio"
+        sms = run(
+            "sms",
+            {"to": "+14155550123", "text": "hi"},
+            {**sms_settings, "api_url": twilio.url, "status_callback": hook},
+        )
     finally:
         postmark.close()
         twilio.close()
+    assert twilio.sent[0]["StatusCallback"] == hook  # Twilio posts the statuses to flowrun's port
     record = {"RecordType": "Delivery", "MessageID": mail, "Recipient": "ada@example.com"}
     assert _webhook_message_id("postmark", {**record, "DeliveredAt": "2026-03-01T12:00:00Z"}) == mail
     assert sms["message_id"] == sms["sid"]

@@ -42,6 +42,10 @@ class Sms(ActionType):
             "from": {"type": "string", "pattern": E164.pattern, "description": "a Twilio number in E.164"},
             "messaging_service_sid": {"type": "string", "pattern": "^MG[0-9a-fA-F]{32}$"},
             "api_url": {"type": "string", "description": "default https://api.twilio.com"},
+            "status_callback": {
+                "type": "string",
+                "description": "where Twilio posts each message's status: https://<flowrun>/webhooks/twilio",
+            },
         },
         "oneOf": [{"required": ["from"]}, {"required": ["messaging_service_sid"]}],
     }
@@ -66,6 +70,8 @@ class Sms(ActionType):
             form["MessagingServiceSid"] = ctx.setting("messaging_service_sid")
         else:
             form["From"] = ctx.setting("from")
+        if ctx.setting("status_callback"):  # delivered / undelivered come back as message.* events
+            form["StatusCallback"] = ctx.setting("status_callback")
         base = str(ctx.setting("api_url", "https://api.twilio.com")).rstrip("/")
         response = await call(
             ctx,

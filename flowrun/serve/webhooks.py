@@ -191,7 +191,9 @@ def build_app(
         await _answer_json(send, 200, {"status": "accepted" if new else "duplicate", "delivery_id": row["delivery_id"]})
 
     async def stored(source: str, rows: list[dict[str, Any]], send: Send) -> None:
-        """Every event of one provider body, committed together (one turn: one group commit)."""
+        """Every event of one provider body in the same group commit (512 rows a transaction at
+        most), answered once all are stored; a failure answers 503 and the retry's duplicates
+        of what was stored are recognised."""
         received = now()
         try:
             news = await asyncio.gather(*(store({**row, "received_at": received}) for row in rows))
