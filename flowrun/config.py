@@ -52,10 +52,13 @@ def _closed(**props: Any) -> dict[str, Any]:
 def config_schema() -> dict[str, Any]:
     """The project file's schema; each action module contributes its `channels:` settings."""
     from flowrun.actions import REGISTRY
+    from flowrun.engagement import config_schemas
 
     schema = dict(_CONFIG_SCHEMA)
+    sources = schema["properties"]["sources"]
     schema["properties"] = {
         **schema["properties"],
+        "sources": {**sources, "properties": {**sources["properties"], **config_schemas()}},
         "channels": {
             **_closed(**{a.name: a.config_schema for a in REGISTRY.values()}),
             "description": "per-action settings; secrets by reference",
@@ -274,6 +277,9 @@ def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str
             problems.append(
                 ((*where, "inventory"), "the inventory poller needs location_ids", "add location_ids: [<location id>]")
             )
+    from flowrun.engagement import config_problems
+
+    problems += config_problems(sources)
     woo = sources.get("woocommerce") or {}
     if woo.get("poll") and not {"url", "consumer_key", "consumer_secret"} <= set(woo):
         problems.append(

@@ -9,6 +9,7 @@ Everything below the CLI raises one of these; only the CLI formats them.
     │   └── ConfigError      the project configuration is invalid
     ├── UnknownTopicError    a store topic flowrun cannot normalise
     ├── LookupFailedError    a store's API did not answer a lookup an event needs (try later)
+    ├── WebhookRefused       a provider's webhook the port answers with a 4xx (engagement)
     ├── RenderError          a template or condition failed at run time
     └── UsageError           the command line asked for something impossible
 """
@@ -90,6 +91,15 @@ class UnknownTopicError(FlowrunError):
 
 class LookupFailedError(FlowrunError):
     """A store's API did not answer a lookup that a delivery's event needs (events.enrich)."""
+
+
+class WebhookRefused(FlowrunError):
+    """A webhook refused before anything is stored: the HTTP status, a short reason (the
+    metric's label) and a detail for the log line and the answer."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        self.status, self.reason, self.detail = status, reason, detail
+        super().__init__(f"{status} {reason}: {detail}")
 
 
 class RenderError(FlowrunError):

@@ -201,3 +201,104 @@ class FakePostmark(FakeStore):
         self.sent.append({**body, "MessageID": message_id})
         answer = {"To": body["To"], "SubmittedAt": "2026-11-22T10:00:00Z", "MessageID": message_id}
         return 200, {**answer, "ErrorCode": 0, "Message": "OK"}, {}
+
+
+class FakeSendGrid(FakeStore):
+    """SendGrid's v3 `POST /v3/mail/send`, as its API reference describes it: `Authorization:
+    Bearer <API key>`; JSON with personalizations[].to[].email, from.email, subject and
+    content (text/plain first); 202 with an empty body and `X-Message-Id`; errors as
+    `{"errors": [{"message", "field", "help"}]}` (400), 401 for a bad key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.sent: list[dict[str, Any]] = []
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["path"] != "/v3/mail/send":
+            return 404, {"errors": [{"field": None, "message": "resource not found"}]}, {}
+        if request["headers"].get("authorization") != f"Bearer {self.key}":
+            message = "The provided authorization grant is invalid, expired, or revoked"
+            return 401, {"errors": [{"field": None, "message": message, "help": None}]}, {}
+        if request["headers"].get("content-type") != "application/json":
+            return 400, _sendgrid_error("Content-Type should be application/json.", None), {}
+        body = json.loads(request["body"])
+        problem = _sendgrid_problem(body)
+        if problem:
+            return 400, _sendgrid_error(*problem), {}
+        self.sent.append(body)
+        return 202, "", {"X-Message-Id": f"W{len(self.sent):03d}fakeSGid_Q{len(self.sent):09d}"}
+
+
+def _sendgrid_problem(body: dict[str, Any]) -> tuple[str, str] | None:
+    recipients = [to for p in body.get("personalizations") or [] for to in p.get("to") or []]
+    if not recipients:
+        return "The personalizations field is required and must have at least one personalization.", "personalizations"
+    if any("@" not in str(to.get("email", "")) for to in recipients):
+        return "Does not contain a valid address.", "personalizations.0.to.0.email"
+    if "@" not in str((body.get("from") or {}).get("email", "")):
+        return "The from object must be provided for every email send.", "from.email"
+    if not body.get("subject"):
+        return "The subject is required.", "subject"
+    types = [c.get("type") for c in body.get("content") or [] if c.get("value")]
+    if not types:
+        return "Unless a valid template_id is provided, the content parameter is required.", "content"
+    if "text/plain" in types and types[0] != "text/plain":
+        return "If present, text/plain must be first, followed by text/html, followed by any other content.", "content"
+    if any(not isinstance(v, str) for v in (body.get("custom_args") or {}).values()):
+        return "Custom args values must be strings.", "custom_args"
+    return None
+
+
+def _sendgrid_error(message: str, field: str | None) -> dict[str, Any]:
+    return {"errors": [{"message": message, "field": field, "help": None}]}
+
+
+class FakeMailgun(FakeStore):
+    """Mailgun's `POST /v3/<domain>/messages`: basic auth `api:<API key>` (401 `Forbidden`
+    otherwise); a form, multipart when it carries `attachment` files; from, to, subject and
+    text or html required (400 `{"message": ...}`); 404 for a domain the account lacks;
+    200 `{"id": "<...@domain>", "message": "Queued. Thank you."}`."""
+
+    def __init__(self, key: str, domain: str) -> None:
+        self.auth = "Basic " + base64.b64encode(f"api:{key}".encode()).decode()
+        self.domain = domain
+        self.sent: list[dict[str, Any]] = []
+        super().__init__()
+
+    def write(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if request["headers"].get("authorization") != self.auth:
+            return 401, "Forbidden", {}
+        domain = request["path"].removeprefix("/v3/").removesuffix("/messages")
+        if request["path"] != f"/v3/{domain}/messages":
+            return 404, {"message": "Not Found"}, {}
+        if domain != self.domain:
+            return 404, {"message": f"Domain not found: {domain}"}, {}
+        form, files = _form(request["headers"].get("content-type", ""), request["body"])
+        for name in ("from", "to", "subject"):
+            if not form.get(name):
+                return 400, {"message": f"{name} parameter is missing"}, {}
+        if "@" not in form["to"]:
+            return 400, {"message": "to parameter is not a valid address. please check documentation"}, {}
+        if not form.get("text") and not form.get("html"):
+            return 400, {"message": "Need at least one of 'text', 'html' or 'template' parameters specified"}, {}
+        self.sent.append({**form, "attachments": files})
+        message_id = f"20260301120000.{len(self.sent):016x}@{domain}"
+        return 200, {"id": f"<{message_id}>", "message": "Queued. Thank you."}, {}
+
+
+def _form(content_type: str, body: bytes) -> tuple[dict[str, str], list[tuple[str, bytes, str]]]:
+    """A urlencoded or multipart/form-data body: its fields, and its files (name, bytes, type)."""
+    if not content_type.startswith("multipart/form-data"):
+        return {k: v[-1] for k, v in parse_qs(body.decode()).items()}, []
+    parsed = message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body, policy=policy.default)
+    fields, files = {}, []
+    for part in parsed.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True)
+        assert isinstance(name, str) and isinstance(data, bytes)
+        if part.get_filename():
+            files.append((part.get_filename() or "", data, part.get_content_type()))
+        else:
+            fields[name] = data.decode()
+    return fields, files

@@ -9,7 +9,7 @@ import smtplib
 import ssl
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Any
 from urllib.parse import quote
 
@@ -49,7 +49,7 @@ def html_to_text(html: str) -> str:
 
 class Email(ActionType):
     name = "email"
-    summary = "send an email (SMTP or an email API); `template` is a Jinja2 file next to the flow"
+    summary = "send an email (SMTP, Postmark, SendGrid or Mailgun); `template` is a Jinja2 file next to the flow"
     channel = "email"
     params_schema = obj(
         ["to", "subject"],
@@ -64,7 +64,9 @@ class Email(ActionType):
         category=CATEGORY,
     )
     params_schema["properties"]["from"] = params_schema["properties"].pop("from_")
-    result_schema = result(message_id={"type": "string"})
+    result_schema = result(
+        message_id={"type": "string", "description": "the provider's id, which its engagement webhooks report"}
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -94,13 +96,32 @@ class Email(ActionType):
                     "message_stream": {"type": "string"},
                 },
             },
+            "sendgrid": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["api_key"],
+                "properties": {
+                    "api_key": SECRET,
+                    "api_url": {"type": "string", "description": "default https://api.sendgrid.com"},
+                },
+            },
+            "mailgun": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["api_key", "domain"],
+                "properties": {
+                    "api_key": SECRET,
+                    "domain": {"type": "string", "description": "the sending domain, e.g. mg.knit.example"},
+                    "api_url": {"type": "string", "description": "default https://api.mailgun.net (EU: api.eu)"},
+                },
+            },
             "unsubscribe_url": {
                 "type": "string",
                 "description": "List-Unsubscribe link on marketing mail; {email} is replaced",
             },
             "unsubscribe_mailto": {"type": "string"},
         },
-        "oneOf": [{"required": ["smtp"]}, {"required": ["postmark"]}],
+        "oneOf": [{"required": [name]} for name in ("smtp", "postmark", "sendgrid", "mailgun")],
     }
 
     def compile_params(self, raw: Any, ctx: CompileContext) -> Any:
@@ -118,7 +139,7 @@ class Email(ActionType):
         return compiled
 
     def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
-        return None if channels.get("email") else "channels.email (from, and smtp or postmark)"
+        return None if channels.get("email") else "channels.email (from, and smtp, postmark, sendgrid or mailgun)"
 
     def finish_params(self, params: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         if "template_file" in params:
@@ -157,7 +178,8 @@ def build_message(
     if params.get("category", "marketing") == "marketing":
         links = []
         if settings.get("unsubscribe_url"):
-            links.append(f"<{str(settings['unsubscribe_url']).replace('{email}', quote(str(params['to'])))}>")
+            recipient = parseaddr(str(params["to"]))[1] or str(params["to"])  # the address, not "Name <address>"
+            links.append(f"<{str(settings['unsubscribe_url']).replace('{email}', quote(recipient))}>")
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         if settings.get("unsubscribe_mailto"):
             links.append(f"<mailto:{settings['unsubscribe_mailto']}?subject=unsubscribe>")
@@ -177,14 +199,22 @@ async def send_email(
 ) -> dict[str, Any]:
     settings = revealed(ctx.settings)
     if not settings.get("from"):
-        raise PermanentError("channels.email is not configured (from, and smtp or postmark)")
+        raise PermanentError("channels.email is not configured (from, and smtp, postmark, sendgrid or mailgun)")
     message = build_message(params, key, settings, attachments)
     if "postmark" in settings:
         from flowrun.actions.postmark import send_postmark
 
         return await send_postmark(message, settings["postmark"], ctx)
+    if "sendgrid" in settings:
+        from flowrun.actions.sendgrid import send_sendgrid
+
+        return await send_sendgrid(message, key, settings["sendgrid"], ctx)
+    if "mailgun" in settings:
+        from flowrun.actions.mailgun import send_mailgun
+
+        return await send_mailgun(message, key, settings["mailgun"], ctx)
     await asyncio.to_thread(_smtp_send, message, settings["smtp"], ctx.timeout_s)
-    return {"message_id": str(message["Message-ID"])}
+    return {"message_id": str(message["Message-ID"])}  # flowrun's own, deterministic in the key
 
 
 def _smtp_send(message: EmailMessage, smtp: Mapping[str, Any], timeout: float) -> None:

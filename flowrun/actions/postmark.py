@@ -8,41 +8,30 @@ from email.message import EmailMessage
 from typing import Any
 
 from flowrun.actions.base import DeliveryContext
+from flowrun.actions.email_parts import parts
 from flowrun.actions.provider import call
 
 
 async def send_postmark(message: EmailMessage, settings: Mapping[str, Any], ctx: DeliveryContext) -> dict[str, Any]:
+    found = parts(message)
+    headers = {"Message-ID": str(message["Message-ID"]), **found.headers}
     body: dict[str, Any] = {
         "From": message["From"],
         "To": message["To"],
         "Subject": message["Subject"],
         "MessageStream": settings.get("message_stream", "outbound"),
-        "Headers": [
-            {"Name": name, "Value": str(message[name])}
-            for name in ("Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post", "X-Flowrun-Key")
-            if message[name]
+        "Headers": [{"Name": name, "Value": value} for name, value in headers.items()],
+        "Attachments": [
+            {"Name": name, "Content": base64.b64encode(data).decode(), "ContentType": mime}
+            for name, data, mime in found.attachments
         ],
-        "Attachments": [],
     }
     if message["Reply-To"]:
         body["ReplyTo"] = message["Reply-To"]
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        if part.get_filename():
-            content = part.get_payload(decode=True)
-            assert isinstance(content, bytes)
-            body["Attachments"].append(
-                {
-                    "Name": part.get_filename(),
-                    "Content": base64.b64encode(content).decode(),
-                    "ContentType": part.get_content_type(),
-                }
-            )
-        elif part.get_content_type() == "text/plain":
-            body["TextBody"] = part.get_content()
-        elif part.get_content_type() == "text/html":
-            body["HtmlBody"] = part.get_content()
+    if found.text:
+        body["TextBody"] = found.text
+    if found.html:
+        body["HtmlBody"] = found.html
     token = settings["server_token"]
     response = await call(
         ctx,
@@ -57,4 +46,5 @@ async def send_postmark(message: EmailMessage, settings: Mapping[str, Any], ctx:
         },
     )
     answer = response.json()
+    # Postmark's MessageID, which every webhook about the message carries.
     return {"message_id": str(answer.get("MessageID") or message["Message-ID"])}

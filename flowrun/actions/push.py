@@ -29,7 +29,10 @@ class Push(ActionType):
     params_schema = obj(
         ["to", "title"], to=TEMPLATED, title=TEMPLATED, body=TEMPLATED, url=TEMPLATED, category=CATEGORY
     )
-    result_schema = result(id={"type": "string"})
+    result_schema = result(
+        id={"type": "string"},
+        message_id={"type": "string", "description": "the provider's id (as `id`), which its webhooks report"},
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -45,7 +48,8 @@ class Push(ActionType):
         return None if channels.get("push") else "channels.push (OneSignal app_id, api_key)"
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return {"id": stable_token(key, 12).lower()}
+        notification = stable_token(key, 12).lower()
+        return {"id": notification, "message_id": notification}
 
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         app_id, api_key = ctx.require("app_id", "api_key")
@@ -73,4 +77,4 @@ class Push(ActionType):
         answer = response.json()
         if not answer.get("id"):  # 200 with no id: nobody matched (e.g. the user never subscribed)
             raise PermanentError(f"OneSignal sent nothing: {answer.get('errors') or answer}")
-        return {"id": str(answer["id"])}
+        return {"id": str(answer["id"]), "message_id": str(answer["id"])}

@@ -28,7 +28,11 @@ class Sms(ActionType):
     summary = "send a text message (Twilio Messages API)"
     channel = "sms"
     params_schema = obj(["to", "text"], to=TEMPLATED, text=TEMPLATED, category=CATEGORY)
-    result_schema = result(sid={"type": "string"}, status={"type": "string"})
+    result_schema = result(
+        sid={"type": "string"},
+        status={"type": "string"},
+        message_id={"type": "string", "description": "the provider's id (as `sid`), which its status callbacks report"},
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -39,6 +43,10 @@ class Sms(ActionType):
             "from": {"type": "string", "pattern": E164.pattern, "description": "a Twilio number in E.164"},
             "messaging_service_sid": {"type": "string", "pattern": "^MG[0-9a-fA-F]{32}$"},
             "api_url": {"type": "string", "description": "default https://api.twilio.com"},
+            "status_callback": {
+                "type": "string",
+                "description": "where Twilio posts each message's status: https://<flowrun>/webhooks/twilio",
+            },
         },
         "oneOf": [{"required": ["from"]}, {"required": ["messaging_service_sid"]}],
     }
@@ -67,7 +75,8 @@ class Sms(ActionType):
         return super().finish_params(params, context)
 
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
-        return {"sid": "SM" + stable_token(key, 32).lower(), "status": "queued"}
+        sid = "SM" + stable_token(key, 32).lower()
+        return {"sid": sid, "status": "queued", "message_id": sid}
 
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         sid, token = ctx.require("account_sid", "auth_token")
@@ -78,6 +87,8 @@ class Sms(ActionType):
             form["MessagingServiceSid"] = ctx.setting("messaging_service_sid")
         else:
             form["From"] = ctx.setting("from")
+        if ctx.setting("status_callback"):  # delivered / undelivered come back as message.* events
+            form["StatusCallback"] = ctx.setting("status_callback")
         base = str(ctx.setting("api_url", "https://api.twilio.com")).rstrip("/")
         response = await call(
             ctx,
@@ -89,4 +100,5 @@ class Sms(ActionType):
             auth=(sid, token),
         )
         answer = response.json()
-        return {"sid": str(answer["sid"]), "status": str(answer.get("status", "queued"))}
+        sid = str(answer["sid"])
+        return {"sid": sid, "status": str(answer.get("status", "queued")), "message_id": sid}

@@ -234,6 +234,37 @@ def _types() -> dict[str, EventType]:
 
 
 EVENT_TYPES: dict[str, EventType] = _types()
+
+# -- Engagement: what an email or SMS provider's webhook says happened to a message flowrun
+# sent (flowrun/engagement/ verifies and normalises them; `message.id` is the send's `message_id`).
+MESSAGE = obj(
+    "the message the provider reports on",
+    provider={**STR, "description": "postmark, sendgrid, mailgun or twilio"},
+    id={**STR, "description": "the provider's message id, as the send action's `message_id`; null if it gave none"},
+    channel={**STR, "description": "email or sms"},
+    recipient={**STR, "description": "the address or E.164 number the message went to"},
+    url={**STR, "description": "message.clicked: the link"},
+    bounce_type={**STR, "description": "message.bounced: hard (permanent) or soft (temporary)"},
+    reason={**STR, "description": "message.bounced and others: the provider's or receiving server's words"},
+    machine_open={**BOOL, "description": "message.opened: a machine opened it (Apple Mail Privacy Protection...)"},
+    metadata={
+        "type": "object",
+        "description": "values the send attached, echoed by the provider",
+        "additionalProperties": True,
+    },
+)
+ENGAGEMENT_PARTS = {"customer": CUSTOMER, "message": MESSAGE}
+EVENT_TYPES.update(
+    (name, EventType(name, description, ENGAGEMENT_PARTS))
+    for name, description in (
+        ("message.delivered", "the provider delivered a message (the receiving server or handset took it)"),
+        ("message.opened", "a recipient (or a machine: see message.machine_open) opened an email or read a message"),
+        ("message.clicked", "a recipient clicked a tracked link in a message"),
+        ("message.bounced", "a message could not be delivered (message.bounce_type: hard or soft)"),
+        ("message.complained", "a recipient marked a message as spam"),
+        ("message.unsubscribed", "a recipient unsubscribed through the provider"),
+    )
+)
 CUSTOM = EventType(
     "custom.*",
     "any event sent to the generic webhook, named custom.<anything>",

@@ -9,11 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from flowrun import engagement
 from flowrun.errors import EventFileError, Problem, UnknownTopicError
 from flowrun.events import Event, shopify, woocommerce
 from flowrun.events.envelope import EnvelopeError, from_envelope, is_envelope
 
-SOURCES = ("shopify", "woocommerce", "custom")
+SOURCES = ("shopify", "woocommerce", "custom", *engagement.PROVIDERS)
 
 
 def parse_json(text: str | bytes) -> Any:
@@ -30,6 +31,8 @@ def normalise(
     received_at: datetime | None = None,
 ) -> list[Event]:
     """Raises UnknownTopicError, EnvelopeError or ValueError on bodies it cannot read."""
+    if source in engagement.PROVIDERS:  # the provider's body names its event kinds itself
+        return engagement.normalise(source, body, received_at)
     if source in (None, "custom") or (topic is None and is_envelope(body)):
         if not is_envelope(body):
             raise EnvelopeError(
@@ -52,6 +55,8 @@ def normalise(
 def topic_types(source: str, topic: str | None) -> frozenset[str] | None:
     """The event types a stored delivery can normalise to, from how it arrived alone; None
     when only its body can tell (the generic source, an unknown topic)."""
+    if source in engagement.PROVIDERS:
+        return engagement.topic_types(source, topic)
     if topic is None:
         return None
     if source == "shopify":
@@ -93,4 +98,4 @@ def normalise_file_body(
 
 
 def known_topics() -> dict[str, Sequence[str]]:
-    return {"shopify": sorted(shopify.TOPICS), "woocommerce": list(woocommerce.TOPICS)}
+    return {"shopify": sorted(shopify.TOPICS), "woocommerce": list(woocommerce.TOPICS), **engagement.known_topics()}
