@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from flowrun.serve.health import Report
 from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.webhooks import build_app
@@ -32,8 +33,8 @@ def port(tmp_path: Path):  # type: ignore[no-untyped-def]
     writer.start()
     metrics = Metrics()
 
-    async def healthy() -> bool:
-        return True
+    async def healthy() -> Report:
+        return Report(())
 
     app = build_app(
         config(tmp_path, "unused", ROOT / "flows", max_body_bytes=64 * 1024), writer.store, metrics, healthy
@@ -62,7 +63,7 @@ def test_signed_shopify_webhook_is_stored_before_the_answer(port) -> None:
     assert response.json() == {"status": "accepted", "delivery_id": "d-1"}
     [row] = rows()
     assert (row["source"], row["topic"], row["delivery_id"], row["body"]) == ("shopify", "orders/create", "d-1", ORDER)
-    assert metrics.counters["flowrun_events_accepted_total"][(("source", "shopify"),)] == 1
+    assert metrics.value("flowrun_events_accepted_total", source="shopify") == 1
 
 
 def test_header_names_are_case_insensitive_and_the_old_secret_works(port) -> None:
@@ -119,7 +120,7 @@ def test_bad_input_gets_a_4xx_and_is_not_stored(port, caplog, case: str, status:
     assert response.json()["error"] == reason
     assert rows() == []
     assert any(reason in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    assert sum(metrics.counters["flowrun_events_rejected_total"].values()) == 1
+    assert metrics.total("flowrun_events_rejected_total") == 1
 
 
 def test_woocommerce_delivery_and_creation_ping(port) -> None:
@@ -163,7 +164,7 @@ def test_healthz_and_metrics(port) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
             return await client.get(path)
 
-    assert asyncio.run(get("/healthz")).json() == {"status": "ok"}
+    assert asyncio.run(get("/healthz")).json() == {"status": "ok", "parts": {}}
     metrics.count("flowrun_events_rejected_total", source="shopify", reason="bad_signature")
     text = asyncio.run(get("/metrics")).text
     assert 'flowrun_events_rejected_total{reason="bad_signature",source="shopify"} 1' in text
@@ -190,8 +191,8 @@ def test_a_bug_behind_the_webhook_is_a_logged_500_and_other_methods_a_405(tmp_pa
     async def broken_store(row: dict[str, Any]) -> bool:
         raise ValueError("a bug")
 
-    async def healthy() -> bool:
-        return True
+    async def healthy() -> Report:
+        return Report(())
 
     app = build_app(config(tmp_path, "unused", ROOT / "flows"), broken_store, Metrics(), healthy)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from flowrun.errors import EventFileError, Problem, UnknownTopicError
 from flowrun.events import Event, shopify, woocommerce
-from flowrun.events.envelope import EnvelopeError, from_envelope, is_envelope
+from flowrun.events.envelope import EnvelopeError, from_envelope, from_generic_webhook, is_envelope
 
 SOURCES = ("shopify", "woocommerce", "custom")
 
@@ -30,7 +30,9 @@ def normalise(
     received_at: datetime | None = None,
 ) -> list[Event]:
     """Raises UnknownTopicError, EnvelopeError or ValueError on bodies it cannot read."""
-    if source in (None, "custom") or (topic is None and is_envelope(body)):
+    if source == "custom":
+        return [from_generic_webhook(body, received_at=received_at)]
+    if source is None or (topic is None and is_envelope(body)):
         if not is_envelope(body):
             raise EnvelopeError(
                 (),

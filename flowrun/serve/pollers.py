@@ -27,6 +27,7 @@ Sleep = Callable[[float], Awaitable[None]]
 OVERLAP = timedelta(minutes=10)
 MAX_TRIES = 6
 _LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([a-z]+)"?')
+POLLERS = ("poll:shopify:orders", "poll:shopify:checkouts", "poll:shopify:inventory", "poll:woocommerce:orders")
 
 
 class PollError(Exception):

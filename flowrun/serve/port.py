@@ -6,31 +6,43 @@ took the interpreter from the event loop and the writer, and ingest ran at a thi
 rate it reaches alone. The two processes meet in the database; the port sends one byte down
 a pipe after each commit of events the engine reads, so it starts on them at once, and the
 engine sends its counters back every half second for /metrics, and after a reload the
-topics nothing reads now (`SetAside`).
+topics nothing reads now (`SetAside`). /healthz reports the inbox writer's heartbeat and
+whether the database takes a write (flowrun.serve.health); connections are bounded by
+flowrun.serve.connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 import uvicorn
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from flowrun.config import Config
+from flowrun.serve.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    fitting_limit,
+    guarded_protocol,
+    raise_file_limit,
+)
+from flowrun.serve.health import Health
 from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
-from flowrun.state.tables import inbox, make_engine, outbox, reading, runs
+from flowrun.state.tables import inbox, make_engine, outbox, reading, runs, schema_version
 
 log = logging.getLogger("flowrun.port")
 
@@ -42,19 +54,27 @@ class _Server(uvicorn.Server):
 
 
 def run_port(config: Config, wake: Connection, peer_metrics: Connection, parent: int, aside: SetAside) -> None:
-    """The child process's entry point (multiprocessing, spawn)."""
+    """The child process's entry point (multiprocessing, spawn). Exits 1 when the inbox
+    writer died: the engine sees the port gone and stops serve non-zero (systemd restarts it)."""
     die_with_parent()
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
     setup_logging(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_serve(config, wake, peer_metrics, aside))
+        code = runner.run(_serve(config, wake, peer_metrics, aside))
+    if code:
+        sys.exit(code)
 
 
-async def _serve(config: Config, wake: Connection, peer_metrics: Connection, aside: SetAside) -> None:
+async def _serve(config: Config, wake: Connection, peer_metrics: Connection, aside: SetAside) -> int:
     engine = make_engine(config.database)
-    metrics = Metrics()
+    clock = clock_from_env()
+    metrics = Metrics(sources=config.sources)
     metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
+    health = Health(clock)
+    health.probe("database", functools.partial(_probe_write, engine), config.stall_after)
+    loop = asyncio.get_running_loop()
+    exit_code = 0
 
     os.set_blocking(wake.fileno(), False)  # a full pipe already holds a wake-up: never wait on it
 
@@ -62,27 +82,48 @@ async def _serve(config: Config, wake: Connection, peer_metrics: Connection, asi
         with contextlib.suppress(OSError):  # full, or the engine is gone: it reads the inbox when it is back
             wake.send_bytes(b"w")
 
-    writer = InboxWriter(engine, on_commit=committed, aside=aside)
+    def writer_died() -> None:  # on the writer's thread
+        nonlocal exit_code
+        exit_code = 1
+        loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+
+    writer = InboxWriter(
+        engine,
+        on_commit=committed,
+        aside=aside,
+        clock=clock,
+        heartbeat=health.heartbeat("inbox_writer", config.stall_after),
+        on_death=writer_died,
+    )
+    app = build_app(config, writer.store, metrics, health.report, now=clock)
+    soft, _ = raise_file_limit()
+    limits = ConnectionLimits(
+        max_connections=fitting_limit(config.max_connections, soft),
+        request_timeout=config.request_timeout.total_seconds(),
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            http=guarded_protocol(ConnectionGuard(limits, metrics)),
+            timeout_keep_alive=5,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
     writer.start()
     threading.Thread(target=_receive, args=(peer_metrics, metrics, writer), name="from-engine", daemon=True).start()
-
-    async def health() -> bool:
-        try:
-            return await asyncio.to_thread(_probe, engine)
-        except Exception:
-            return False
-
-    app = build_app(config, writer.store, metrics, health, now=clock_from_env())
-    server = _Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_config=None, access_log=False, lifespan="off")
-    )
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     await server.serve()
     await asyncio.to_thread(writer.stop)  # in-flight webhooks were answered: their rows are committed
     engine.dispose()
+    if exit_code:
+        log.error("the webhook port stopped because its inbox writer failed")
+    return exit_code
 
 
 def _receive(peer: Connection, metrics: Metrics, writer: InboxWriter) -> None:
@@ -92,13 +133,18 @@ def _receive(peer: Connection, metrics: Metrics, writer: InboxWriter) -> None:
             if isinstance(message, SetAside):
                 writer.set_aside(message)
             else:
-                metrics.peer = message
+                metrics.set_peer("engine", message)
 
 
-def _probe(engine: Engine) -> bool:
-    with reading(engine) as conn:
-        conn.execute(text("SELECT 1"))
-    return True
+def _probe_write(engine: Engine) -> None:
+    """The database takes a write: an UPDATE of every schema_version row, rolled back (on
+    SQLite it takes the write lock; on PostgreSQL it fails on a read-only or standby server)."""
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            conn.execute(update(schema_version).values(version=schema_version.c.version))
+        finally:
+            transaction.rollback()
 
 
 def _gauges(engine: Engine) -> dict[str, dict[Labels, float]]:
