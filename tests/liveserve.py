@@ -39,9 +39,7 @@ def free_port() -> int:
 
 
 class LiveServe:
-    def __init__(
-        self, tmp_path: Path, database: str, flows: dict[str, str], extra: str = "", limits: str = ""
-    ) -> None:
+    def __init__(self, tmp_path: Path, database: str, flows: dict[str, str], extra: str = "", limits: str = "") -> None:
         self.dir = tmp_path
         (tmp_path / "flows").mkdir(exist_ok=True)
         for name, text in flows.items():
@@ -107,9 +105,7 @@ class LiveServe:
         finally:
             engine.dispose()
 
-    def post_shopify(
-        self, body: bytes, delivery: str, topic: str = "orders/create", **headers: str
-    ) -> httpx.Response:
+    def post_shopify(self, body: bytes, delivery: str, topic: str = "orders/create", **headers: str) -> httpx.Response:
         return httpx.post(
             f"{self.url}/webhooks/shopify",
             content=body,

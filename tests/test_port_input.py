@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from pathlib import Path
+
 import pytest
 from sqlalchemy import select, text
 
@@ -59,7 +60,8 @@ def test_the_generic_secret_cannot_mint_a_store_event(serve: LiveServe) -> None:
 def test_a_custom_event_cannot_take_a_real_orders_event_id(serve: LiveServe) -> None:
     """Ids are scoped by source: a custom event with a Shopify order's event id starts its own
     run, and the real order's run still starts."""
-    squatter = {"type": "custom.imported", "id": "shopify:orders/create:1001", "data": {"customer": {"email": "x@y.co"}}}
+    taken = "shopify:orders/create:1001"
+    squatter = {"type": "custom.imported", "id": taken, "data": {"customer": {"email": "x@y.co"}}}
     assert serve.post_custom(squatter).status_code == 200
     serve.wait_for(lambda: serve.count(select(runs)) == 1, "the custom event's run")
     assert serve.post_shopify(order(1001), "d-1001").status_code == 200
