@@ -79,6 +79,9 @@ class LiveServe:
         except httpx.HTTPError:
             return None
 
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=30).text
+
     def health(self) -> tuple[int, dict[str, Any]]:
         response = httpx.get(self.url + "/healthz", timeout=30)
         return response.status_code, dict(response.json())
