@@ -61,8 +61,8 @@ class LiveServe:
         partial.write_text(at.isoformat())
         partial.replace(self.clock_file)
 
-    def start(self, wrapper: list[str] | None = None) -> LiveServe:
-        env = {**os.environ, **SECRETS, "FLOWRUN_TEST_CLOCK_FILE": str(self.clock_file)}
+    def start(self, wrapper: list[str] | None = None, env: dict[str, str] | None = None) -> LiveServe:
+        env = {**os.environ, **SECRETS, **(env or {}), "FLOWRUN_TEST_CLOCK_FILE": str(self.clock_file)}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*(wrapper or []), FLOWRUN, "serve", "-c", str(self.dir / "flowrun.yaml")],
@@ -72,6 +72,11 @@ class LiveServe:
             )
         self.wait_for(lambda: self.get("/healthz") == 200, "the service to answer /healthz")
         return self
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FLOWRUN, *args, "-c", str(self.dir / "flowrun.yaml")], capture_output=True, text=True, timeout=60
+        )
 
     def get(self, path: str) -> int | None:
         try:

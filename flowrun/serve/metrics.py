@@ -129,6 +129,10 @@ class Metrics:
             most, total, count = self._lateness
             self._lateness = (max(most, seconds), total + seconds, count + 1)
 
+    @property
+    def lateness_max(self) -> float:
+        return self._lateness[0]
+
     def snapshot(self) -> dict[str, Any]:
         """Plain data (it crosses a pipe): {"counters": {name: {labels: value}}, "lateness": (max, sum, count)}."""
         with self._lock:
