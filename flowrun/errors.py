@@ -9,6 +9,7 @@ Everything below the CLI raises one of these; only the CLI formats them.
     │   └── ConfigError      the project configuration is invalid
     ├── UnknownTopicError    a store topic flowrun cannot normalise
     ├── RenderError          a template or condition failed at run time
+    ├── StateError           the state database is missing or at another schema version
     └── UsageError           the command line asked for something impossible
 """
 
@@ -93,6 +94,10 @@ class RenderError(FlowrunError):
     def __init__(self, where: str, message: str) -> None:
         self.where, self.message = where, message
         super().__init__(f"{where}: {message}")
+
+
+class StateError(FlowrunError):
+    pass
 
 
 class UsageError(FlowrunError):

@@ -1,24 +1,26 @@
-"""`flowrun runs`, `show`, `retry` and `loyalty`: read the state database."""
+"""`flowrun runs`, `show`, `retry` and `loyalty`: read the state database (and `retry`
+re-queues), at this flowrun's schema version only."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from flowrun.config import Config
 from flowrun.engine.state import FINAL
 from flowrun.errors import UsageError
 from flowrun.jsonout import iso, plain
 from flowrun.state import codec
+from flowrun.state.schema_check import open_current
 from flowrun.state.sqlstore import SqlStore
-from flowrun.state.tables import attempts, make_engine, migrate, outbox, reading, runs
+from flowrun.state.tables import attempts, outbox, reading, runs
 
 
-def _engine(config: Config):  # type: ignore[no-untyped-def]
-    engine = make_engine(config.database)
-    migrate(engine)
-    return engine
+def _engine(config: Config) -> Engine:
+    """The state database as it is: never created nor migrated here (flowrun.state.schema_check)."""
+    return open_current(config.database)
 
 
 def list_runs(config: Config, flow: str | None, status: str | None, customer: str | None, limit: int) -> list[str]:
