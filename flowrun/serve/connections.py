@@ -8,7 +8,8 @@ keep-alive timeout starts only after a response, and any byte cancels it. Its
 `limit_concurrency` counts those idle connections and answers every new request 503 once
 they fill it, so a few hundred idle sockets shut out every webhook; without a limit, the
 process runs out of file descriptors (systemd's default soft limit is 1,024) and the kernel
-resets every new connection. httptools sets no limit on header size.
+resets every new connection. httptools sets no limit on header size (4 MB of headers were
+answered 200).
 
 Here a connection is *waiting* from its first byte's chance (connection made, or previous
 response sent) until its request has fully arrived. Waiting connections are kept oldest
@@ -116,6 +117,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():  # refused or evicted: nothing more is read
+            return
         super().data_received(data)
         if self._in_headers and not self.transport.is_closing():
             self._header_bytes += len(data)

@@ -1,7 +1,9 @@
 """The webhook port: Shopify, WooCommerce and generic signed JSON; /healthz and /metrics.
 
 Every rejection is a 4xx with a reason and a log line; nothing is acknowledged before it
-is committed to the inbox. Normalisation happens later, in the worker.
+is committed to the inbox. What can never become an event is refused here (flowrun.serve.
+bounds: a JSON object of bounded depth, header values that fit their columns; the generic
+endpoint emits only custom.* events). Normalisation happens later, in the worker.
 
 POST /webhooks/<source> is answered by a plain ASGI callable in front of Starlette, which
 serves the rest: Starlette's middleware, routing, request and response objects cost about
@@ -221,7 +223,11 @@ def build_app(
             metrics.count("flowrun_events_rejected_total", source=source, reason=exc.reason)
             client = scope.get("client")
             log.warning(
-                "rejected %s webhook from %s: %s (%s)", source, client[0] if client else "?", exc.reason, exc.detail
+                "rejected %s webhook from %s: %s (%s)",
+                source if settings is not None else repr(source[:64]),  # the path is the sender's text
+                client[0] if client else "?",
+                exc.reason,
+                exc.detail,
             )
             return await _answer_json(send, exc.status, {"error": exc.reason, "detail": exc.detail})
         row["received_at"] = now()
