@@ -12,6 +12,7 @@ export FLOWRUN_CUSTOM_SECRET ?= dev-only-custom-secret
 export SHOPIFY_API_TOKEN ?= dev-only-shopify-token
 export TWILIO_AUTH_TOKEN ?= dev-only-twilio-token
 export SLACK_WEBHOOK_URL ?= http://127.0.0.1:9/dev-only-slack
+export ZENDESK_API_TOKEN ?= dev-only-zendesk-token
 
 $(BIN)/flowrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

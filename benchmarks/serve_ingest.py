@@ -159,6 +159,7 @@ def start_flowrun(folder: Path, port: int, flows: str) -> subprocess.Popen[bytes
     (folder / "flowrun.yaml").write_text(
         f"database: sqlite:///{db}\nlisten: {{host: 127.0.0.1, port: {port}}}\nflows: flows\n"
         "sources:\n  shopify:\n    webhook_secret: {env: BENCH_SECRET}\nlimits: {dispatch_concurrency: 64}\n"
+        "channels: {http: {allow_hosts: [127.0.0.1]}}\n"
     )
     env = {**os.environ, "BENCH_SECRET": SECRET}
     process = subprocess.Popen(

@@ -9,6 +9,7 @@ signature=$(openssl dgst -sha256 -hmac "$secret" -binary < "$file" | base64)
 curl -sS -X POST "http://${FLOWRUN_HOST:-127.0.0.1}:${FLOWRUN_PORT:-8787}/webhooks/shopify" \
   -H "Content-Type: application/json" \
   -H "X-Shopify-Topic: $topic" \
+  -H "X-Shopify-Shop-Domain: ${SHOPIFY_SHOP:-knit-and-co.myshopify.com}" \
   -H "X-Shopify-Hmac-Sha256: $signature" \
   -H "X-Shopify-Webhook-Id: ${WEBHOOK_ID:-$(date +%s%N)}" \
   -H "X-Shopify-Triggered-At: $(date -u +%Y-%m-%dT%H:%M:%SZ)" \

@@ -335,15 +335,24 @@ def _schema(write: Path | None) -> None:
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Where to create the flows repository.")]) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the flows repository.")],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Where CI installs flowrun from, e.g. git+https://github.com/shop/flowrun@v0.1.0 "
+            "(default: flowrun-store pinned to this version)."
+        ),
+    ] = None,
+) -> None:
     """Scaffold a flows repository: a flow, its test, a sample event and a CI snippet."""
-    _guard(_init, directory)
+    _guard(_init, directory, source)
 
 
-def _init(directory: Path) -> None:
+def _init(directory: Path, source: str | None) -> None:
     from flowrun.scaffold import scaffold
 
-    for path in scaffold(directory):
+    for path in scaffold(directory, source):
         print(f"created {path}")
 
 

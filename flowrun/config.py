@@ -16,6 +16,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
+from flowrun.delivery.ratelimit import Rate, rates_from
 from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
@@ -112,6 +114,39 @@ _CONFIG_SCHEMA: dict[str, Any] = {
         ),
         limits=_closed(
             max_body_bytes={"type": "integer", "minimum": 1024},
+            max_connections={
+                "type": "integer",
+                "minimum": 1,
+                "description": "open connections to the webhook port (default 1000); a new one evicts the oldest "
+                "still waiting for its request",
+            },
+            request_timeout={
+                **DURATION,
+                "description": "a connection's request must arrive within this (default 10s), else it is closed",
+            },
+            stall_after={
+                **DURATION,
+                "description": "/healthz answers 503 when webhooks wait this long (default 10s) for the inbox "
+                "writer, or the database takes no write within it",
+            },
+            rate_limits={
+                "type": "object",
+                "propertyNames": {"enum": list(RATE_DEFAULTS)},
+                "additionalProperties": {
+                    "oneOf": [
+                        {"const": False, "description": "no limit"},
+                        {
+                            **_closed(
+                                per_second={"type": "number", "exclusiveMinimum": 0},
+                                burst={"type": "integer", "minimum": 1},
+                            ),
+                            "required": ["per_second"],
+                        },
+                    ]
+                },
+                "description": "sends a second per provider account (flowrun.delivery.ratelimit has the "
+                "documented defaults), e.g. shopify: {per_second: 4, burst: 40}",
+            },
             dispatch_concurrency={"type": "integer", "minimum": 1},
             action_attempts={"type": "integer", "minimum": 1},
             shutdown_grace=DURATION,
@@ -171,6 +206,10 @@ class Config:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     channels: dict[str, Any] = field(default_factory=dict)
     max_body_bytes: int = 1024 * 1024
+    max_connections: int = 1000
+    request_timeout: timedelta = timedelta(seconds=10)
+    stall_after: timedelta = timedelta(seconds=10)
+    rate_limits: dict[str, Rate | None] = field(default_factory=lambda: dict(RATE_DEFAULTS))
     dispatch_concurrency: int = 32
     action_attempts: int = 5
     shutdown_grace: timedelta = timedelta(seconds=20)
@@ -327,6 +366,15 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         sources=sources,
         channels=channels,
         max_body_bytes=limits.get("max_body_bytes", 1024 * 1024),
+        max_connections=limits.get("max_connections", 1000),
+        request_timeout=parse_duration(limits.get("request_timeout", "10s")),
+        stall_after=parse_duration(limits.get("stall_after", "10s")),
+        rate_limits=rates_from(
+            {
+                name: Rate(rate["per_second"], rate.get("burst", 1)) if rate else None
+                for name, rate in (limits.get("rate_limits") or {}).items()
+            }
+        ),
         dispatch_concurrency=limits.get("dispatch_concurrency", 32),
         action_attempts=limits.get("action_attempts", 5),
         shutdown_grace=parse_duration(limits.get("shutdown_grace", "20s")),

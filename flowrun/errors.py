@@ -11,6 +11,7 @@ Everything below the CLI raises one of these; only the CLI formats them.
     ├── LookupFailedError    a store's API did not answer a lookup an event needs (try later)
     ├── WebhookRefused       a provider's webhook the port answers with a 4xx (engagement)
     ├── RenderError          a template or condition failed at run time
+    ├── StateError           the state database is missing or at another schema version
     └── UsageError           the command line asked for something impossible
 """
 
@@ -108,6 +109,10 @@ class RenderError(FlowrunError):
     def __init__(self, where: str, message: str) -> None:
         self.where, self.message = where, message
         super().__init__(f"{where}: {message}")
+
+
+class StateError(FlowrunError):
+    pass
 
 
 class UsageError(FlowrunError):

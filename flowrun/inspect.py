@@ -1,4 +1,5 @@
-"""`flowrun runs`, `show`, `retry` and `loyalty`: read the state database."""
+"""`flowrun runs`, `show`, `retry` and `loyalty`: read the state database (and `retry`
+re-queues), at this flowrun's schema version only."""
 
 from __future__ import annotations
 
@@ -14,17 +15,15 @@ from flowrun.jsonout import iso, plain
 from flowrun.state import admin, codec
 from flowrun.state import inbox as inbox_rows
 from flowrun.state.customers import SqlLedger, balances, history
-from flowrun.state.database import make_engine, reading
-from flowrun.state.migrations import require_current
+from flowrun.state.database import reading
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import attempts, outbox, runs
+from flowrun.state.schema_check import open_current
 
 
 def _engine(config: Config) -> Engine:
-    """The state database, read as it is: an inspection never migrates it."""
-    engine = make_engine(config.database)
-    require_current(engine)
-    return engine
+    """The state database as it is: never created nor migrated here (flowrun.state.schema_check)."""
+    return open_current(config.database)
 
 
 def list_runs(config: Config, flow: str | None, status: str | None, customer: str | None, limit: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flowrun import __version__
 from flowrun.errors import UsageError
 
 FILES: dict[str, str] = {
@@ -71,7 +72,8 @@ jobs:
       - uses: actions/checkout@v4
       - uses: actions/setup-python@v5
         with: {python-version: "3.11"}
-      - run: pip install flowrun
+      # flowrun's distribution is flowrun-store (`flowrun` on PyPI is another project's), pinned
+      - run: pip install "{requirement}"
       - run: flowrun validate flows/ --format github
       - run: flowrun test flows/
 """,
@@ -87,7 +89,18 @@ Automation flows for our shop, run by flowrun.
 }
 
 
-def scaffold(directory: Path) -> list[Path]:
+DISTRIBUTION = "flowrun-store"
+
+
+def requirement(source: str | None = None) -> str:
+    """What the CI snippet installs: this version of flowrun-store, or the shop's own copy
+    (`git+https://github.com/shop/flowrun@v0.1.0`, a path, a wheel URL)."""
+    if source:
+        return f"{DISTRIBUTION} @ {source}"
+    return f"{DISTRIBUTION}=={__version__}"
+
+
+def scaffold(directory: Path, source: str | None = None) -> list[Path]:
     clashes = [directory / name for name in FILES if (directory / name).exists()]
     if clashes:
         raise UsageError(f"{clashes[0]} exists already; flowrun init never overwrites files")
@@ -95,6 +108,8 @@ def scaffold(directory: Path) -> list[Path]:
     for name, text in FILES.items():
         target = directory / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        if name == ".github/workflows/flows.yml":
+            text = text.replace("{requirement}", requirement(source))
         target.write_text(text, encoding="utf-8")
         created.append(target)
     return created

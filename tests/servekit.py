@@ -61,7 +61,13 @@ def config(tmp_path: Path, url: str, flows: Path, **overrides: Any) -> Config:
             "tolerance": "5m",
         },
     }
-    values: dict[str, Any] = {"file": tmp_path / "flowrun.yaml", "database": url, "flows": flows, "sources": sources}
+    values: dict[str, Any] = {
+        "file": tmp_path / "flowrun.yaml",
+        "database": url,
+        "flows": flows,
+        "sources": sources,
+        "channels": {"http": {"allow_hosts": ["127.0.0.1"]}},  # the peers of the tests
+    }
     values.update(overrides)
     return Config(**values)
 

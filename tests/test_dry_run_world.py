@@ -156,7 +156,7 @@ steps:
             http = http_client(2)
             try:
                 return await REGISTRY["http"].deliver(
-                    params, "r/steps[0]", DeliveryContext(http, {}, logging.getLogger("t"), 5)
+                    params, "r/steps[0]", DeliveryContext(http, {"allow_hosts": ["127.0.0.1"]}, logging.getLogger("t"), 5)
                 )
             finally:
                 await http.aclose()
@@ -215,7 +215,7 @@ def test_events_that_started_nothing_are_listed_with_why(cli, tmp_path: Path) ->
             "at": "2026-01-05T09:00:00Z",
             "offset_s": 0,
             "type": "custom.notify_mee",
-            "id": "n1",
+            "id": "custom:n1",
             "why": "no flow starts on custom.notify_mee (did you mean 'custom.notify_me'? a flow starts on that)",
         },
         {

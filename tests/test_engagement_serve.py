@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from flowrun.state.database import make_engine
-from flowrun.state.schema import inbox
 from sqlalchemy import func, select
 
+from flowrun.state.database import make_engine
+from flowrun.state.schema import inbox
 from tests.engagementkit import (
     MAILGUN_KEY,
     POSTMARK_PASSWORD,
@@ -60,7 +60,7 @@ class EngagementService:
             f"  sendgrid: {{public_key: {self.keys.public}}}\n"
             "  mailgun: {signing_key: {env: T_MG_KEY}}\n"
             "  twilio: {auth_token: {credential: twilio-token}}\n"
-            "limits: {shutdown_grace: 5s}\n"
+            "limits: {shutdown_grace: 5s}\nchannels: {http: {allow_hosts: [127.0.0.1]}}\n"
         )
         (root / "credentials").mkdir()
         (root / "credentials" / "twilio-token").write_text(TWILIO_TOKEN + "\n")

@@ -13,9 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from flowrun.state.database import make_engine
-from flowrun.state.migrations import migrate
-from flowrun.state.schema import inbox
 from sqlalchemy import select
 
 from flowrun.engagement import sendgrid
@@ -24,6 +21,9 @@ from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.webhooks import build_app
 from flowrun.state import codec
+from flowrun.state.database import make_engine
+from flowrun.state.migrations import migrate
+from flowrun.state.schema import inbox
 from tests.conftest import ROOT
 from tests.engagementkit import (
     SendGridKeys,
@@ -46,10 +46,10 @@ class Port:
         migrate(self.engine)
         self.writer = InboxWriter(self.engine)
         self.writer.start()
-        self.metrics = Metrics()
         self.clock = Clock(NOW)
         self.keys = SendGridKeys()
         sources = {**engagement_sources(self.keys.public), **source_overrides}
+        self.metrics = Metrics(sources=sources)
         settings = config(tmp_path, "unused", ROOT / "flows", sources=sources, max_body_bytes=64 * 1024)
 
         async def healthy() -> bool:
@@ -70,7 +70,7 @@ class Port:
             return [dict(r) for r in conn.execute(select(inbox).order_by(inbox.c.seq)).mappings()]
 
     def counted(self, name: str, **labels: str) -> float:
-        return self.metrics.counters[name].get(tuple(sorted(labels.items())), 0)
+        return self.metrics.value(name, **labels)
 
     def close(self) -> None:
         self.writer.stop()

@@ -255,3 +255,13 @@ def test_shopify_inventory_levels_are_polled_per_location_with_their_skus() -> N
     assert levels_call["query"]["location_ids"] == "655441491"
     assert items_call["path"].endswith("/inventory_items.json")
     assert items_call["query"]["ids"] == "808950810,808950811,808950812"
+
+
+def test_link_headers_are_read_as_rfc_8288_allows_not_only_as_shopify_writes_them() -> None:
+    """httpx's `response.links` reads parameters in any order and rel lists; the rel is cut at
+    its closing quote (the published Shopify case trails junk after it)."""
+    url = "https://shop.example/admin/api/2025-07/orders.json?limit=250&page_info=abc"
+    assert parse_link(f'<{url}>; type="application/json"; rel="next"') == {"next": url}
+    assert parse_link(f'<{url}>; rel="previous next"')["next"] == url
+    assert parse_link(f"<{url}>; rel=next")["next"] == url
+    assert parse_link(f'<{url}>; rel="next", This invalid info header will be ignored') == {"next": url}

@@ -53,6 +53,7 @@ class Service:
             f"database: sqlite:///{self.db}\nlisten: {{host: 127.0.0.1, port: {self.port}}}\nflows: flows\n"
             "sources:\n  shopify:\n    webhook_secret: {env: TEST_SHOPIFY_SECRET}\n"
             f"limits: {{shutdown_grace: 5s{', ' + limits if limits else ''}}}\n"
+            "channels: {http: {allow_hosts: [127.0.0.1]}}\n"
         )
         self.clock_file = tmp_path / "clock"
         self.set_time(T0)

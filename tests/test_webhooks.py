@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from starlette.datastructures import Headers
 
+from flowrun.serve.health import Report
 from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.webhooks import build_app
@@ -34,8 +36,8 @@ def port(tmp_path: Path):  # type: ignore[no-untyped-def]
     writer.start()
     metrics = Metrics()
 
-    async def healthy() -> bool:
-        return True
+    async def healthy() -> Report:
+        return Report(())
 
     app = build_app(
         config(tmp_path, "unused", ROOT / "flows", max_body_bytes=64 * 1024), writer.store, metrics, healthy
@@ -64,7 +66,7 @@ def test_signed_shopify_webhook_is_stored_before_the_answer(port) -> None:
     assert response.json() == {"status": "accepted", "delivery_id": "d-1"}
     [row] = rows()
     assert (row["source"], row["topic"], row["delivery_id"], row["body"]) == ("shopify", "orders/create", "d-1", ORDER)
-    assert metrics.counters["flowrun_events_accepted_total"][(("source", "shopify"),)] == 1
+    assert metrics.value("flowrun_events_accepted_total", source="shopify") == 1
 
 
 def test_header_names_are_case_insensitive_and_the_old_secret_works(port) -> None:
@@ -121,7 +123,7 @@ def test_bad_input_gets_a_4xx_and_is_not_stored(port, caplog, case: str, status:
     assert response.json()["error"] == reason
     assert rows() == []
     assert any(reason in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    assert sum(metrics.counters["flowrun_events_rejected_total"].values()) == 1
+    assert metrics.total("flowrun_events_rejected_total") == 1
 
 
 def test_woocommerce_delivery_and_creation_ping(port) -> None:
@@ -165,7 +167,7 @@ def test_healthz_and_metrics(port) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
             return await client.get(path)
 
-    assert asyncio.run(get("/healthz")).json() == {"status": "ok"}
+    assert asyncio.run(get("/healthz")).json() == {"status": "ok", "parts": {}}
     metrics.count("flowrun_events_rejected_total", source="shopify", reason="bad_signature")
     text = asyncio.run(get("/metrics")).text
     assert 'flowrun_events_rejected_total{reason="bad_signature",source="shopify"} 1' in text
@@ -192,8 +194,8 @@ def test_a_bug_behind_the_webhook_is_a_logged_500_and_other_methods_a_405(tmp_pa
     async def broken_store(row: dict[str, Any]) -> bool:
         raise ValueError("a bug")
 
-    async def healthy() -> bool:
-        return True
+    async def healthy() -> Report:
+        return Report(())
 
     app = build_app(config(tmp_path, "unused", ROOT / "flows"), broken_store, Metrics(), healthy)
 
@@ -337,3 +339,115 @@ def test_with_the_lock_held_elsewhere_the_event_loop_does_not_wait_and_the_threa
     writer.stop()
     engine.dispose()
     other.dispose()
+
+
+def _asgi(app: Any, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
+            return await client.post(path, content=body, headers=headers)
+
+    return asyncio.run(post())
+
+
+def test_shopifys_unprefixed_headers_are_accepted_like_the_x_shopify_ones(port, fixtures: Path) -> None:
+    call, rows, _, _ = port
+    unprefixed = {k.removeprefix("X-"): v for k, v in shopify_headers(ORDER, "orders/create", "u-1").items()}
+    assert "Shopify-Hmac-Sha256" in unprefixed and "X-Shopify-Topic" not in unprefixed
+    unprefixed["Shopify-Triggered-At"] = "2026-01-05T09:00:00Z"
+    response = call("/webhooks/shopify", ORDER, unprefixed)
+    assert response.status_code == 200, response.text
+    [row] = rows()
+    assert (row["topic"], row["delivery_id"], row["triggered_at"]) == ("orders/create", "u-1", "2026-01-05T09:00:00Z")
+    # the published vector's headers, without their X- prefix, verify too
+    vectors = json.loads((fixtures / "shopify/hmac/vectors.json").read_text())["vectors"]
+    vector = next(v for v in vectors if v["id"].startswith("shopify-api-ruby/registry-empty-object"))
+    from flowrun.serve.signatures import valid_base64
+    from flowrun.serve.webhooks import _shopify_header
+
+    headers = Headers({k.removeprefix("x-"): v for k, v in vector["headers"].items()})
+    assert valid_base64(vector["body"].encode(), _shopify_header(headers, "hmac-sha256"), [vector["secret"]])
+    assert _shopify_header(headers, "shop-domain") == "shop.myshopify.com"
+
+
+def test_a_delivery_for_another_shop_is_refused(tmp_path: Path) -> None:
+    """An app's secret signs every shop's deliveries: only the configured shop's are taken."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    migrate(engine)
+    writer = InboxWriter(engine)
+    settings = config(tmp_path, "unused", ROOT / "flows").sources
+    shop = {**settings, "shopify": {**settings["shopify"], "shop": "knit-and-co.myshopify.com"}}
+
+    async def healthy() -> Report:
+        return Report(())
+
+    app = build_app(config(tmp_path, "unused", ROOT / "flows", sources=shop), writer.store, Metrics(), healthy)
+    signed = shopify_headers(ORDER, "orders/create", "s-1")
+    other = _asgi(app, "/webhooks/shopify", ORDER, {**signed, "X-Shopify-Shop-Domain": "rival.myshopify.com"})
+    assert (other.status_code, other.json()["error"]) == (403, "wrong_shop")
+    missing = _asgi(app, "/webhooks/shopify", ORDER, signed)
+    assert (missing.status_code, missing.json()["error"]) == (403, "wrong_shop")
+    ours = _asgi(app, "/webhooks/shopify", ORDER, {**signed, "Shopify-Shop-Domain": "Knit-and-Co.myshopify.com"})
+    assert ours.status_code == 200, ours.text
+    writer.stop()
+    engine.dispose()
+
+
+def test_a_dead_inbox_writer_answers_every_waiting_webhook_503_and_stops_the_port(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    engine, other = make_engine(url), make_engine(url)
+    migrate(engine)
+    died = threading.Event()
+
+    def broken_wake_up() -> None:  # a bug after a commit, on the writer's thread
+        raise RuntimeError("a bug in the wake-up")
+
+    writer = InboxWriter(engine, on_commit=broken_wake_up, on_death=died.set)
+    writer.start()
+    app = build_app(config(tmp_path, "unused", ROOT / "flows"), writer.store, Metrics(), _healthy)
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
+
+            async def post(n: int) -> int:
+                body = ORDER.replace(b'"id"', b'"n": %d, "id"' % n, 1)
+                headers = shopify_headers(body, "orders/create", f"dead-{n}")
+                return (await client.post("/webhooks/shopify", content=body, headers=headers)).status_code
+
+            with other.begin():  # the lock is held elsewhere: the batch goes to the writer thread
+                first = asyncio.ensure_future(post(1))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+            answers = [await asyncio.wait_for(first, timeout=30)]
+            assert await asyncio.to_thread(died.wait, 30)
+            answers.append(await asyncio.wait_for(post(2), timeout=30))  # after the death: at once
+            return answers
+
+    answers = asyncio.run(scenario())
+    assert answers[1] == 503
+    assert not writer.heartbeat.state(writer.clock()).ok
+    writer.stop()
+    engine.dispose()
+    other.dispose()
+
+
+async def _healthy() -> Report:
+    return Report(())
+
+
+def test_metrics_cannot_be_written_through_the_webhook_path(port) -> None:
+    call, _, metrics, app = port
+    for evil in ("evil%22%7D%201%0Aflowrun_runs%7Bstatus%3D%22x", "a%0Ab", "x" * 300, "magento"):
+        assert call(f"/webhooks/{evil}", ORDER, {}).status_code == 404
+
+    async def get() -> str:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flowrun") as client:
+            return (await client.get("/metrics")).text
+
+    text = asyncio.run(get())
+    assert 'flowrun_events_rejected_total{reason="unknown_source",source="unknown"} 4.0' in text
+    assert "evil" not in text and "magento" not in text and "xxxx" not in text
+    metrics.count("flowrun_actions_sent_total", 123456789, action="email")
+    metrics.count("flowrun_actions_sent_total", action="not-an-action")
+    text = asyncio.run(get())
+    assert 'flowrun_actions_sent_total{action="email"} 1.23456789e+08' in text  # every digit kept
+    assert 'flowrun_actions_sent_total{action="unknown"} 1.0' in text

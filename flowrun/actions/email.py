@@ -245,6 +245,12 @@ def _smtp_send(message: EmailMessage, smtp: Mapping[str, Any], timeout: float) -
     except smtplib.SMTPResponseException as exc:
         text = f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}"
         raise (PermanentError if 500 <= exc.smtp_code < 600 else RetryableError)(text) from None
+    except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            raise RetryableError(f"SMTP {host}:{port}: no answer within {timeout:g} s") from None
+        raise RetryableError(f"SMTP {host}:{port}: the server closed the connection: {exc}") from None
+    except ConnectionRefusedError:
+        raise RetryableError(f"SMTP {host}:{port}: could not connect: connection refused") from None
     except (OSError, smtplib.SMTPException) as exc:
         raise RetryableError(f"SMTP {host}:{port}: {type(exc).__name__}: {exc}") from None
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from flowrun.actions.base import DeliveryContext, PermanentError, RateLimitedError, RetryableError, retry_after_seconds
+from flowrun.actions.transport_errors import describe
 
 
 async def call(
@@ -23,10 +24,8 @@ async def call(
 ) -> httpx.Response:
     try:
         response: httpx.Response = await ctx.http.request(method, url, timeout=ctx.timeout_s, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise RetryableError(f"{provider}: timed out after {ctx.timeout_s:g} s ({type(exc).__name__})") from None
     except httpx.HTTPError as exc:
-        raise RetryableError(f"{provider}: {type(exc).__name__}: {exc or 'connection closed'}") from None
+        raise RetryableError(f"{provider}: {describe(exc, ctx.timeout_s)}") from None
     if ok(response) if ok else response.is_success:
         return response
     detail = None

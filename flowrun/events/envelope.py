@@ -12,6 +12,9 @@ from flowrun.events import Event, customer_key
 from flowrun.events.catalogue import complete_event_data, lookup_type
 from flowrun.events.values import timestamp
 
+# Sources only flowrun's own adapters produce: a generic webhook may not claim them.
+RESERVED_SOURCES = frozenset({"shopify", "woocommerce", "flowrun"})
+
 
 class EnvelopeError(ValueError):
     def __init__(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
@@ -50,6 +53,8 @@ def from_envelope(
     if not event_id:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
         event_id = f"{type_name}:{digest}"
+    if type_name.startswith("custom.") and not str(event_id).startswith("custom:"):
+        event_id = f"custom:{event_id}"  # custom ids live apart: none can equal a store's or a derived event's
     return Event(
         type=type_name,
         source=str(body.get("source") or default_source),
@@ -60,3 +65,15 @@ def from_envelope(
         topic=body.get("topic"),
         customer_key=customer_key(completed),
     )
+
+
+def from_generic_webhook(body: Any, *, received_at: datetime | None = None) -> Event:
+    """A body POSTed to the generic endpoint: a custom.<name> event only, under a source no
+    store or flowrun itself uses (its secret must not mint `order.paid` or a Shopify id)."""
+    if not is_envelope(body):
+        raise EnvelopeError((), "not a canonical envelope", 'give {"type": "custom.<name>", "data": {...}}')
+    if not str(body["type"]).startswith("custom."):
+        raise EnvelopeError(("type",), f"the generic endpoint emits only custom.<name> events, not {body['type']!r}")
+    if body.get("source") in RESERVED_SOURCES:
+        raise EnvelopeError(("source",), f"source {body['source']!r} is reserved for flowrun's own adapters")
+    return from_envelope(body, default_source="custom", received_at=received_at)

@@ -12,7 +12,7 @@ from typing import Any
 from flowrun import engagement
 from flowrun.errors import EventFileError, Problem, UnknownTopicError
 from flowrun.events import Event, shopify, woocommerce
-from flowrun.events.envelope import EnvelopeError, from_envelope, is_envelope
+from flowrun.events.envelope import EnvelopeError, from_envelope, from_generic_webhook, is_envelope
 
 SOURCES = ("shopify", "woocommerce", "custom", *engagement.PROVIDERS)
 
@@ -33,7 +33,9 @@ def normalise(
     """Raises UnknownTopicError, EnvelopeError or ValueError on bodies it cannot read."""
     if source in engagement.PROVIDERS:  # the provider's body names its event kinds itself
         return engagement.normalise(source, body, received_at)
-    if source in (None, "custom") or (topic is None and is_envelope(body)):
+    if source == "custom":
+        return [from_generic_webhook(body, received_at=received_at)]
+    if source is None or (topic is None and is_envelope(body)):
         if not is_envelope(body):
             raise EnvelopeError(
                 (),

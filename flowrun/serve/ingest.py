@@ -12,6 +12,13 @@ loop's connection leaves WAL checkpoints (megabytes copied, then an fsync) to th
 thread, which runs a passive one every CHECKPOINT_ROWS rows the loop commits: the engine's
 commits checkpoint too, but a store sending only topics nothing reads gives it none.
 
+A row the database refuses takes only itself down: a batch that fails for a reason other
+than a passing one (locked, busy) is written again row by row, and the row that still fails
+is answered 503. If the writer thread ever dies, every waiting webhook is answered 503 at
+once, later ones too, and `on_death` runs (the port's process then exits, and serve with
+it, so systemd restarts both); the thread's heartbeat (flowrun.serve.health) tells /healthz
+when webhooks wait for it and it makes no progress.
+
 A delivery whose topic nothing reads (no flow, wait, goal or kept derivation: the engine's
 `SetAside`) is stored as `ignored`, body kept, and wakes nobody: the engine spent about
 140 µs of CPU, and a write transaction, setting each of those aside itself. The status is
@@ -30,11 +37,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from flowrun.serve.health import Heartbeat
 from flowrun.serve.partition import delivery_part
 from flowrun.state.inbox import insert_rows, insert_rows_sqlite, pend_set_aside
 
@@ -66,11 +75,23 @@ class InboxWriter:
     callback per batch."""
 
     def __init__(
-        self, engine: Engine, on_commit: Callable[[], None] | None = None, aside: SetAside = SetAside()
+        self,
+        engine: Engine,
+        on_commit: Callable[[], None] | None = None,
+        aside: SetAside = SetAside(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        heartbeat: Heartbeat | None = None,
+        on_death: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.on_commit = on_commit
         self.partitioned = engine.dialect.name == "postgresql"
+        self.clock = clock
+        self.heartbeat = heartbeat or Heartbeat("inbox_writer", timedelta(seconds=30))
+        self.heartbeat.alive = lambda: self.died is None and (self._thread.is_alive() or not self._started)
+        self.on_death = on_death
+        self.died: BaseException | None = None
+        self._started = False
         self._unread = aside.unread
         self._asides: deque[SetAside] = deque()
         self._turns: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
@@ -78,13 +99,14 @@ class InboxWriter:
         self._pending: deque[_Item] = deque()
         self._signal = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="inbox-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self.batches = 0
         self.rows = 0
         self._unchecked = 0  # rows the loop committed since the last checkpoint
         self.checkpoints = 0
 
     def start(self) -> None:
+        self._started = True
         self._thread.start()
 
     def stop(self) -> None:
@@ -103,6 +125,8 @@ class InboxWriter:
 
     async def store(self, row: dict[str, Any]) -> bool:
         """Resolves True once committed (False for a delivery stored before)."""
+        if self.died is not None:
+            raise RuntimeError("the inbox writer has stopped; the webhook port is shutting down")
         if self.partitioned:  # several instances: stored in its customer's partition (flowrun.serve.partition)
             row = {**row, "part": delivery_part(row["source"], row["topic"], row["body"], row["delivery_id"])}
         loop = asyncio.get_running_loop()
@@ -119,18 +143,24 @@ class InboxWriter:
         if rest:
             self._turns[loop] = rest
             loop.call_soon(self._end_of_turn, loop)
+        if self.died is not None:
+            _settle([(item.future, None) for item in batch])
+            return
         try:
             stored = self._write_now([item.row for item in batch])
         except Exception:
-            log.exception("inbox write failed")
-            _settle([(item.future, None) for item in batch])
-            return
+            log.exception("inbox write on the event loop failed; the writer thread takes the batch")
+            stored = None
         if stored is None:
+            self.heartbeat.busy(self.clock())
             self._pending.extend(batch)
             self._signal.set()
+            if self.died is not None:  # the thread died meanwhile: nobody takes the batch
+                self._fail_pending()
             return
-        self._done(batch, stored)
         _settle([(item.future, stored[n]) for n, item in enumerate(batch)])
+        self.heartbeat.progressed(self.clock(), more=bool(self._pending))
+        self._done(batch, stored)
         self._unchecked += len(batch)
         if self._unchecked >= CHECKPOINT_ROWS:
             self._signal.set()
@@ -163,6 +193,21 @@ class InboxWriter:
             dbapi.rollback()
             raise
         return stored
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.died = exc
+            log.critical("the inbox writer thread failed; webhooks cannot be stored", exc_info=True)
+            self._fail_pending()
+            if self.on_death is not None:
+                self.on_death()
+
+    def _fail_pending(self) -> None:
+        while self._pending:
+            with contextlib.suppress(IndexError):  # the other thread took it first
+                self._answer([self._pending.popleft()], None)
 
     def _loop(self) -> None:
         while True:
@@ -204,10 +249,25 @@ class InboxWriter:
         return []
 
     def _write(self, batch: list[_Item]) -> None:
-        stored = self._retrying(lambda: self._insert([item.row for item in batch]))
+        refused = False
+        try:
+            stored = self._retrying(lambda: self._insert([item.row for item in batch]))
+        except Exception as exc:  # not a passing condition: some row is refused
+            if len(batch) > 1:
+                log.warning("inbox batch of %d refused (%s); writing its rows one by one", len(batch), exc)
+                for item in batch:
+                    self._write([item])
+                return
+            row = batch[0].row
+            log.error("inbox refused %s/%r: %s", row["source"], str(row["delivery_id"])[:80], exc)
+            stored, refused = None, True
+        if stored is None and not refused:
+            self.heartbeat.failed("the database did not take the inbox write (5 attempts)")
+        else:
+            self.heartbeat.progressed(self.clock(), more=bool(self._pending))
+        self._answer(batch, stored)
         if stored is not None:
             self._done(batch, stored)
-        self._answer(batch, stored)
 
     @staticmethod
     def _retrying(write: Callable[[], list[bool]]) -> list[bool] | None:

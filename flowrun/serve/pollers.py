@@ -26,7 +26,7 @@ log = logging.getLogger("flowrun.poll")
 Sleep = Callable[[float], Awaitable[None]]
 OVERLAP = timedelta(minutes=10)
 MAX_TRIES = 6
-_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([a-z]+)"?')
+POLLERS = ("poll:shopify:orders", "poll:shopify:checkouts", "poll:shopify:inventory", "poll:woocommerce:orders")
 
 
 class PollError(Exception):
@@ -42,9 +42,21 @@ class Polled:
     changed_at: datetime
 
 
+def page_links(response: httpx.Response) -> dict[str, str]:
+    """{rel: url} of a `Link` header, as httpx parses it (`response.links`). httpx keeps what
+    follows a link's closing quote in its rel (Shopify's own published case ends in junk:
+    `rel="next", This invalid info header will be ignored`), so a rel is read up to that quote."""
+    found: dict[str, str] = {}
+    for link in response.links.values():
+        for rel in link.get("rel", "").split('"')[0].split():
+            if "url" in link:
+                found.setdefault(rel, link["url"])
+    return found
+
+
 def parse_link(header: str | None) -> dict[str, str]:
     """`Link: <url>; rel="next", <url>; rel="previous"` to {rel: url}; junk is ignored."""
-    return {rel: url for url, rel in _LINK.findall(header or "")}
+    return page_links(httpx.Response(200, headers={"link": header or ""}))
 
 
 def call_limit(header: str | None) -> tuple[int, int] | None:
@@ -100,7 +112,7 @@ async def _shopify_pages(
         usage = call_limit(response.headers.get("x-shopify-shop-api-call-limit"))
         if usage and usage[0] >= usage[1] - 2:
             await sleep(1.0)  # the leaky bucket drains two calls a second
-        next_url, query = parse_link(response.headers.get("link")).get("next"), None  # page_info URLs are complete
+        next_url, query = page_links(response).get("next"), None  # page_info URLs are complete
 
 
 async def poll_shopify_orders(

@@ -1,37 +1,45 @@
-"""The webhook port as its own process: uvicorn, the inbox writer, /healthz and /metrics.
+"""The webhook port's process: uvicorn, the inbox writer, /healthz and /metrics.
 
-Accepting a webhook (read, check the signature, parse, group-commit to the inbox, answer)
-shares no GIL with the engine: in one process the worker's and dispatcher's Python work
-took the interpreter from the event loop and the writer, and ingest ran at a third of the
-rate it reaches alone. The two processes meet in the database; the port sends one byte down
-a pipe after each commit of events the engine reads, so it starts on them at once, and the
-engine sends its counters back every half second for /metrics, and after a reload the
-topics nothing reads now (`SetAside`).
+Accepting a webhook (read, check the signature, bound, group-commit to the inbox, answer)
+shares no GIL with the engine or the dispatcher. The processes meet in the database and talk
+through typed messages (flowrun.serve.messages): the port nudges the engine after each commit
+of deliveries it reads; the engine sends the topics nothing reads (`SetAside`) on a control
+pipe; the engine and the dispatcher send their heartbeats and counters, which /healthz and
+/metrics report. Connections are bounded by flowrun.serve.connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-import time
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import uvicorn
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from flowrun.config import Config
 from flowrun.serve import messages as m
+from flowrun.serve.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    fitting_limit,
+    guarded_protocol,
+    raise_file_limit,
+)
+from flowrun.serve.health import Health
 from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
 from flowrun.state.database import make_engine, reading
-from flowrun.state.schema import inbox, outbox, runs
+from flowrun.state.schema import inbox, outbox, runs, schema_version
 from flowrun.state.sqlite_writer import LockLike
 
 log = logging.getLogger("flowrun.port")
@@ -48,61 +56,94 @@ class PortPipes:
     to_engine: Connection  # new inbox rows
     control: Connection  # from the engine: topics to set aside
     statuses: list[Connection]  # from the engine and the dispatcher: heartbeats and counters
+    peers: tuple[str, ...] = ()  # the parts /healthz waits to hear from
 
 
 def run_port(config: Config, pipes: PortPipes, writer_lock: LockLike | None, parent: int) -> None:
-    """The child process's entry point (multiprocessing, spawn)."""
+    """The child process's entry point (multiprocessing, spawn). Exits 1 when the inbox writer
+    died: the supervisor sees the port gone and stops serve non-zero (systemd restarts it)."""
     die_with_parent(parent, "flowrun-port")
     setup_logging(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_serve(config, pipes, writer_lock))
+        code = runner.run(_serve(config, pipes, writer_lock))
+    if code:
+        sys.exit(code)
 
 
-async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None) -> None:
+async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None) -> int:
     engine = make_engine(config.database, writer_lock)
-    metrics = Metrics()
+    clock = clock_from_env()
+    metrics = Metrics(sources=config.sources)
     metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
+    health = Health(clock)
+    health.probe("database", functools.partial(_probe_write, engine), config.stall_after)
+    for peer in pipes.peers:
+        health.expect(peer)
+    loop = asyncio.get_running_loop()
+    exit_code = 0
     to_engine = m.Outlet(pipes.to_engine, lossy=True)
-    writer = InboxWriter(engine, on_commit=lambda: to_engine.send(m.InboxCommitted()))
-    writer.start()
-    m.listen(pipes.control, writer.set_aside, "port-control")
-    heard: dict[str, tuple[float, m.Status]] = {}
+
+    def committed() -> None:
+        to_engine.send(m.InboxCommitted())
+
+    def writer_died() -> None:  # on the writer's thread
+        nonlocal exit_code
+        exit_code = 1
+        loop.call_soon_threadsafe(setattr, server, "should_exit", True)
 
     def status(message: m.Status) -> None:
-        heard[message.part] = (time.monotonic(), message)
-        metrics.peers[message.part] = message.metrics or {}
+        health.set_peer(message.part, message.beats)
+        metrics.set_peer(message.part, message.metrics or {})
 
+    writer = InboxWriter(
+        engine,
+        on_commit=committed,
+        clock=clock,
+        heartbeat=health.heartbeat("inbox_writer", config.stall_after),
+        on_death=writer_died,
+    )
+    app = build_app(config, writer.store, metrics, health.report, now=clock)
+    soft, _ = raise_file_limit()
+    limits = ConnectionLimits(
+        max_connections=fitting_limit(config.max_connections, soft),
+        request_timeout=config.request_timeout.total_seconds(),
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            http=guarded_protocol(ConnectionGuard(limits, metrics)),
+            timeout_keep_alive=5,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    writer.start()
+    m.listen(pipes.control, writer.set_aside, "port-control")
     for n, end in enumerate(pipes.statuses):
         m.listen(end, status, f"port-status-{n}")
-    stale_after = config.lease.total_seconds()
-
-    async def health() -> bool:
-        now = time.monotonic()
-        for part in ("engine", "dispatcher"):
-            if part not in heard or now - heard[part][0] > stale_after:
-                return False
-        try:
-            return await asyncio.to_thread(_probe, engine)
-        except Exception:
-            return False
-
-    app = build_app(config, writer.store, metrics, health, now=clock_from_env())
-    server = _Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_config=None, access_log=False, lifespan="off")
-    )
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     await server.serve()
     await asyncio.to_thread(writer.stop)  # in-flight webhooks were answered: their rows are committed
     engine.dispose()
+    if exit_code:
+        log.error("the webhook port stopped because its inbox writer failed")
+    return exit_code
 
 
-def _probe(engine: Engine) -> bool:
-    with reading(engine) as conn:
-        conn.execute(text("SELECT 1"))
-    return True
+def _probe_write(engine: Engine) -> None:
+    """The database takes a write: an UPDATE of every schema_version row, rolled back (on
+    SQLite it takes the write lock; on PostgreSQL it fails on a read-only or standby server)."""
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            conn.execute(update(schema_version).values(version=schema_version.c.version))
+        finally:
+            transaction.rollback()
 
 
 def _gauges(engine: Engine) -> dict[str, dict[Labels, float]]:

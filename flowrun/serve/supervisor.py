@@ -39,6 +39,7 @@ from flowrun.state.migrations import migrate
 
 log = logging.getLogger("flowrun.serve")
 ORDER_OF_STOPPING = ("port", "dispatcher", "engine")
+PEERS = ("engine", "dispatcher")  # the parts that report to the port's /healthz
 
 
 class AlreadyServing(UsageError):
@@ -82,7 +83,10 @@ class Supervisor:
         engine_status_r, engine_status_w = ctx.Pipe(duplex=False)
         disp_status_r, disp_status_w = ctx.Pipe(duplex=False)
         parts: dict[str, tuple[Any, tuple[Any, ...]]] = {
-            "port": (run_port, (config, PortPipes(port_wake_w, control_r, [engine_status_r, disp_status_r]), lock, me)),
+            "port": (
+                run_port,
+                (config, PortPipes(port_wake_w, control_r, [engine_status_r, disp_status_r], PEERS), lock, me),
+            ),
             "engine": (
                 run_engine,
                 (config, EnginePipes([port_wake_r, answers_r], disp_wake_w, control_w, engine_status_w), lock, me),

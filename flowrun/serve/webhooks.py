@@ -1,7 +1,9 @@
 """The webhook port: Shopify, WooCommerce and generic signed JSON; /healthz and /metrics.
 
 Every rejection is a 4xx with a reason and a log line; nothing is acknowledged before it
-is committed to the inbox. Normalisation happens later, in the worker.
+is committed to the inbox. What can never become an event is refused here (flowrun.serve.
+bounds: a JSON object of bounded depth, header values that fit their columns; the generic
+endpoint emits only custom.* events). Normalisation happens later, in the worker.
 
 POST /webhooks/<source> is answered by a plain ASGI callable in front of Starlette, which
 serves the rest: Starlette's middleware, routing, request and response objects cost about
@@ -18,13 +20,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,11 +35,37 @@ from flowrun.durations import parse_duration
 from flowrun.engagement import Intake
 from flowrun.errors import WebhookRefused
 from flowrun.events import shopify, woocommerce
-from flowrun.serve.metrics import Metrics
+from flowrun.events.envelope import RESERVED_SOURCES
+from flowrun.serve import bounds
+from flowrun.serve.bounds import TIMESTAMP_CHARS as STAMP
+from flowrun.serve.bounds import OutOfBounds, json_object
+from flowrun.serve.health import Report
+from flowrun.serve.metrics import CONTENT_TYPE, Metrics
 from flowrun.serve.signatures import valid_base64, valid_generic
 
 log = logging.getLogger("flowrun.webhooks")
 Store = Callable[[dict[str, Any]], Awaitable[bool]]
+T = TypeVar("T")
+REASONS = frozenset(
+    {
+        "unknown_source",
+        "unconfigured",
+        "too_large",
+        "incomplete_body",
+        "missing_signature",
+        "bad_signature",
+        "wrong_shop",
+        "unknown_topic",
+        "bad_header",
+        "not_json",
+        "too_deep",
+        "number_too_long",
+        "not_an_object",
+        "not_an_event",
+        "not_custom",
+        "reserved_source",
+    }
+)
 
 
 class Reject(Exception):
@@ -63,11 +91,12 @@ async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _json(body: bytes) -> Any:
+def _within(check: Callable[..., T], *args: Any) -> T:
+    """A bounds check whose refusal is a 400 with its reason."""
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Reject(400, "not_json", f"body is not JSON: {exc}") from None
+        return check(*args)
+    except OutOfBounds as exc:
+        raise Reject(400, exc.reason, exc.detail) from None
 
 
 def _secret(settings: dict[str, Any], key: str) -> str | None:
@@ -75,26 +104,40 @@ def _secret(settings: dict[str, Any], key: str) -> str | None:
     return value.reveal() if value is not None else None
 
 
+def _shopify_header(headers: Headers, name: str) -> str | None:
+    """Shopify sends `X-Shopify-<name>`, and on newer deliveries the same header without `X-`."""
+    return headers.get(f"x-shopify-{name}") or headers.get(f"shopify-{name}")
+
+
 def shopify_row(settings: dict[str, Any], headers: Headers, body: bytes) -> dict[str, Any]:
     secrets = [s for s in (_secret(settings, "webhook_secret"), _secret(settings, "previous_webhook_secret")) if s]
     if not secrets:
         raise Reject(404, "unconfigured", "shopify has no webhook_secret in the configuration")
-    header = headers.get("x-shopify-hmac-sha256")
+    header = _shopify_header(headers, "hmac-sha256")
     if not header:
-        raise Reject(401, "missing_signature", "no X-Shopify-Hmac-Sha256 header")
+        raise Reject(401, "missing_signature", "no X-Shopify-Hmac-Sha256 (or Shopify-Hmac-Sha256) header")
     if not valid_base64(body, header, secrets):
         raise Reject(401, "bad_signature", "X-Shopify-Hmac-Sha256 does not match the body")
-    topic = headers.get("x-shopify-topic", "")
+    shop = settings.get("shop")
+    if shop:  # an app's secret signs the deliveries of every shop that installed it
+        domain = _shopify_header(headers, "shop-domain")
+        if not domain:
+            raise Reject(403, "wrong_shop", f"no X-Shopify-Shop-Domain header; this endpoint serves {shop}")
+        if domain.strip().lower() != str(shop).lower():
+            raise Reject(403, "wrong_shop", f"delivery for {domain[:100]!r}; this endpoint serves {shop}")
+    topic = _shopify_header(headers, "topic") or ""
     if topic not in shopify.TOPICS:
-        raise Reject(400, "unknown_topic", f"topic {topic!r} is not one flowrun normalises")
-    _json(body)
-    delivery = headers.get("x-shopify-webhook-id") or headers.get("x-shopify-event-id")
+        raise Reject(400, "unknown_topic", f"topic {topic[:100]!r} is not one flowrun normalises")
+    delivery = _within(bounds.delivery_id, "X-Shopify-Webhook-Id", _shopify_header(headers, "webhook-id"))
+    delivery = delivery or _within(bounds.delivery_id, "X-Shopify-Event-Id", _shopify_header(headers, "event-id"))
+    triggered = _within(bounds.header_value, "X-Shopify-Triggered-At", _shopify_header(headers, "triggered-at"), STAMP)
+    _within(json_object, body)
     return {
         "source": "shopify",
         "topic": topic,
         "body": body,
         "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(),
-        "triggered_at": headers.get("x-shopify-triggered-at"),
+        "triggered_at": triggered,
     }
 
 
@@ -111,9 +154,9 @@ def woocommerce_row(settings: dict[str, Any], headers: Headers, body: bytes) -> 
         raise Reject(401, "bad_signature", "X-WC-Webhook-Signature does not match the body")
     topic = headers.get("x-wc-webhook-topic", "")
     if topic not in woocommerce.TOPICS:
-        raise Reject(400, "unknown_topic", f"topic {topic!r} is not one flowrun normalises")
-    _json(body)
-    delivery = headers.get("x-wc-webhook-delivery-id")
+        raise Reject(400, "unknown_topic", f"topic {topic[:100]!r} is not one flowrun normalises")
+    delivery = _within(bounds.delivery_id, "X-WC-Webhook-Delivery-ID", headers.get("x-wc-webhook-delivery-id"))
+    _within(json_object, body)
     return {
         "source": "woocommerce",
         "topic": topic,
@@ -129,20 +172,29 @@ def custom_row(settings: dict[str, Any], headers: Headers, body: bytes, now: dat
         raise Reject(404, "unconfigured", "custom has no secret in the configuration")
     header = headers.get(settings.get("signature_header", "X-Flowrun-Signature"))
     tolerance = parse_duration(settings["tolerance"]) if "tolerance" in settings else None
-    timestamp = headers.get(settings.get("timestamp_header", "X-Flowrun-Timestamp"))
+    timestamp_header = settings.get("timestamp_header", "X-Flowrun-Timestamp")
+    timestamp = headers.get(timestamp_header)
     ok, why = valid_generic(body, header, secret, settings.get("encoding", "hex"), timestamp, tolerance, now)
     if not ok:
         raise Reject(401, "bad_signature" if header else "missing_signature", why)
-    data = _json(body)
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("data"), dict):
+    data = _within(json_object, body)
+    topic = _within(bounds.custom_type, data.get("type"))
+    if not isinstance(data.get("data"), dict):
         raise Reject(400, "not_an_event", 'expected {"type": "custom.<name>", "data": {...}}')
-    delivery = headers.get("x-flowrun-delivery") or data.get("id")
+    claimed = data.get("source")
+    if claimed is not None and (not isinstance(claimed, str) or claimed in RESERVED_SOURCES):
+        raise Reject(400, "reserved_source", f"source {str(claimed)[:40]!r} names a store or flowrun itself")
+    given = headers.get("x-flowrun-delivery") or data.get("id")
+    if given is not None and not isinstance(given, str | int):
+        raise Reject(400, "not_an_event", "`id` must be a string or a number")
+    delivery = _within(bounds.delivery_id, "the delivery id", str(given) if given is not None else None)
+    stamp = _within(bounds.header_value, timestamp_header, timestamp, STAMP)
     return {
         "source": "custom",
-        "topic": data["type"],
+        "topic": topic,
         "body": body,
-        "delivery_id": str(delivery) if delivery else "sha256:" + hashlib.sha256(body).hexdigest(),
-        "triggered_at": timestamp,
+        "delivery_id": delivery or "sha256:" + hashlib.sha256(body).hexdigest(),
+        "triggered_at": stamp,
     }
 
 
@@ -150,7 +202,7 @@ def build_app(
     config: Config,
     store: Store,
     metrics: Metrics,
-    health: Callable[[], Awaitable[bool]],
+    health: Callable[[], Awaitable[Report]],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ASGIApp:
     engagement = Intake()  # email and SMS providers' webhooks, one or many events a body
@@ -178,7 +230,11 @@ def build_app(
             metrics.count("flowrun_events_rejected_total", source=source, reason=exc.reason)
             client = scope.get("client")
             log.warning(
-                "rejected %s webhook from %s: %s (%s)", source, client[0] if client else "?", exc.reason, exc.detail
+                "rejected %s webhook from %s: %s (%s)",
+                source if settings is not None else repr(source[:64]),  # the path is the sender's text
+                client[0] if client else "?",
+                exc.reason,
+                exc.detail,
             )
             return await _answer_json(send, exc.status, {"error": exc.reason, "detail": exc.detail})
         row["received_at"] = now()
@@ -205,11 +261,11 @@ def build_app(
         await _answer_json(send, 200, {"status": "accepted", "accepted": sum(news), "duplicate": len(news) - sum(news)})
 
     async def healthz(_: Request) -> Response:
-        ok = await health()
-        return JSONResponse({"status": "ok" if ok else "database unavailable"}, status_code=200 if ok else 503)
+        report = await health()
+        return JSONResponse(report.as_dict(), status_code=200 if report.ok else 503)
 
     async def metrics_endpoint(_: Request) -> Response:
-        return PlainTextResponse(await metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
     async def refuse(_: Request) -> Response:
         return JSONResponse({"error": "method_not_allowed", "detail": "webhooks are POSTed"}, status_code=405)

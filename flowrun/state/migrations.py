@@ -8,7 +8,6 @@ from collections.abc import Callable
 from sqlalchemy import Table, insert, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from flowrun.errors import UsageError
 from flowrun.state import codec
 from flowrun.state.schema import (
     instances,
@@ -122,26 +121,3 @@ def add_missing_columns(conn: Connection, table: Table) -> None:
 
 def _literal(value: object) -> str:
     return str(value) if isinstance(value, (int, float)) else "'" + str(value).replace("'", "''") + "'"
-
-
-class SchemaMismatch(UsageError):
-    """The database's schema is not the one this flowrun reads."""
-
-
-def require_current(engine: Engine) -> None:
-    """For commands that only read: refuse a schema this version does not know (never migrate it)."""
-    with engine.connect() as conn:
-        found = version_of(conn)
-    if found == NEWEST:
-        return
-    if found == 0:
-        raise SchemaMismatch(f"{engine.url.render_as_string(hide_password=True)} has no flowrun state yet")
-    if found > NEWEST:
-        raise SchemaMismatch(
-            f"the state database is at schema v{found}, newer than this flowrun (v{NEWEST}): use the flowrun"
-            " that serves it"
-        )
-    raise SchemaMismatch(
-        f"the state database is at schema v{found}; this flowrun reads v{NEWEST}. `flowrun serve` migrates it"
-        " when it starts"
-    )

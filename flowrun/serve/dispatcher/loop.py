@@ -41,11 +41,12 @@ class Dispatcher:
         sources: Mapping[str, Any],
         on_outcomes: Callable[[list[Settled]], None] = lambda settled: None,
         on_taken_back: Callable[[list[str]], None] = lambda keys: None,
+        on_error: Callable[[str], None] = lambda why: None,
         poll_cap: float | None = None,
     ) -> None:
         self.db, self.clock, self.cluster, self.concurrency = db, clock, cluster, concurrency
         self.channels, self.sources = channels, sources
-        self.on_outcomes, self.on_taken_back = on_outcomes, on_taken_back
+        self.on_outcomes, self.on_taken_back, self.on_error = on_outcomes, on_taken_back, on_error
         self.poll_cap = poll_cap  # the longest idle wait (a test clock that jumps)
         self.held = 0  # claimed rows whose answer is not written yet
         self.answers: list[Settled] = []
@@ -64,7 +65,13 @@ class Dispatcher:
             while self.running:
                 self.wake.clear()  # before claiming: a wake-up during the claim is kept
                 free = self.concurrency - self.held
-                claimed = await asyncio.to_thread(self._claim, free) if free > 0 else []
+                try:
+                    claimed = await asyncio.to_thread(self._claim, free) if free > 0 else []
+                except Exception as exc:  # the database refused: nothing was claimed; try again
+                    log.exception("claiming sends failed; trying again")
+                    self.on_error(f"{type(exc).__name__}: {exc}"[:300])
+                    await self._idle()
+                    continue
                 for send in claimed:
                     self._start(send)
                 if len(claimed) < free:
@@ -119,7 +126,10 @@ class Dispatcher:
 
     async def _idle(self) -> None:
         """Nothing more is due now: wait for a wake-up, a slot, or the next retry's time."""
-        due = await asyncio.to_thread(self._next_ready)
+        try:
+            due = await asyncio.to_thread(self._next_ready)
+        except Exception:
+            due = None
         timeout = self.cluster.beat_every
         if due is not None:
             timeout = min(timeout, max(0.0, (due - self.clock()).total_seconds()))
@@ -141,8 +151,9 @@ class Dispatcher:
                 continue
             try:
                 lost = await asyncio.to_thread(self._finish, batch)
-            except Exception:  # the database refused: keep them, try again
+            except Exception as exc:  # the database refused: keep them, try again
                 log.exception("could not record %d answers; retrying", len(batch))
+                self.on_error(f"{type(exc).__name__}: {exc}"[:300])
                 self.answers = batch + self.answers
                 await asyncio.sleep(self.cluster.beat_every / 10)
                 self._answered.set()

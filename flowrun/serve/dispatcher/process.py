@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -15,6 +14,7 @@ from flowrun.runtime.attempts import Settled
 from flowrun.serve import messages as m
 from flowrun.serve.cluster import Cluster
 from flowrun.serve.dispatcher.loop import Dispatcher
+from flowrun.serve.health import Heartbeat
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging, test_clock_poll
 from flowrun.state.database import make_engine
@@ -53,9 +53,11 @@ async def _serve(config: Config, pipes: DispatcherPipes, writer_lock: LockLike |
     def taken_back(keys: list[str]) -> None:
         metrics.count("flowrun_actions_outcome_unknown_total", len(keys))
 
+    clock = clock_from_env()
+    heartbeat = Heartbeat("dispatcher", config.lease)  # /healthz: claims or beats fail, or stop coming
     dispatcher = Dispatcher(
         db,
-        clock_from_env(),
+        clock,
         cluster,
         concurrency=config.dispatch_concurrency,
         channels=config.channels,
@@ -63,6 +65,7 @@ async def _serve(config: Config, pipes: DispatcherPipes, writer_lock: LockLike |
         on_outcomes=answered,
         on_taken_back=taken_back,
         poll_cap=test_clock_poll(),
+        on_error=lambda why: heartbeat.failed(why),
     )
     loop = asyncio.get_running_loop()
     m.listen(pipes.wake, lambda _msg: loop.call_soon_threadsafe(dispatcher.wake.set), "dispatcher-wake")
@@ -76,10 +79,11 @@ async def _serve(config: Config, pipes: DispatcherPipes, writer_lock: LockLike |
                 await asyncio.to_thread(cluster.beat)
                 if cluster.shared:
                     await dispatcher.take_back()
-            except Exception:
+                heartbeat.progressed(clock(), more=False)
+            except Exception as exc:
                 log.exception("dispatcher heartbeat failed")
-            beats = {"dispatcher": {"stale_after": config.lease.total_seconds(), "at": time.time()}}
-            status.send(m.Status("dispatcher", beats, metrics.snapshot()))
+                heartbeat.failed(f"{type(exc).__name__}: {exc}"[:300])
+            status.send(m.Status("dispatcher", {"dispatcher": heartbeat.snapshot()}, metrics.snapshot()))
             await asyncio.sleep(cluster.beat_every)
 
     beating = asyncio.create_task(beat())

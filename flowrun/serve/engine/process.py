@@ -22,6 +22,7 @@ from flowrun.serve import messages as m
 from flowrun.serve.cluster import Cluster
 from flowrun.serve.engine.leader import poll_once, pollers, tick_schedules
 from flowrun.serve.engine.loop import EngineLoop
+from flowrun.serve.health import Heartbeat
 from flowrun.serve.ingest import SetAside
 from flowrun.serve.metrics import Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, setup_logging, test_clock_poll
@@ -67,6 +68,7 @@ class EngineProcess:
             on_ready=lambda n: self.dispatcher.send(m.SendsReady(n)),
             on_applied=self._count,
         )
+        self.heartbeat = Heartbeat("engine", config.lease)  # /healthz: rounds fail, or stop coming
         self.stopping = threading.Event()
         self.reloading = threading.Event()
         self.leading = False
@@ -93,10 +95,12 @@ class EngineProcess:
                 if self.leading:
                     tick_schedules(self.db, list(self.loop.runtime.flows.current.values()), self.clock())
                 moved = self.loop.round()
-            except Exception:  # the database refused, a lease was lost: the work stays where it is
+            except Exception as exc:  # the database refused, a lease was lost: the work stays where it is
                 log.exception("engine round failed; trying again")
+                self.heartbeat.failed(f"{type(exc).__name__}: {exc}"[:300])
                 self.stopping.wait(1.0)
                 continue
+            self.heartbeat.progressed(self.clock(), more=False)
             if not moved:
                 self._sleep(beat_at)
         self._finish()
@@ -122,8 +126,7 @@ class EngineProcess:
         if leading != self.leading:
             log.info("%s %s the leader (schedules, pollers)", self.cluster.id, "is now" if leading else "is no longer")
             self.leading = leading
-        beats = {"engine": {"stale_after": self.config.lease.total_seconds(), "at": time.time()}}
-        self.status.send(m.Status("engine", beats, self.metrics.snapshot()))
+        self.status.send(m.Status("engine", {"engine": self.heartbeat.snapshot()}, self.metrics.snapshot()))
 
     def _count(self, applied: list[Applied]) -> None:
         for result in applied:

@@ -1,0 +1,1 @@
+"""Delivery policies shared by whoever performs actions (serve's dispatcher)."""
