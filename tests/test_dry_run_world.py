@@ -155,8 +155,9 @@ steps:
         async def go() -> dict[str, Any]:
             http = http_client(2)
             try:
+                allowed = {"allow_hosts": ["127.0.0.1"]}
                 return await REGISTRY["http"].deliver(
-                    params, "r/steps[0]", DeliveryContext(http, {"allow_hosts": ["127.0.0.1"]}, logging.getLogger("t"), 5)
+                    params, "r/steps[0]", DeliveryContext(http, allowed, logging.getLogger("t"), 5)
                 )
             finally:
                 await http.aclose()

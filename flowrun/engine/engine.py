@@ -127,7 +127,8 @@ def advance(flow: Flow, run: RunState, given: Input, now: datetime) -> Transitio
 
 
 def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transition:
-    """Goals and waits match the same customer's events; a wait with `where` matches any event."""
+    """Goals and waits match the same customer's events. An event that names no customer (a stock
+    level, a product) reaches the waits whose `where:` holds for it: back in stock, for anyone."""
     goal = flow.goal
     same_customer = event.customer_key is not None and event.customer_key == run.customer_key
     if goal is not None and same_customer and event.type in goal.events and _where(goal.where, flow, run, event, now):
@@ -143,7 +144,8 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
     if run.status is Status.AWAITING and event.type in run.awaiting:
         ins = flow.program[run.pc]
         assert isinstance(ins, p.Await)
-        if ins.step.where is None and not same_customer:
+        mine = same_customer if event.customer_key is not None else ins.step.where is not None
+        if not mine:
             return Transition(run, (), changed=False)
         if not _where(ins.step.where, flow, run, event, now):
             return Transition(run, (), changed=False)

@@ -18,8 +18,8 @@ class FlowSet:
         self.versions: dict[tuple[str, str], Flow] = {}
         self._by_type: dict[str, list[Flow]] = defaultdict(list)
         self._goals: dict[str, set[str]] = defaultdict(set)
-        self._awaited: set[str] = set()  # types some wait listens to
-        self._awaited_anyone: set[str] = set()  # types a wait with `where:` listens to: any customer's
+        self._awaited: dict[str, set[str]] = defaultdict(set)  # type -> flows with a wait on it (any version)
+        self._awaited_anyone: set[str] = set()  # types a wait with `where:` listens to (customer-less events)
         self.load(flows)
 
     def load(self, flows: Iterable[Flow]) -> None:
@@ -30,7 +30,8 @@ class FlowSet:
             self.versions[(flow.id, flow.version)] = flow
             for ins in flow.program:
                 if isinstance(ins, Await):
-                    self._awaited.update(ins.step.events)
+                    for event_type in ins.step.events:
+                        self._awaited[event_type].add(flow.id)
                     if ins.step.where is not None:
                         self._awaited_anyone.update(ins.step.events)
             for event_type in flow.goal.events if flow.goal else ():
@@ -47,15 +48,15 @@ class FlowSet:
     def listens_to(self, event_type: str) -> bool:
         """Whether an event of this type could start a run or reach one (a goal or a wait of
         any flow version loaded since start)."""
-        if event_type in self._awaited or self._goals.get(event_type) or self._by_type.get(event_type):
+        if self._awaited.get(event_type) or self._goals.get(event_type) or self._by_type.get(event_type):
             return True
         return event_type.startswith("custom.") and bool(self._by_type.get("custom.*"))
 
-    def awaited(self, event_type: str) -> bool:
-        return event_type in self._awaited
+    def awaiting_flows(self, event_type: str) -> set[str]:
+        return self._awaited.get(event_type, set())
 
     def awaited_by_anyone(self, event_type: str) -> bool:
-        """A wait with `where:` matches other customers' events: they cross partitions."""
+        """A wait with `where:` takes events that name no customer: those cross partitions."""
         return event_type in self._awaited_anyone
 
     def goal_flows(self, event_type: str) -> set[str]:

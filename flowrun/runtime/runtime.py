@@ -123,13 +123,14 @@ class Runtime:
         uow, now = step.uow, step.now
         derived = [] if reach_only else self.derivations.observe(uow, event, now)
         candidates: dict[str, RunState] = {}
-        if self.flows.awaited(event.type):
+        waiting = self.flows.awaiting_flows(event.type)
+        reaching = waiting | (self.flows.goal_flows(event.type) if not reach_only else set())
+        if event.customer_key and reaching:  # the customer's own goals and waits
+            candidates.update((r.id, r) for r in uow.runs.active_for_customer(event.customer_key, reaching))
+        elif waiting and self.flows.awaited_by_anyone(event.type):  # no customer: waits with `where:`
             candidates.update((r.id, r) for r in uow.runs.awaiting(event.type))
-            if not reach_only and self.flows.awaited_by_anyone(event.type):
+            if not reach_only:
                 self._hand_over(step, event)
-        goal_flows = self.flows.goal_flows(event.type)
-        if event.customer_key and goal_flows and not reach_only:
-            candidates.update((r.id, r) for r in uow.runs.active_for_customer(event.customer_key, goal_flows))
         for run in sorted(candidates.values(), key=lambda r: (r.started_at, r.id)):
             flow = self.flows.flow_of(run)
             if flow is not None and run.trigger.id != event.id:
