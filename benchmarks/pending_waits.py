@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 from common import ROOT, family, report
+from flowrun.state.tables import make_engine, migrate, reading, runs
 from serve_ingest import free_port
 from sqlalchemy import func, insert, select
 
@@ -27,7 +28,6 @@ from flowrun.dryrun.session import load_all_flows
 from flowrun.engine import engine as pure
 from flowrun.events import Event
 from flowrun.state import codec
-from flowrun.state.tables import make_engine, migrate, reading, runs
 
 PENDING = int(os.environ.get("BENCH_PENDING", "100000"))
 DUE_AT_ONCE = int(os.environ.get("BENCH_DUE", "10000"))

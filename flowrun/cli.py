@@ -265,10 +265,7 @@ def _derive(config_path: Path | None) -> Any:
 
     if config_path is None:
         return None
-    project = _config(config_path)
-    return Derive(
-        project.checkout_idle, project.low_stock_threshold, project.inactive_after, project.guardrails, project.locale
-    )
+    return Derive.of(_config(config_path))
 
 
 def _test(paths: list[Path], config_path: Path | None = None) -> None:
@@ -377,16 +374,23 @@ def serve(
     check: Annotated[
         bool, typer.Option("--check", help="Validate config and flows, reach the database, exit.")
     ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Listen on this port instead of the project file's (one per instance).")
+    ] = None,
 ) -> None:
     """Run the service: webhooks, pollers, durable runs, timers, actions."""
-    _guard(_serve, config, check)
+    _guard(_serve, config, check, port)
 
 
-def _serve(config_path: Path | None, check: bool) -> None:
+def _serve(config_path: Path | None, check: bool, port: int | None = None) -> None:
+    from dataclasses import replace
+
     from flowrun.serve.check import check as check_service
     from flowrun.serve.supervisor import serve as run_service
 
     config = _config(config_path, secrets=True)
+    if port is not None:
+        config = replace(config, port=port)
     if check:
         notes = check_service(config)
         for line in notes:

@@ -91,6 +91,12 @@ _CONFIG_SCHEMA: dict[str, Any] = {
                 api_url={"type": "string"},
                 api_version={"type": "string"},
                 poll=_closed(orders=DURATION, checkouts=DURATION, inventory=DURATION),
+                lookups={
+                    "type": "array",
+                    "items": {"enum": ["inventory_item", "order", "variants", "collections"]},
+                    "description": "what to look up in the Admin API for webhooks that lack it (default:"
+                    " inventory_item, order); variants (backorders) costs a call per order",
+                },
                 location_ids={
                     "type": "array",
                     "items": {"type": "integer"},

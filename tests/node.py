@@ -18,6 +18,7 @@ from flowrun.serve.cluster import Cluster
 from flowrun.serve.dispatcher import claims
 from flowrun.serve.dispatcher.deliver import http_client
 from flowrun.serve.dispatcher.loop import Dispatcher
+from flowrun.serve.engine.lookups import Lookups
 from flowrun.serve.engine.loop import EngineLoop
 from flowrun.serve.partition import delivery_part
 from flowrun.state import codec
@@ -36,7 +37,8 @@ class Node:
         self.engine_cluster = Cluster(self.db, "engine", config.lease)
         self.engine_cluster.join()
         chosen = list(flows) if flows is not None else load_all_flows([config.flows], locale=config.locale)
-        self.loop = EngineLoop(self.db, chosen, config.settings(), clock, self.engine_cluster)
+        self.lookups = Lookups(self.db, config.sources, lambda: None)
+        self.loop = EngineLoop(self.db, chosen, config.settings(), clock, self.engine_cluster, lookups=self.lookups)
         self.dispatch_cluster = Cluster(self.db, "dispatcher", config.lease)
         self.dispatch_cluster.join()
         self.answers: list[Settled] = []
@@ -48,6 +50,7 @@ class Node:
             channels=config.channels,
             sources=config.sources,
             on_outcomes=self.answers.extend,
+            rates=config.rate_limits,
         )
         self.taken_back = asyncio.run(self._take_back())
 
@@ -73,6 +76,8 @@ class Node:
 
     def step(self) -> bool:
         moved = self.loop.round()
+        if self.lookups.wait_idle():  # the store's answers to lookups asked this round
+            moved = True
         sent = asyncio.run(self._dispatch())
         return moved or bool(sent)
 

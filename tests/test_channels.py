@@ -146,7 +146,7 @@ def _source(kind: str) -> tuple[str, str | None]:
 
 def predicted(config_file: Path, events: Events, horizon: datetime) -> list[Any]:
     config = load_config(config_file)
-    derive = Derive(config.checkout_idle, config.low_stock_threshold, config.inactive_after, config.guardrails)
+    derive = Derive.of(config)
     scheduled = [
         Scheduled(
             START + offset,

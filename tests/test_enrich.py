@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from flowrun.errors import LookupFailedError
 from flowrun.events.enrich import ShopifyAdmin, StubLookup, enrich, needs_lookup
@@ -188,3 +190,34 @@ def test_only_a_plain_numeric_id_is_ever_put_into_a_query(shop: FakeShopify, ord
     body = {**sample("refunds/create"), "order_id": order_id}
     assert ENRICHED not in asyncio.run(_enriched(shop, "refunds/create", body))
     assert shop.requests == []
+
+
+def test_serve_looks_a_refund_up_before_applying_it_and_it_reaches_the_goal(shop: FakeShopify, tmp_path: Any) -> None:
+    from flowrun.config import Secret
+    from flowrun.state.schema import inbox, runs
+    from tests.node import Node
+    from tests.servekit import Clock, config
+
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "f.yaml").write_text(
+        "flow: review\non: order.created\nuntil: refund.created\nsteps:\n  - wait: 14d\n  - log: {message: ask}\n"
+    )
+    cfg = config(tmp_path, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "flows")
+    sources = {
+        **cfg.sources,
+        "shopify": {**cfg.sources["shopify"], "api_token": Secret(TOKEN, "T"), "api_url": shop.api},
+    }
+    node = Node(replace(cfg, sources=sources), Clock())
+    try:
+        node.deliver("shopify", "orders/create", json.dumps(ORDER, default=str).encode(), "o-1")
+        node.settle()
+        refund = (EXAMPLES / "refunds/create.json").read_bytes()
+        node.deliver("shopify", "refunds/create", refund, "rf-1")
+        node.settle()
+        assert node.count(runs, runs.c.status == "converted") == 1  # the looked-up customer met the goal
+        with node.db.connect() as conn:
+            facts = conn.execute(select(inbox.c.facts).where(inbox.c.delivery_id == "rf-1")).scalar_one()
+        assert '"email":"ada@example.com"' in facts
+        assert [p for p, _ in _paths(shop)] == ["orders.json"]  # the order itself needed no lookup
+    finally:
+        node.close()

@@ -5,6 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -448,3 +449,51 @@ def test_events_nothing_reads_are_set_aside_unread_until_a_flow_listens(rig, db:
     with r.db.connect() as conn:
         assert conn.execute(select(inbox.c.status).where(inbox.c.delivery_id == "d-4")).scalar() == "done"
     assert r.count(cursors, cursors.c.name.like("inactive:%")) == 1  # now tracked
+
+
+SMS_ON_ORDER = """
+flow: text-the-shop
+on: order.created
+steps:
+  - sms: {to: "+14155550199", text: "order {{ order.number }}", category: transactional}
+"""
+
+
+def test_sends_to_one_twilio_sender_keep_to_its_documented_rate_and_a_429_holds_the_bucket(rig, db: str) -> None:
+    from flowrun.config import Secret
+    from tests.fakeproviders import FakeTwilio
+
+    twilio = FakeTwilio("twilio-token")
+    try:
+        r = rig(SMS_ON_ORDER)
+        channels = {
+            "sms": {
+                "account_sid": FakeTwilio.SID,
+                "auth_token": Secret("twilio-token", "T"),
+                "from": "+14155550100",
+                "api_url": twilio.url,
+            }
+        }
+        r.config = replace(r.config, channels=channels)
+        r.restart()
+        for n in range(3):
+            r.deliver("shopify", "orders/create", _order(n), f"d-{n}")
+        r.settle()
+        assert len(twilio.sent) == 1  # Twilio: one message a second per long code
+        r.clock.advance(timedelta(seconds=1))
+        r.settle()
+        assert len(twilio.sent) == 2
+        twilio.failures = [(429, {"Retry-After": "30"})]
+        r.clock.advance(timedelta(seconds=1))
+        r.settle()
+        r.clock.advance(timedelta(seconds=29))
+        r.settle()
+        assert len(twilio.sent) == 2  # Twilio said 30 s: the bucket waits for it
+        r.clock.advance(timedelta(seconds=1))
+        r.settle()
+        assert len(twilio.sent) == 3
+        with r.db.connect() as conn:
+            attempts_of = dict(conn.execute(select(outbox.c.key, outbox.c.attempts)).all())
+        assert sorted(attempts_of.values()) == [1, 1, 1]  # waiting for a rate limit spends no attempt
+    finally:
+        twilio.close()

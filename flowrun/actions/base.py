@@ -219,6 +219,11 @@ class ActionType:
         """The result a dry-run records for `as:`; deterministic in the idempotency key."""
         return {}
 
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        """The provider's rate-limit bucket this send draws from: (provider, account), or None
+        (flowrun.delivery.ratelimit)."""
+        return None
+
     def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
         """What `serve --check` must report before this action can deliver (None: ready)."""
         return None

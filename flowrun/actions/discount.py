@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, obj, result, stable_token
-from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of, store_unconfigured
+from flowrun.actions.base import TEMPLATED, DeliveryContext, obj, result, stable_token
+from flowrun.actions.stores import STORE_SETTING, Shopify, StoreAction, WooCommerce, store_of, store_unconfigured
 from flowrun.durations import DURATION_PATTERN, parse_duration
 
 
-class Discount(ActionType):
+class Discount(StoreAction):
     name = "discount"
     summary = "create a discount code (Shopify price rule + code, WooCommerce coupon); keep it with `as:`"
     params_schema = obj(

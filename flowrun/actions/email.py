@@ -153,6 +153,12 @@ class Email(ActionType):
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {"message_id": f"<{stable_token(key, 16).lower()}@dry-run.flowrun>"}
 
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        for provider in ("postmark", "sendgrid", "mailgun"):
+            if provider in ctx.settings:
+                return (provider, "")
+        return ("smtp", str((ctx.settings.get("smtp") or {}).get("host", "")))
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         return await send_email(params, key, ctx)
 

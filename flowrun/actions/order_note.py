@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj, result
-from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of, store_unconfigured
+from flowrun.actions.base import TEMPLATED, DeliveryContext, PermanentError, obj, result
+from flowrun.actions.stores import STORE_SETTING, Shopify, StoreAction, WooCommerce, store_of, store_unconfigured
 
 
-class OrderNote(ActionType):
+class OrderNote(StoreAction):
     name = "order_note"
     summary = "add a note to an order (appended to the Shopify order note; a WooCommerce order note)"
     params_schema = obj(

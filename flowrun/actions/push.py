@@ -51,6 +51,9 @@ class Push(ActionType):
         notification = stable_token(key, 12).lower()
         return {"id": notification, "message_id": notification}
 
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        return ("onesignal", str(ctx.setting("app_id") or ""))
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         app_id, api_key = ctx.require("app_id", "api_key")
         body: dict[str, Any] = {

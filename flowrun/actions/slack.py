@@ -33,6 +33,9 @@ class Slack(ActionType):
     def unconfigured(self, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> str | None:
         return None if channels.get("slack") else "channels.slack (webhook_url)"
 
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        return ("slack", str(params.get("webhook") or "webhook_url"))  # Slack limits each webhook
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         name = params.get("webhook")
         url = (ctx.settings.get("webhooks") or {}).get(name) if name else ctx.settings.get("webhook_url")

@@ -78,6 +78,9 @@ class Sms(ActionType):
         sid = "SM" + stable_token(key, 32).lower()
         return {"sid": sid, "status": "queued", "message_id": sid}
 
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        return ("twilio", str(ctx.setting("from") or ctx.setting("messaging_service_sid") or ""))
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         sid, token = ctx.require("account_sid", "auth_token")
         if not sendable(params["to"]):

@@ -5,11 +5,12 @@ when both are configured."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from flowrun.actions.base import DeliveryContext, PermanentError, revealed
+from flowrun.actions.base import ActionType, DeliveryContext, PermanentError, revealed
 from flowrun.actions.provider import call
 
 STORE_SETTING = {
@@ -28,6 +29,23 @@ def store_of(ctx: DeliveryContext) -> str:
     if (ctx.sources.get("woocommerce") or {}).get("consumer_key") is not None:
         return "woocommerce"
     raise PermanentError("no store API configured: add sources.shopify.api_token or sources.woocommerce.consumer_key")
+
+
+def store_rate_key(ctx: DeliveryContext) -> tuple[str, str] | None:
+    """A store's API bucket (Shopify limits each app per shop): the store actions' `rate_key`."""
+    try:
+        store = store_of(ctx)
+    except PermanentError:
+        return None
+    settings = ctx.sources.get(store) or {}
+    return (store, str(settings.get("shop") or settings.get("url") or ""))
+
+
+class StoreAction(ActionType):
+    """An action through the store's Admin API: it draws from the store's rate-limit bucket."""
+
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        return store_rate_key(ctx)
 
 
 class Shopify:

@@ -42,6 +42,9 @@ class SupportTicket(ActionType):
     def simulate(self, params: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {"id": stable_token(key, 8).lower(), "url": None}
 
+    def rate_key(self, params: Mapping[str, Any], ctx: DeliveryContext) -> tuple[str, str] | None:
+        return ("zendesk", str(ctx.setting("subdomain") or ""))
+
     async def deliver(self, params: Mapping[str, Any], key: str, ctx: DeliveryContext) -> dict[str, Any]:
         subdomain, email, token = ctx.require("subdomain", "email", "api_token")
         base = str(ctx.setting("api_url") or f"https://{subdomain}.zendesk.com").rstrip("/")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj, result
-from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of, store_unconfigured
+from flowrun.actions.base import TEMPLATED, DeliveryContext, PermanentError, obj, result
+from flowrun.actions.stores import STORE_SETTING, Shopify, StoreAction, WooCommerce, store_of, store_unconfigured
 
 TAGS = {"type": "array", "items": TEMPLATED, "minItems": 1}
 WOO_META = "flowrun_tags"  # WooCommerce customers have no tags: flowrun keeps them in this meta field
 
 
-class TagCustomer(ActionType):
+class TagCustomer(StoreAction):
     name = "tag_customer"
     summary = "add or remove customer tags in the store (Shopify customer tags, WooCommerce meta)"
     params_schema = obj([], add=TAGS, remove=TAGS, customer_id=TEMPLATED)

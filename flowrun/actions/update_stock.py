@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj, result
-from flowrun.actions.stores import STORE_SETTING, Shopify, WooCommerce, store_of, store_unconfigured
+from flowrun.actions.base import TEMPLATED, DeliveryContext, PermanentError, obj, result
+from flowrun.actions.stores import STORE_SETTING, Shopify, StoreAction, WooCommerce, store_of, store_unconfigured
 
 
-class UpdateStock(ActionType):
+class UpdateStock(StoreAction):
     name = "update_stock"
     summary = "set or adjust the stock of a SKU in the store"
     params_schema = obj(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
+from flowrun.delivery.ratelimit import Rate
+from flowrun.delivery.throttle import Throttle
 from flowrun.dryrun.simulator import SimulationResult, Simulator
 from flowrun.dryrun.stubs import Stub, Stubs
 from flowrun.dryrun.timeline import Scheduled, load_timeline, load_timeline_stubs, resolve_at
@@ -18,6 +22,9 @@ from flowrun.flow.model import Flow
 from flowrun.guardrails import Guardrails
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
 from flowrun.templating import DEFAULT_LOCALE
+
+if TYPE_CHECKING:
+    from flowrun.config import Config
 
 DEFAULT_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday morning; fixed so output is repeatable
 
@@ -89,6 +96,23 @@ class Derive:
     inactive_after: tuple[timedelta, ...] = INACTIVE_AFTER
     guardrails: Guardrails = field(default_factory=Guardrails)
     locale: str = DEFAULT_LOCALE
+    rate_limits: Mapping[str, Rate | None] = field(default_factory=lambda: dict(RATE_DEFAULTS))
+    channels: Mapping[str, Any] = field(default_factory=dict)  # for the rate-limit buckets sends draw from
+    sources: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: Config) -> Derive:
+        """A project's settings, as serve uses them."""
+        return cls(
+            config.checkout_idle,
+            config.low_stock_threshold,
+            config.inactive_after,
+            config.guardrails,
+            config.locale,
+            config.rate_limits,
+            config.channels,
+            config.sources,
+        )
 
 
 def simulate(
@@ -106,7 +130,8 @@ def simulate(
         inactive_after=chosen.inactive_after,
         guardrails=chosen.guardrails,
     )
-    simulator = Simulator(flows, start, settings, Stubs(tuple(stubs)).with_flows(flows))
+    throttle = Throttle(chosen.rate_limits, chosen.channels, chosen.sources)
+    simulator = Simulator(flows, start, settings, Stubs(tuple(stubs)).with_flows(flows), throttle)
     for item in scheduled:
         for event in item.events:
             simulator.add_event(item.at, event)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from flowrun.delivery.throttle import Throttle
 from flowrun.dryrun.stubs import Stubs
 from flowrun.engine.state import RunState
 from flowrun.events import Event
@@ -51,6 +52,7 @@ class Simulator:
     start: datetime
     settings: Settings = field(default_factory=Settings)
     stubs: Stubs = field(default_factory=Stubs)  # results given by a timeline or test instead of simulated
+    throttle: Throttle = field(default_factory=Throttle)  # providers' rate limits, as serve's dispatcher keeps them
     uow: MemoryUnitOfWork = field(default_factory=MemoryUnitOfWork)
 
     def __post_init__(self) -> None:
@@ -125,6 +127,11 @@ class Simulator:
 
     def _deliver(self, send: Send, now: datetime) -> None:
         """What serve's dispatcher does, recorded: the answer is simulated (or stubbed)."""
+        waiting = self.throttle.admit(send, now)
+        if waiting is not None:
+            settled = after_attempt(send, waiting, now)
+            self.uow.outbox.put(settled.send)
+            return
         flow_id = self.uow.runs.runs[send.run_id].flow_id
         answer = self.stubs.result_for(flow_id, send.step, send.action, send.params, send.key)
         settled = after_attempt(send, Delivered(answer), now)

@@ -38,6 +38,7 @@ inbox = Table(
     Column("status", String(16), nullable=False, default="pending"),
     Column("error", Text),
     Column("part", Integer, nullable=False, default=0),  # v6: the customer's partition
+    Column("facts", Text),  # v6: what the store's API said that the body lacks (flowrun.events.enrich)
     UniqueConstraint("source", "delivery_id", name="inbox_delivery"),
 )
 Index("inbox_pending", inbox.c.status, inbox.c.seq)

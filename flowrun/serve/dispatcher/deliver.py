@@ -29,11 +29,15 @@ def http_client(connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, limits=limits)
 
 
+def context_for(send: Send, http: Any, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> DeliveryContext:
+    return DeliveryContext(http, channels.get(send.action, {}), log, send.timeout_s, sources, channels)
+
+
 async def attempt(
     send: Send, http: httpx.AsyncClient, channels: Mapping[str, Any], sources: Mapping[str, Any]
 ) -> Outcome:
     action = REGISTRY[send.action]
-    ctx = DeliveryContext(http, channels.get(send.action, {}), log, send.timeout_s, sources, channels)
+    ctx = context_for(send, http, channels, sources)
     try:
         result = await asyncio.wait_for(action.deliver(send.params, send.key, ctx), timeout=send.timeout_s + SLACK_S)
     except PermanentError as exc:

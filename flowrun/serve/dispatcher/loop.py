@@ -19,6 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
+from flowrun.delivery.ratelimit import Rate
+from flowrun.delivery.throttle import Throttle
 from flowrun.runtime.attempts import Outcome, Settled, after_attempt
 from flowrun.runtime.records import Send
 from flowrun.serve.cluster import Cluster
@@ -43,6 +46,7 @@ class Dispatcher:
         on_taken_back: Callable[[list[str]], None] = lambda keys: None,
         on_error: Callable[[str], None] = lambda why: None,
         poll_cap: float | None = None,
+        rates: Mapping[str, Rate | None] = RATE_DEFAULTS,
     ) -> None:
         self.db, self.clock, self.cluster, self.concurrency = db, clock, cluster, concurrency
         self.channels, self.sources = channels, sources
@@ -55,6 +59,7 @@ class Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.running = True
         self.attempt: Attempt | None = None
+        self.throttle = Throttle(rates, channels, sources)  # per dispatcher: N instances send N times as fast
 
     async def run(self) -> None:
         http = http_client(self.concurrency)
@@ -90,7 +95,14 @@ class Dispatcher:
             perform = lambda send: attempt(send, http, self.channels, self.sources)  # type: ignore[arg-type]  # noqa: E731
         assert perform is not None
         claimed = await asyncio.to_thread(self._claim, self.concurrency)
-        outcomes = await asyncio.gather(*(perform(send) for send in claimed))
+
+        async def one(send: Send) -> Outcome:
+            assert perform is not None
+            outcome = self.throttle.admit(send, self.clock()) or await perform(send)
+            self.throttle.heard(send, outcome, self.clock())
+            return outcome
+
+        outcomes = await asyncio.gather(*(one(send) for send in claimed))
         settled = [after_attempt(send, outcome, self.clock()) for send, outcome in zip(claimed, outcomes, strict=True)]
         if settled:
             await asyncio.to_thread(self._finish, settled)
@@ -120,7 +132,8 @@ class Dispatcher:
 
     async def _perform(self, send: Send) -> None:
         assert self.attempt is not None
-        outcome = await self.attempt(send)
+        outcome = self.throttle.admit(send, self.clock()) or await self.attempt(send)
+        self.throttle.heard(send, outcome, self.clock())
         self.answers.append(after_attempt(send, outcome, self.clock()))
         self._answered.set()
 

@@ -65,6 +65,7 @@ async def _serve(config: Config, pipes: DispatcherPipes, writer_lock: LockLike |
         on_outcomes=answered,
         on_taken_back=taken_back,
         poll_cap=test_clock_poll(),
+        rates=config.rate_limits,
         on_error=lambda why: heartbeat.failed(why),
     )
     loop = asyncio.get_running_loop()

@@ -26,6 +26,7 @@ from flowrun.runtime.records import Applied
 from flowrun.runtime.runtime import Runtime
 from flowrun.runtime.settings import Settings
 from flowrun.serve.cluster import Cluster
+from flowrun.serve.engine.lookups import Lookups
 from flowrun.serve.engine.sources import Sources
 from flowrun.serve.engine.work import Work
 from flowrun.state import codec
@@ -49,10 +50,11 @@ class EngineLoop:
         batch: int = 256,
         on_ready: Callable[[int], None] = lambda n: None,
         on_applied: Callable[[list[Applied]], None] = lambda applied: None,
+        lookups: Lookups | None = None,
     ) -> None:
         self.db, self.clock, self.cluster, self.batch = db, clock, cluster, batch
         self.runtime = Runtime(flows, settings)
-        self.sources = Sources(self.runtime, batch)
+        self.sources = Sources(self.runtime, batch, lookups)
         self.on_ready, self.on_applied = on_ready, on_applied
         self.known: OrderedDict[str, RunState] = OrderedDict()
         self.wake = threading.Event()

@@ -21,6 +21,7 @@ from flowrun.runtime.records import Applied
 from flowrun.serve import messages as m
 from flowrun.serve.cluster import Cluster
 from flowrun.serve.engine.leader import poll_once, pollers, tick_schedules
+from flowrun.serve.engine.lookups import Lookups
 from flowrun.serve.engine.loop import EngineLoop
 from flowrun.serve.health import Heartbeat
 from flowrun.serve.ingest import SetAside
@@ -67,6 +68,7 @@ class EngineProcess:
             self.cluster,
             on_ready=lambda n: self.dispatcher.send(m.SendsReady(n)),
             on_applied=self._count,
+            lookups=Lookups(self.db, config.sources, lambda: self.loop.wake.set()),
         )
         self.heartbeat = Heartbeat("engine", config.lease)  # /healthz: rounds fail, or stop coming
         self.stopping = threading.Event()
@@ -169,23 +171,35 @@ class EngineProcess:
         asyncio.run(self._polls())
 
     async def _polls(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         from flowrun.serve.dispatcher.deliver import http_client
 
         http = http_client(8)
-        jobs = pollers(self.config, http)
-        due = {name: 0.0 for name, _, _ in jobs}
-        pause = min(every.total_seconds() for _, every, _ in jobs) / 10
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        for name, every, poll in pollers(self.config, http):
+            # coalesced, never overlapping; a poll missed while busy is not made up (the next
+            # one reads from the same cursor)
+            scheduler.add_job(
+                self._poll,
+                "interval",
+                args=[name, poll],
+                seconds=every.total_seconds(),
+                id=name,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+            )
+        scheduler.start()
         try:
-            while not self.stopping.is_set():
-                for name, every, poll in jobs:
-                    if self.leading and time.monotonic() >= due[name]:
-                        due[name] = time.monotonic() + every.total_seconds()
-                        await self._poll(name, poll)
-                await asyncio.sleep(pause)
+            await asyncio.to_thread(self.stopping.wait)
         finally:
+            scheduler.shutdown(wait=False)
             await http.aclose()
 
     async def _poll(self, name: str, poll: Any) -> None:
+        if not self.leading:  # only the leader polls
+            return
         try:
             new = await poll_once(self.db, name, poll, self.clock)
         except Exception as exc:

@@ -17,6 +17,7 @@ from flowrun.events.normalise import known_topics, normalise, parse_json, topic_
 from flowrun.runtime import inputs as i
 from flowrun.runtime.records import SendStatus
 from flowrun.runtime.runtime import Runtime
+from flowrun.serve.engine.lookups import Lookups, with_facts
 from flowrun.serve.engine.work import Work
 from flowrun.state import codec
 from flowrun.state import inbox as inbox_rows
@@ -29,8 +30,8 @@ SCHEDULE_TOPIC = "schedule:"  # inbox topic of a schedule tick: schedule:<flow i
 
 
 class Sources:
-    def __init__(self, runtime: Runtime, batch: int) -> None:
-        self.runtime, self.batch = runtime, batch
+    def __init__(self, runtime: Runtime, batch: int, lookups: Lookups | None = None) -> None:
+        self.runtime, self.batch, self.lookups = runtime, batch, lookups
         self._reads: dict[tuple[str, str | None], bool] = {}
 
     def reloaded(self) -> None:
@@ -74,7 +75,13 @@ class Sources:
     # -- the inbox ------------------------------------------------------------------------
 
     def inbox(self, reader: Connection, parts: frozenset[int] | None) -> list[Work]:
-        return [self._row(row) for row in inbox_rows.pending(reader, parts, self.batch)]
+        found = []
+        for row in inbox_rows.pending(reader, parts, self.batch):
+            if self.lookups is not None and self.lookups.needs(row) and self.reads(row["source"], row["topic"]):
+                self.lookups.ask(row)  # applied once the store has answered
+            else:
+                found.append(self._row(row))
+        return found
 
     def _row(self, row: dict[str, Any]) -> Work:
         seq, part, label = row["seq"], row["part"], f"inbox {row['source']}/{row['delivery_id']}"
@@ -88,8 +95,11 @@ class Sources:
         if not self.reads(row["source"], row["topic"]):
             return Work(label, [], mark("ignored"), kind="inbox")
         try:
+            body = parse_json(row["body"])
+            if row.get("facts"):
+                body = with_facts(body, codec.loads(row["facts"]))
             events = normalise(
-                parse_json(row["body"]),
+                body,
                 source=row["source"],
                 topic=row["topic"] if row["source"] != "custom" else None,
                 delivery_id=row["delivery_id"] if row["source"] == "shopify" else None,

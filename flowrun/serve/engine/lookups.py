@@ -1,0 +1,112 @@
+"""Facts a store's webhook lacks (a stock level's SKU, a refund's customer), looked up in the
+store's API before the delivery is normalised (flowrun.events.enrich), by the engine that owns
+its partition, outside any write transaction.
+
+The engine's inbox source hands such a row here instead of applying it; this thread asks the
+store and writes the answer to the row's `facts`; the next round applies the row with them. A
+store that does not answer after the pollers' back-off leaves `{"failed": why}`: the row is
+applied without (the looked-up fields stay null) rather than held for ever. The rows behind it
+are not held meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+
+from flowrun.errors import LookupFailedError
+from flowrun.events.enrich import LOOKUPS, ShopifyAdmin, enrich
+from flowrun.events.normalise import parse_json
+from flowrun.events.values import ENRICHED
+from flowrun.state import codec
+from flowrun.state.schema import inbox
+
+log = logging.getLogger("flowrun.lookups")
+DEFAULT_LOOKUPS = ("inventory_item", "order")
+
+
+def wanted(sources: Mapping[str, Any]) -> frozenset[str]:
+    """The Shopify topics whose deliveries are looked up before they are applied."""
+    shop = sources.get("shopify") or {}
+    if shop.get("api_token") is None:
+        return frozenset()
+    kinds = set(shop.get("lookups") or DEFAULT_LOOKUPS)
+    return frozenset(topic for topic, kind in LOOKUPS.items() if kind in kinds)
+
+
+def with_facts(body: Any, facts: Mapping[str, Any]) -> Any:
+    """The parsed body the normaliser reads: the store's fields, and what the lookup found."""
+    found = {k: v for k, v in facts.items() if k != "failed"}
+    return {**body, ENRICHED: found} if isinstance(body, dict) and found else body
+
+
+class Lookups:
+    def __init__(self, db: Engine, sources: Mapping[str, Any], done: Callable[[], None]) -> None:
+        self.db, self.sources, self.done = db, sources, done
+        self.topics = wanted(sources)
+        self._asked: set[int] = set()
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def needs(self, row: Mapping[str, Any]) -> bool:
+        return row["source"] == "shopify" and row["topic"] in self.topics and row.get("facts") is None
+
+    def ask(self, row: Mapping[str, Any]) -> None:
+        if row["seq"] in self._asked:
+            return
+        self._asked.add(row["seq"])
+        if self._thread is None:
+            self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="lookups", daemon=True)
+            self._thread.start()
+        self._queue.put(dict(row))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """For driving the engine step by step: wait until every lookup asked is answered;
+        whether there were any."""
+        if not self._asked:
+            return False
+        deadline = time.monotonic() + timeout
+        while self._asked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return True
+
+    async def _serve(self) -> None:
+        from flowrun.serve.dispatcher.deliver import http_client
+
+        http = http_client(4)
+        admin = ShopifyAdmin.from_source(http, self.sources.get("shopify") or {})
+        try:
+            while (row := await asyncio.to_thread(self._queue.get)) is not None:
+                facts = await self._facts(admin, row)
+                await asyncio.to_thread(self._store, row["seq"], facts)
+                self.done()
+        finally:
+            await http.aclose()
+
+    async def _facts(self, admin: ShopifyAdmin | None, row: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            body = await enrich(row["source"], row["topic"], parse_json(row["body"]), admin)
+        except LookupFailedError as exc:
+            log.warning("the store did not answer a lookup for inbox %s; applying it without: %s", row["seq"], exc)
+            return {"failed": str(exc)[:500]}
+        except Exception as exc:  # a body the normaliser will reject anyway
+            return {"failed": f"{type(exc).__name__}: {exc}"[:500]}
+        return dict(body.get(ENRICHED) or {}) if isinstance(body, dict) else {}
+
+    def _store(self, seq: int, facts: dict[str, Any]) -> None:
+        with self.db.begin() as conn:
+            conn.execute(
+                update(inbox).where(inbox.c.seq == seq, inbox.c.facts.is_(None)).values(facts=codec.dumps(facts))
+            )
+        self._asked.discard(seq)
