@@ -76,7 +76,8 @@ class Instances:
             f"database: {self.url}\nlisten: {{host: 127.0.0.1, port: {port}}}\nflows: flows\n"
             "sources:\n  shopify:\n    webhook_secret: {env: TEST_SHOPIFY_SECRET}\n"
             + self.extra
-            + "limits: {shutdown_grace: 5s, dispatch_concurrency: 8}\ncluster: {lease: 2s}\nchannels: {http: {allow_hosts: [127.0.0.1]}}\n"
+            + "limits: {shutdown_grace: 5s, dispatch_concurrency: 8}\ncluster: {lease: 2s}\n"
+            + "channels: {http: {allow_hosts: [127.0.0.1]}}\n"
         )
         env = {**os.environ, "TEST_SHOPIFY_SECRET": "shpss_test", "FLOWRUN_TEST_CLOCK_FILE": str(self.clock_file)}
         log = (self.dir / f"{name}.log").open("ab")
