@@ -95,18 +95,12 @@ class Http(ActionType):
         timeout = parse_duration(params["timeout"]).total_seconds() if "timeout" in params else ctx.timeout_s
         policy = NetPolicy.allowing(ctx.settings.get("allow_hosts") or ())
         try:
-            async with guarded_client(policy) as client:
-                request = client.build_request(
-                    params.get("method", "POST"),
-                    params["url"],
-                    headers={"Idempotency-Key": key, **headers},
-                    params=params.get("query"),
-                    json=params.get("json"),
-                    data=params.get("form"),
-                    timeout=timeout,
-                )
-                response = await _send(client, request, secret_headers)
-                body_text = (await response.aread()).decode(response.encoding or "utf-8", errors="replace")
+            asked = (params, key, headers, secret_headers, timeout)
+            if ctx.clients is not None:
+                response, body_text = await _exchange(ctx.clients.get(policy), *asked)
+            else:
+                async with guarded_client(policy) as client:
+                    response, body_text = await _exchange(client, *asked)
         except Refused as exc:
             raise PermanentError(f"refused: {exc}") from None
         except httpx.HTTPError as exc:
@@ -125,6 +119,31 @@ class Http(ActionType):
             "json": body,
             "text": _redact(body_text[:10000], secret_values),
         }
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    params: Mapping[str, Any],
+    key: str,
+    headers: dict[str, str],
+    secret_headers: set[str],
+    timeout: float,
+) -> tuple[httpx.Response, str]:
+    request = client.build_request(
+        params.get("method", "POST"),
+        params["url"],
+        headers={"Idempotency-Key": key, **headers},
+        params=params.get("query"),
+        json=params.get("json"),
+        data=params.get("form"),
+        timeout=timeout,
+    )
+    response = await _send(client, request, secret_headers)
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()  # the connection goes back to the pool (or is dropped)
+    return response, body.decode(response.encoding or "utf-8", errors="replace")
 
 
 def _headers(given: Mapping[str, Any], ctx: DeliveryContext) -> tuple[dict[str, str], set[str], list[str]]:
