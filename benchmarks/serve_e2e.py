@@ -150,10 +150,10 @@ def print_round(n: int, r: Round, seconds: float) -> None:
         half = marks[len(marks) // 2 :]
         slope = (half[-1][1] - half[0][1]) / max(half[-1][0] - half[0][0], 1e-9)
         report("  backlog growth over the load's second half", slope, "act/s", "(0 = keeping up)")
-    per = {name: s / max(r.delivered, 1) * 1e6 for name, s in r.cpu_s.items()}
-    line = ", ".join(f"{name} {us:.0f}" for name, us in per.items())
+    per = {name: s / max(r.delivered, 1) * 1e6 for name, s in r.cpu_s.items() if not name.startswith("postgres-")}
+    line = ", ".join(f"{name} {us:.0f}" for name, us in per.items() if name != "postgres")
     print(f"  CPU per delivered action, µs: {line}")
-    serve = sum(us for name, us in per.items() if name not in ("sink", "load generator"))
+    serve = sum(us for name, us in per.items() if name not in ("sink", "load generator", "postgres"))
     report("  CPU per delivered action, all of serve", serve, "us", "(old design: ~950 µs per webhook)")
 
 
