@@ -15,6 +15,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import aiohttp
@@ -140,10 +141,23 @@ def guarded_client(policy: NetPolicy) -> httpx.AsyncClient:
 
     def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy), use_dns_cache=False)
-        return aiohttp.ClientSession(connector=connector, trust_env=False)
+        return aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
 
     transport: Any = AiohttpTransport(client=session, trust_env=False)
-    return httpx.AsyncClient(transport=GuardedTransport(policy, transport), follow_redirects=False, trust_env=False)
+    return httpx.AsyncClient(
+        transport=GuardedTransport(policy, transport),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=CookieJar(policy=_NO_COOKIES),  # a kept client: one send's cookies never go with the next
+    )
+
+
+class _Refuse(DefaultCookiePolicy):
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+_NO_COOKIES = _Refuse()
 
 
 class GuardedClients:

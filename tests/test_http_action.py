@@ -194,9 +194,11 @@ def test_a_secret_never_reaches_the_outbox_the_trace_or_flowrun_show(tmp_path: P
 
 def test_the_dispatchers_kept_clients_reuse_connections_and_keep_the_policy() -> None:
     """The dispatcher keeps one guarded client per policy (GuardedClients): ten sends to one
-    host travel on one kept-alive connection, and the policy still refuses what it refused."""
+    host travel on one kept-alive connection, a cookie one answer set never goes with the next
+    send, and the policy still refuses what it refused."""
     connections: list[tuple[str, int]] = []
     paths: list[str] = []
+    cookies: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as any provider's API
@@ -208,7 +210,9 @@ def test_the_dispatchers_kept_clients_reuse_connections_and_keep_the_policy() ->
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", 0)))
             paths.append(self.path)
+            cookies.append(self.headers.get("Cookie"))
             self.send_response(200)
+            self.send_header("Set-Cookie", "session=one-shops-session; Path=/")
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
@@ -244,4 +248,5 @@ def test_the_dispatchers_kept_clients_reuse_connections_and_keep_the_policy() ->
     assert [a["status"] for a in answers[:10]] == [200] * 10
     assert paths == [f"/{n}" for n in range(10)]  # the refused one never reached the peer
     assert len(connections) == 1
+    assert cookies == [None] * 10
     assert isinstance(answers[10], PermanentError) and "loopback" in str(answers[10])
