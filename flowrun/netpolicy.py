@@ -15,11 +15,8 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
 
 import aiohttp
-import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -116,67 +113,31 @@ class GuardedResolver(AbstractResolver):
         await self.inner.close()
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """Checks IP-literal hosts (aiohttp connects to them without asking a resolver)."""
-
-    def __init__(self, policy: NetPolicy, inner: httpx.AsyncBaseTransport) -> None:
-        self.policy, self.inner = policy, inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        if ":" in host or host.replace(".", "").isdigit():  # what aiohttp takes for an address
-            why = self.policy.refusal(host, host)
-            if why is not None:
-                raise Refused(why)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def guarded_client(policy: NetPolicy) -> httpx.AsyncClient:
-    """An HTTP client whose every connection the policy allowed; it follows no redirects
-    itself (the caller decides what a redirect may carry). Use it with `async with`."""
-    from httpx_aiohttp import AiohttpTransport
-
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy), use_dns_cache=False)
-        return aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
-
-    transport: Any = AiohttpTransport(client=session, trust_env=False)
-    return httpx.AsyncClient(
-        transport=GuardedTransport(policy, transport),
-        follow_redirects=False,
-        trust_env=False,
-        cookies=CookieJar(policy=_NO_COOKIES),  # a kept client: one send's cookies never go with the next
-    )
-
-
-class _Refuse(DefaultCookiePolicy):
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-
-_NO_COOKIES = _Refuse()
+def guarded_session(policy: NetPolicy) -> aiohttp.ClientSession:
+    """An HTTP session whose every connection to a host name goes to addresses the policy
+    allowed after resolution (IP literals are checked by the caller before each request: aiohttp
+    connects to them without a resolver); it keeps no cookies. Use it inside a running loop."""
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy), use_dns_cache=False)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
 
 
 class GuardedClients:
-    """Guarded clients kept open while the dispatcher runs, one per policy, so sends to one
-    host reuse their connections (keep-alive). A client made per send cost ~15 ms of CPU (its
-    SSL context) and a TCP connection each: two thirds of the dispatcher's CPU in the
+    """Guarded sessions kept open while the dispatcher runs, one per policy, so sends to one
+    host reuse their connections (keep-alive): a client made per send cost ~15 ms of CPU (its
+    SSL context) and a TCP connection each, two thirds of the dispatcher's CPU in the
     end-to-end benchmark. A kept connection goes to an address the policy allowed when it was
     opened; every new connection and every redirect hop is checked as before."""
 
     def __init__(self) -> None:
-        self._clients: dict[NetPolicy, httpx.AsyncClient] = {}
+        self._sessions: dict[NetPolicy, aiohttp.ClientSession] = {}
 
-    def get(self, policy: NetPolicy) -> httpx.AsyncClient:
-        client = self._clients.get(policy)
-        if client is None or client.is_closed:
-            client = self._clients[policy] = guarded_client(policy)
-        return client
+    def get(self, policy: NetPolicy) -> aiohttp.ClientSession:
+        session = self._sessions.get(policy)
+        if session is None or session.closed:
+            session = self._sessions[policy] = guarded_session(policy)
+        return session
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()

@@ -250,3 +250,8 @@ def test_the_dispatchers_kept_clients_reuse_connections_and_keep_the_policy() ->
     assert len(connections) == 1
     assert cookies == [None] * 10
     assert isinstance(answers[10], PermanentError) and "loopback" in str(answers[10])
+
+
+def test_a_url_no_retry_can_mend_fails_at_once() -> None:
+    with pytest.raises(PermanentError, match="cannot send"):
+        deliver({"url": "http://127.0.0.1:99999/x", "method": "GET"}, {"allow_hosts": ["127.0.0.1"]})
