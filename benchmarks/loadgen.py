@@ -173,6 +173,7 @@ def start_serve(config: Path, port: int, env: dict[str, str] | None = None) -> s
         env={**os.environ, "BENCH_SECRET": SECRET, **(env or {})},
         stderr=None if os.environ.get("BENCH_LOGS") else subprocess.DEVNULL,
     )
+    profile(process.pid)
     wait_up(f"http://127.0.0.1:{port}/healthz", 60)
     return process
 
@@ -224,3 +225,17 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def profile(pid: int) -> None:
+    """BENCH_PYSPY=<folder>: py-spy records each part (its own CPU, --gil) until it exits."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        return
+    found: dict[str, int] = {}
+    while not {"port", "engine", "sender"} <= found.keys():
+        found = parts(pid)
+        time.sleep(0.01)
+    for name in ("port", "engine", "sender"):
+        out = f"{folder}/{name}-{pid}.txt"
+        subprocess.Popen(["py-spy", "record", "--gil", "-r", "200", "-f", "raw", "-o", out, "-p", str(found[name])])

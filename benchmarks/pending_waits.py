@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 from common import report
-from loadgen import FLOWRUN, cpu, free_port, load_average, parts, rss_mib
+from loadgen import FLOWRUN, cpu, free_port, load_average, parts, profile, rss_mib
 from sqlalchemy import func, insert, select
 
 from flowrun.dryrun.session import load_all_flows
@@ -120,20 +120,6 @@ def serve(folder: Path, url: str, clock: Path) -> tuple[subprocess.Popen[bytes],
             raise RuntimeError("serve exited")
         time.sleep(0.02)
     return process, port, time.perf_counter() - launched
-
-
-def profile(pid: int) -> None:
-    """BENCH_PYSPY=<folder>: py-spy records each part (its own CPU, --gil) until it exits."""
-    folder = os.environ.get("BENCH_PYSPY")
-    if not folder:
-        return
-    found: dict[str, int] = {}
-    while not {"port", "engine", "sender"} <= found.keys():
-        found = parts(pid)
-        time.sleep(0.01)
-    for name in ("port", "engine", "sender"):
-        out = f"{folder}/{name}-{pid}.txt"
-        subprocess.Popen(["py-spy", "record", "--gil", "-r", "200", "-f", "raw", "-o", out, "-p", str(found[name])])
 
 
 def memory(pid: int) -> str:

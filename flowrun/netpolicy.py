@@ -11,6 +11,7 @@ unspecified addresses are refused, also inside IPv4-mapped and NAT64 IPv6 addres
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -35,7 +36,12 @@ class NetPolicy:
 
     @classmethod
     def allowing(cls, entries: Iterable[str]) -> NetPolicy:
-        """From `allow_hosts`: host names, addresses, or networks such as 10.0.0.0/8."""
+        """From `allow_hosts`: host names, addresses, or networks such as 10.0.0.0/8 (read once
+        per distinct list: the dispatcher asks for every send)."""
+        return _allowing(tuple(entries))
+
+    @classmethod
+    def _parse(cls, entries: tuple[str, ...]) -> NetPolicy:
         hosts, networks = set(), []
         for entry in entries:
             try:
@@ -63,6 +69,11 @@ class NetPolicy:
             f"{host}{via} is a {kind} address: the http action reaches public addresses only "
             f"(add the host or its network to channels.http.allow_hosts in the project file to allow it)"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _allowing(entries: tuple[str, ...]) -> NetPolicy:
+    return NetPolicy._parse(entries)
 
 
 def _name(host: str) -> str:
