@@ -81,6 +81,20 @@ class Waits:
         return ", ".join(f"{what} {n / total:.0%}" for what, n in self.counts.most_common(6))
 
 
+STATS = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted", "tup_updated", "tup_deleted")
+
+
+def db_stats(url: str) -> dict[str, int]:
+    """The server's counters for this database (transactions, rows read and written)."""
+    db = make_engine(url)
+    with db.connect() as conn:
+        row = conn.execute(
+            text(f"SELECT {', '.join(STATS)} FROM pg_stat_database WHERE datname = current_database()")
+        ).one()
+    db.dispose()
+    return dict(zip(STATS, (int(v) for v in row), strict=True))
+
+
 def owners(url: str) -> int:
     db = make_engine(url)
     with db.connect() as conn:
@@ -108,8 +122,14 @@ def size(
         pids.update(server)
         base, base_cpu = baseline(sink_port, sink_pid, SECONDS)
         waits = Waits(url)
+        time.sleep(0.6)  # pg_stat_database is updated by the backends at most every 0.5 s
+        before = db_stats(url)
         result = flowrun_round(ports, {**pids, "sink": sink_pid}, sink_port, backlog_reader(url), first, SECONDS)
+        time.sleep(0.6)
+        after = db_stats(url)
         waited = waits.stop()
+        per = {k: (after[k] - before[k]) / max(result.delivered, 1) for k in STATS}
+        waited += "\n  per delivered action: " + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
         result.baseline, result.baseline_cpu_us = base, base_cpu
     finally:
         for serve in serves:
