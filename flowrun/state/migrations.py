@@ -63,6 +63,7 @@ def _v6(conn: Connection) -> None:
     seed_partitions(conn)
 
 
+MIGRATION_LOCK = 0x6D696772  # "migr": the advisory lock instances queue on to migrate (the leader holds "flow")
 MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6]
 NEWEST = len(MIGRATIONS) + 1
 
@@ -86,8 +87,12 @@ def version_of(conn: Connection) -> int:
 
 def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; returns it. Safe to call at every start, and
-    from several instances at once on PostgreSQL (they queue on a table lock)."""
+    from several instances at once on PostgreSQL (they queue on an advisory lock taken before
+    anything is created: two instances creating `schema_version` at once on a new database
+    failed with a duplicate pg_type row, and that instance never became healthy)."""
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         schema_version.create(conn, checkfirst=True)
         if engine.dialect.name == "postgresql":
             conn.execute(text("LOCK TABLE schema_version IN EXCLUSIVE MODE"))
