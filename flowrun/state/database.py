@@ -46,8 +46,9 @@ def _sqlite(url: str, lock: LockLike | None, timeout_s: float) -> Engine:
         dbapi_connection.isolation_level = None  # BEGIN is ours (below)
         cursor = dbapi_connection.cursor()
         # retention: a new database gives pages back to the file system after a prune
-        # (flowrun.state.prune.vacuum); on a database with tables already this changes nothing
-        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # (flowrun.state.prune.vacuum); an existing file is left as it is
+        if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged webhook survives power loss too
         cursor.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")

@@ -197,12 +197,16 @@ def vacuum(db: Engine, pause: float = 0.0, pages: int = 2000) -> int:
             return 0
     freed = 0
     for _ in range(10_000):
-        with db.begin() as conn:
-            before = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
-            if not before:
-                break
-            conn.exec_driver_sql(f"PRAGMA incremental_vacuum({pages})").fetchall()
-            freed += before - int(conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
+        raw: Any = db.raw_connection()
+        try:
+            raw.begin_immediate()  # flowrun's writer lock, then BEGIN IMMEDIATE
+            before = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+            # sqlite3_exec steps the pragma to its end (a cursor frees one page per step)
+            raw.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+            freed += before - int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+            raw.commit()
+        finally:
+            raw.close()
         if before <= pages:
             break
         time.sleep(pause)
