@@ -38,7 +38,7 @@ def prune_now(
     stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, int]:
     removed = pruner.prune(db, config.retention, now, longest_cap(config, flows), pause, stopping)
-    if any(removed.values()):
+    if any(n for family, n in removed.items() if family != "pages"):
         log.info("retention pruned %s", ", ".join(f"{k} {v}" for k, v in removed.items() if v))
     return removed
 

@@ -216,6 +216,7 @@ _GAUGE_HELP = {
     "flowrun_table_rows": "rows per table family",
     "flowrun_pruned_rows": "rows retention removed (every recorded prune), per family",
     "flowrun_last_prune_timestamp_seconds": "when retention last ran (Unix time)",
+    "flowrun_last_prune_duration_seconds": "how long the last prune took",
     "flowrun_last_prune_rows": "rows the last prune removed, per family (pages: SQLite pages given back)",
 }
 

@@ -163,7 +163,8 @@ def _gauges(engine: Engine, url: str) -> dict[str, dict[Labels, float]]:
         "flowrun_pruned_rows": {(("family", name),): float(n) for name, n in pruned.items()},
     }
     if last is not None:
-        at, removed = last
+        at, removed, took = last
         gauges["flowrun_last_prune_timestamp_seconds"] = {(): at.timestamp()}
+        gauges["flowrun_last_prune_duration_seconds"] = {(): took}
         gauges["flowrun_last_prune_rows"] = {(("family", k),): float(v) for k, v in removed.items()}
     return gauges

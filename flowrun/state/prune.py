@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from flowrun.engine.state import Status
 from flowrun.retention import Retention
 from flowrun.state import codec
-from flowrun.state.cursors import set_cursor
+from flowrun.state.cursors import get_cursor, set_cursor
 from flowrun.state.schema import attempts, inbox, outbox, prunes, runs, sends
 
 FINISHED = [s.value for s in (Status.COMPLETED, Status.CONVERTED, Status.SKIPPED, Status.CANCELLED)]
@@ -150,6 +150,7 @@ def prune(
     stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, int]:
     """Everything past its window, batch by batch; rows removed per family (and `pages` freed)."""
+    started, wall = time.perf_counter(), time.time()
     removed = {family: 0 for family in FAMILIES}
     cuts: dict[str, datetime] = {}
     for family, cut, statuses in run_cutoffs(retention, now):
@@ -170,13 +171,16 @@ def prune(
             if n < retention.batch:
                 break
             time.sleep(pause)
-    with db.begin() as conn:
-        record(conn, now, removed, cuts)
     removed["pages"] = vacuum(db, pause)
+    took = {"wall_started": wall, "seconds": time.perf_counter() - started}
+    with db.begin() as conn:
+        record(conn, now, removed, cuts, took)
     return removed
 
 
-def record(conn: Connection, now: datetime, removed: dict[str, int], cuts: dict[str, datetime]) -> None:
+def record(
+    conn: Connection, now: datetime, removed: dict[str, int], cuts: dict[str, datetime], took: dict[str, float]
+) -> None:
     rows = [
         {"at": _utc(now), "kind": family, "before": cuts[family], "rows": n}
         for family, n in removed.items()
@@ -185,7 +189,10 @@ def record(conn: Connection, now: datetime, removed: dict[str, int], cuts: dict[
     if rows:
         conn.execute(insert(prunes), rows)
     conn.execute(delete(prunes).where(prunes.c.at < _utc(now - timedelta(days=400))))
-    set_cursor(conn, LAST, {"at": now, "rows": removed})
+    this = {"at": now, "rows": removed, **took}
+    before = get_cursor(conn, LAST) or {}
+    worked = this if any(removed.values()) else before.get("worked")
+    set_cursor(conn, LAST, {**this, "worked": worked})  # `worked`: the last pass that removed rows
 
 
 def vacuum(db: Engine, pause: float = 0.0, pages: int = 2000) -> int:

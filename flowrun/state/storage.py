@@ -53,12 +53,12 @@ def rows(conn: Connection) -> dict[str, int]:
     return {name: int(conn.execute(select(func.count()).select_from(t)).scalar() or 0) for name, t in TABLES.items()}
 
 
-def last_prune(conn: Connection) -> tuple[datetime, dict[str, int]] | None:
-    """When the last prune ran, and what it removed per family."""
+def last_prune(conn: Connection) -> tuple[datetime, dict[str, int], float] | None:
+    """When the last prune ran, what it removed per family, and how long it took (seconds)."""
     found: Any = get_cursor(conn, LAST)
     if not found:
         return None
-    return codec._aware(found["at"]), {k: int(v) for k, v in found["rows"].items()}
+    return codec._aware(found["at"]), {k: int(v) for k, v in found["rows"].items()}, float(found.get("seconds", 0))
 
 
 def pruned_total(conn: Connection) -> dict[str, int]:
