@@ -292,3 +292,41 @@ def test_a_new_sqlite_database_vacuums_incrementally_and_gives_pages_back(tmp_pa
             assert conn.exec_driver_sql("PRAGMA freelist_count").scalar() == 0
         node.close()
     assert removed["pages"] > 0 and after < pages / 2
+
+
+# -- a real flowrun serve: its leader prunes on its interval -----------------------------
+
+
+def test_serve_prunes_on_its_interval_keeps_dedupe_keys_and_reports_it(tmp_path: Path) -> None:
+    from tests.liveserve import T0, LiveServe
+    from tests.liveserve import order as live_order
+
+    with Sink() as sink:
+        serve = LiveServe(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'state.db'}",
+            {"f.yaml": FORWARD.replace("SINK", sink.url).replace("order.total_price > 0", "order.id")},
+            extra="channels: {http: {allow_hosts: [127.0.0.1]}}\nretention: {inbox: 1h, runs: 48h, every: 1s}\n",
+        ).start()
+        try:
+            assert serve.post_shopify(live_order(1), "d-1").status_code == 200
+            serve.wait_for(lambda: len(sink.requests) == 1, "the action")
+            serve.wait_for(lambda: serve.count(select(runs).where(runs.c.status == "completed")) == 1, "the run")
+            [run_id] = [r["id"] for r in serve.rows(select(runs.c.id))]
+            serve.set_time(T0 + timedelta(hours=30))  # bodies go, keys and runs stay
+            serve.wait_for(lambda: serve.count(select(inbox).where(func.length(inbox.c.body) == 0)) == 1, "the prune")
+            replay = serve.post_shopify(live_order(1), "d-1")  # the store retries the same webhook
+            assert replay.status_code == 200
+            serve.wait_for(lambda: 'flowrun_events_duplicate_total{source="shopify"} 1.0' in serve.metrics(), "dup")
+            serve.set_time(T0 + timedelta(hours=50))
+            serve.wait_for(lambda: serve.count(select(runs)) == 0 and serve.count(select(inbox)) == 0, "the prune")
+            serve.wait_for(lambda: 'flowrun_pruned_rows{family="runs"} 3.0' in serve.metrics(), "the metrics")
+            text = serve.metrics()
+            gauge = {x.split()[0]: float(x.split()[1]) for x in text.splitlines() if x.startswith("flowrun_")}
+            assert gauge["flowrun_last_prune_timestamp_seconds"] == (T0 + timedelta(hours=50)).timestamp()
+            assert gauge["flowrun_database_bytes"] > 0
+            shown = serve.cli("show", run_id)
+            assert shown.returncode == 2 and f"no run {run_id!r}: pruned on 2026-01-07" in shown.stderr, shown.stderr
+        finally:
+            assert serve.stop() == 0
+    assert len(sink.requests) == 1  # the replay inside the retry window sent nothing
