@@ -157,6 +157,25 @@ def test_failed_runs_and_rejected_deliveries_are_kept_until_handled(rig) -> None
     assert r.count(inbox, inbox.c.status == "rejected") == 1
 
 
+def test_a_failed_window_takes_rejected_deliveries_after_it(rig) -> None:
+    r = rig(FORWARD, Retention(failed=timedelta(days=3)))
+    r.node.deliver("shopify", "orders/create", b'{"id": "not an order"', "bad-1")
+    r.node.settle()
+    r.clock.advance(timedelta(days=2, hours=23))
+    assert r.prune()["failed"] == 0
+    r.clock.advance(timedelta(hours=2))
+    assert r.prune()["failed"] == 1 and r.count(inbox) == 0
+
+
+def test_the_send_log_is_kept_by_default_and_never_pruned_below_the_longest_cap() -> None:
+    from flowrun.state.prune import steps
+
+    now = Clock()()
+    assert [s.family for s in steps(Retention(), now)] == ["inbox", "ignored"]
+    [sends_step] = [s for s in steps(Retention(sends=timedelta(days=1)), now, timedelta(days=7)) if s.family == "sends"]
+    assert sends_step.cutoff == now - timedelta(days=7)
+
+
 def test_ignored_deliveries_go_after_two_days(rig) -> None:
     r = rig(FORWARD)
     r.node.deliver("shopify", "products/update", b'{"id": 1}', "ignored-1")
