@@ -289,6 +289,12 @@ def test_serve_check_warns_when_the_disk_under_the_database_is_nearly_full(tmp_p
         " 1 GB): free space, or shorten `retention:`"
     )
     assert storage.disk_warning("postgresql://x@127.0.0.1/db") is None
+    from flowrun.serve.check import check
+
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "f.yaml").write_text("flow: f\non: order.created\nsteps:\n  - log: {message: hi}\n")
+    notes = check(config(tmp_path, url, tmp_path / "flows"))
+    assert warning in notes and not any(n.startswith("error:") for n in notes)
 
 
 def test_a_new_sqlite_database_vacuums_incrementally_and_gives_pages_back(tmp_path: Path) -> None:
