@@ -156,26 +156,35 @@ def prune(
     for family, cut, statuses in run_cutoffs(retention, now):
         cuts[family] = cut
         while not stopping():
+            held = time.perf_counter()
             with db.begin() as conn:
                 n_runs, n_out, n_att = _runs_batch(conn, cut, statuses, retention.batch)
             removed[family] += n_runs + n_out + n_att
             if n_runs < retention.batch:
                 break
-            time.sleep(pause)  # the writers' turn between batches
+            _rest(pause, held)
     for step in steps(retention, now, longest_cap):
         cuts.setdefault(step.family, step.cutoff)
         while not stopping():
+            held = time.perf_counter()
             with db.begin() as conn:
                 n = _batch(conn, step, retention.batch)
             removed[step.family] += n
             if n < retention.batch:
                 break
-            time.sleep(pause)
+            _rest(pause, held)
     removed["pages"] = vacuum(db, pause)
     took = {"wall_started": wall, "seconds": time.perf_counter() - started}
     with db.begin() as conn:
         record(conn, now, removed, cuts, took)
     return removed
+
+
+def _rest(pause: float, since: float) -> None:
+    """The writers' turn between two batches: as long as the batch took (at most half of the
+    writer lock's time goes to pruning), at least `pause`; nothing when `pause` is 0 (the CLI)."""
+    if pause > 0:
+        time.sleep(max(pause, time.perf_counter() - since))
 
 
 def record(
@@ -204,6 +213,7 @@ def vacuum(db: Engine, pause: float = 0.0, pages: int = 2000) -> int:
             return 0
     freed = 0
     for _ in range(10_000):
+        held = time.perf_counter()
         raw: Any = db.raw_connection()
         try:
             raw.begin_immediate()  # flowrun's writer lock, then BEGIN IMMEDIATE
@@ -216,7 +226,7 @@ def vacuum(db: Engine, pause: float = 0.0, pages: int = 2000) -> int:
             raw.close()
         if before <= pages:
             break
-        time.sleep(pause)
+        _rest(pause, held)
     return freed
 
 
