@@ -477,6 +477,26 @@ def _retry(config_path: Path | None, keys: list[str], all_parked: bool) -> None:
 
 
 @app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; change nothing.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Apply the project's `retention:` now (serve's leader does it on its own every 10 minutes)."""
+    _guard(_prune, config, dry_run)
+
+
+def _prune(config_path: Path | None, dry_run: bool) -> None:
+    from flowrun.dryrun.session import load_all_flows
+    from flowrun.inspect import state_engine
+    from flowrun.pruning import prune_command
+
+    config = _config(config_path)
+    flows = load_all_flows([config.flows], locale=config.locale) if config.flows.is_dir() else []
+    for line in prune_command(state_engine(config), config, flows, dry_run):
+        print(line)
+
+
+@app.command()
 def inbox(
     replay: Annotated[
         list[int] | None, typer.Option("--replay", help="Make this rejected or failed delivery pending again.")

@@ -22,6 +22,9 @@ from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
 from flowrun.guardrails import CHANNELS, Guardrails, guardrail_schemas, load_guardrails
+from flowrun.retention import SCHEMA as RETENTION_SCHEMA
+from flowrun.retention import Retention, load_retention
+from flowrun.retention import problems as retention_problems
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
 from flowrun.yamlsource import read_document
 
@@ -173,6 +176,7 @@ _CONFIG_SCHEMA: dict[str, Any] = {
                 "description": "how long a dead instance's partitions and claimed sends stay its own (default 10s)",
             },
         ),
+        retention=RETENTION_SCHEMA,
         derive=_closed(
             checkout_idle=DURATION,
             low_stock_threshold={"type": "integer", "minimum": 0},
@@ -225,6 +229,7 @@ class Config:
     guardrails: Guardrails = field(default_factory=Guardrails)
     lease: timedelta = timedelta(seconds=10)
     locale: str = "en_US"
+    retention: Retention = field(default_factory=Retention)
 
     def settings(self) -> Settings:
         """What the runtime decides with."""
@@ -325,6 +330,7 @@ def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str
     from flowrun.engagement import config_problems
 
     problems += config_problems(sources)
+    problems += retention_problems(data.get("retention") or {}, _longest_cap(data))
     woo = sources.get("woocommerce") or {}
     if woo.get("poll") and not {"url", "consumer_key", "consumer_secret"} <= set(woo):
         problems.append(
@@ -335,6 +341,17 @@ def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str
             )
         )
     return problems
+
+
+def _longest_cap(data: dict[str, Any]) -> timedelta:
+    caps = (data.get("guardrails") or {}).get("caps") or {}
+    found = [timedelta(0)]
+    for cap in caps.values() if isinstance(caps, dict) else ():
+        try:
+            found.append(parse_duration(cap["per"]))
+        except (TypeError, KeyError, ValueError):  # the schema reports it
+            continue
+    return max(found)
 
 
 def load_config(path: Path | None, *, secrets: bool = True) -> Config:
@@ -395,4 +412,5 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         if "inactive_after" in derive
         else INACTIVE_AFTER,
         lease=parse_duration((data.get("cluster") or {}).get("lease", "10s")),
+        retention=load_retention(data.get("retention") or {}),
     )

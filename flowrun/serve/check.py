@@ -10,6 +10,7 @@ from sqlalchemy import text
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
 from flowrun.state.database import make_engine
+from flowrun.state.storage import disk_warning
 
 
 def check(config: Config) -> list[str]:
@@ -20,6 +21,9 @@ def check(config: Config) -> list[str]:
         conn.execute(text("SELECT 1"))
     engine.dispose()
     notes = [f"{len(flows)} flows valid in {config.flows}", f"database reachable: {config.database.split('://')[0]}"]
+    low = disk_warning(config.database)
+    if low:
+        notes.append(low)
     from flowrun.actions import REGISTRY
     from flowrun.actions.base import ActionType
     from flowrun.flow.model import ActionStep

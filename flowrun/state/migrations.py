@@ -16,6 +16,7 @@ from flowrun.state.schema import (
     metadata,
     partitions,
     prunes,
+    runs,
     schema_version,
     sends,
     suppressions,
@@ -63,7 +64,14 @@ def _v6(conn: Connection) -> None:
     seed_partitions(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6]
+def _v7_retention(conn: Connection) -> None:
+    """Retention: compressed run state and trigger columns, indexes to find old rows by age."""
+    add_missing_columns(conn, runs)
+    conn.execute(text("CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, updated_at)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS inbox_age ON inbox (status, received_at)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_retention]
 NEWEST = len(MIGRATIONS) + 1
 MIGRATION_LOCK = 0x6D696772  # "migr": an advisory lock key apart from the leader's
 

@@ -42,6 +42,7 @@ inbox = Table(
     UniqueConstraint("source", "delivery_id", name="inbox_delivery"),
 )
 Index("inbox_pending", inbox.c.status, inbox.c.seq)
+Index("inbox_age", inbox.c.status, inbox.c.received_at)  # retention: processed deliveries by age
 
 runs = Table(
     "runs",
@@ -59,12 +60,17 @@ runs = Table(
     Column("state", Text, nullable=False),
     Column("trigger_event", Text),  # v5
     Column("part", Integer, nullable=False, default=0),  # v6
+    # retention (issue 17): state and trigger as zlib-compressed JSON; `state` is then "" and
+    # `trigger_event` NULL (older rows keep their text, read as before)
+    Column("state_z", LargeBinary),
+    Column("trigger_z", LargeBinary),
 )
 Index("runs_wake", runs.c.wake_at)
 Index("runs_customer", runs.c.customer_key, runs.c.status)
 Index("runs_key", runs.c.flow_id, runs.c.concurrency_key, runs.c.status)
 Index("runs_flow_status", runs.c.flow_id, runs.c.status)
 Index("runs_awaiting", runs.c.status, runs.c.awaiting)
+Index("runs_finished", runs.c.status, runs.c.updated_at)  # retention: finished runs by age
 
 outbox = Table(
     "outbox",
