@@ -16,6 +16,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from flowrun.attribution.windows import Attribution
+from flowrun.attribution.windows import load as load_attribution
+from flowrun.attribution.windows import schema as attribution_schema
 from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
 from flowrun.delivery.ratelimit import Rate, rates_from
 from flowrun.durations import DURATION_PATTERN, parse_duration
@@ -167,6 +170,7 @@ _CONFIG_SCHEMA: dict[str, Any] = {
             },
             suppression_list={"type": "string", "description": "file of emails/phones (one a line) never marketed to"},
         ),
+        attribution=attribution_schema(DURATION),
         cluster=_closed(
             lease={
                 **DURATION,
@@ -225,6 +229,7 @@ class Config:
     guardrails: Guardrails = field(default_factory=Guardrails)
     lease: timedelta = timedelta(seconds=10)
     locale: str = "en_US"
+    attribution: Attribution = field(default_factory=Attribution)
 
     def settings(self) -> Settings:
         """What the runtime decides with."""
@@ -234,6 +239,7 @@ class Config:
             inactive_after=self.inactive_after,
             guardrails=self.guardrails,
             action_attempts=self.action_attempts,
+            attribution=self.attribution,
         )
 
     def secrets(self) -> list[str]:
@@ -395,4 +401,5 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         if "inactive_after" in derive
         else INACTIVE_AFTER,
         lease=parse_duration((data.get("cluster") or {}).get("lease", "10s")),
+        attribution=load_attribution(data.get("attribution")),
     )

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flowrun.actions import REGISTRY
+from flowrun.attribution import tie
 from flowrun.engine import engine
 from flowrun.engine.state import (
     ActionFailed,
@@ -121,7 +122,14 @@ class Runtime:
 
     def _event(self, step: _Pass, event: Event, reach_only: bool = False) -> None:
         uow, now = step.uow, step.now
+        if event.type.startswith(tie.PREFIX) and not reach_only:  # tied to its send, or kept as unknown
+            tied = tie.engagement(uow, event, now)
+            if tied is None:
+                return
+            event = tied
         derived = [] if reach_only else self.derivations.observe(uow, event, now)
+        if not reach_only:
+            tie.order(uow, event, self.settings.attribution)
         candidates: dict[str, RunState] = {}
         waiting = self.flows.awaiting_flows(event.type)
         reaching = waiting | (self.flows.goal_flows(event.type) if not reach_only else set())
@@ -221,6 +229,8 @@ class Runtime:
                 self._perform(step, flow, run, command)
             elif isinstance(command, Finished):
                 cancel_sends(uow, run, now)
+                if command.status is Status.CONVERTED:
+                    tie.converted(uow, run, now)
         if run.status.final and run.concurrency_key and flow.concurrency.mode == "queue":
             queued = [r for r in uow.runs.active_for_key(flow.id, run.concurrency_key) if r.status is Status.QUEUED]
             if queued:
@@ -268,6 +278,7 @@ class Runtime:
             send.params, key, dict(send.result or {}), run, uow.ledger, send.updated_at
         )
         uow.outbox.put(send.evolve(applied=True, result=result))
+        tie.sent(uow, self.flows.flow_of(run), run, send, result)
         self._input(step, run.id, ActionSucceeded(key, result))
         for event in events:
             self._emit(step, event)

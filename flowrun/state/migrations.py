@@ -10,6 +10,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from flowrun.state import codec
 from flowrun.state.schema import (
+    attributions,
+    engagements,
+    messages,
     instances,
     loyalty_balances,
     loyalty_ledger,
@@ -63,7 +66,12 @@ def _v6(conn: Connection) -> None:
     seed_partitions(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6]
+def _v7_attribution(conn: Connection) -> None:
+    """Attribution: delivered messages by provider id, engagement events, attributed orders."""
+    metadata.create_all(conn, tables=[messages, engagements, attributions])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_attribution]
 NEWEST = len(MIGRATIONS) + 1
 
 

@@ -1,0 +1,133 @@
+"""What attribution keeps: a delivered message tied to its run and step, what the provider
+said about it since, unmatched engagement, and an order attributed to a message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from flowrun.errors import format_path
+from flowrun.flow import model as m
+
+KIND_COLUMNS = {  # message.<kind> -> the first time of it kept on the message
+    "delivered": "delivered_at",
+    "opened": "opened_at",
+    "clicked": "clicked_at",
+    "unsubscribed": "unsubscribed_at",
+    "bounced": "bounced_at",
+    "complained": "complained_at",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A delivered send, by its provider message id, and the first and last of each engagement."""
+
+    message_id: str
+    send_key: str
+    run_id: str
+    flow_id: str
+    step: str  # the step's name, else its path
+    split: str | None  # the innermost split step around it (name or path), with its arm
+    arm: str | None
+    channel: str
+    customer_key: str | None
+    recipient: str | None
+    sent_at: datetime
+    part: int
+    delivered_at: datetime | None = None
+    opened_at: datetime | None = None  # any open, a machine's included
+    human_opened_at: datetime | None = None  # the first open no machine made
+    last_open_at: datetime | None = None
+    last_human_open_at: datetime | None = None
+    clicked_at: datetime | None = None
+    last_click_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    bounced_at: datetime | None = None
+    complained_at: datetime | None = None
+    converted_at: datetime | None = None  # its run reached the goal, or an order was attributed to it
+
+    def evolve(self, **changes: Any) -> Message:
+        return replace(self, **changes)
+
+    @property
+    def touched_at(self) -> datetime:
+        """Its latest touch of any kind: what `touched_since` looks up."""
+        times = (self.sent_at, self.delivered_at, self.last_open_at, self.last_click_at)
+        return max(t for t in times if t is not None)
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """One `message.*` event as kept: matched to a message (`send_key`), or not (an unknown id)."""
+
+    event_id: str
+    provider: str
+    kind: str
+    message_id: str | None
+    recipient: str | None
+    occurred_at: datetime
+    machine: bool
+    send_key: str | None
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """An order and the message it is attributed to (last touch), with the money it brought."""
+
+    order_key: str
+    order_id: str
+    customer_key: str
+    ordered_at: datetime
+    amount: Decimal
+    currency: str
+    message_id: str
+    run_id: str
+    flow_id: str
+    step: str
+    split: str | None
+    arm: str | None
+    channel: str
+    touch: str  # sent | delivered | opened | clicked
+    touched_at: datetime
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    label: str  # the step's name, else its path
+    split: str | None
+    arm: str | None
+
+
+def step_index(flow: m.Flow) -> dict[str, StepInfo]:
+    """Every action step of a flow by its path (`steps[2].split[0].steps[1]`): its label and the
+    innermost split arm it sits in. Cached on the flow (frozen, so kept beside its fields)."""
+    cached: dict[str, StepInfo] | None = flow.__dict__.get("_step_index")
+    if cached is not None:
+        return cached
+    found: dict[str, StepInfo] = {}
+    _walk(flow.steps, None, None, found)
+    object.__setattr__(flow, "_step_index", found)
+    return found
+
+
+def _label(step: m.Step) -> str:
+    return step.name or format_path(step.path)
+
+
+def _walk(steps: tuple[m.AnyStep, ...], split: str | None, arm: str | None, found: dict[str, StepInfo]) -> None:
+    for step in steps:
+        if isinstance(step, m.ActionStep):
+            found[format_path(step.path)] = StepInfo(_label(step), split, arm)
+        elif isinstance(step, (m.IfStep, m.WaitForStep)):
+            _walk(step.then, split, arm, found)
+            _walk(step.otherwise, split, arm, found)
+        elif isinstance(step, m.ChooseStep):
+            for option in step.options:
+                _walk(option.steps, split, arm, found)
+            _walk(step.otherwise, split, arm, found)
+        elif isinstance(step, m.SplitStep):
+            for branch in step.branches:
+                _walk(branch.steps, _label(step), branch.name, found)
