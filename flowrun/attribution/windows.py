@@ -55,7 +55,7 @@ def schema(duration: Mapping[str, Any]) -> dict[str, Any]:
             },
             "machine_opens": {
                 "type": "boolean",
-                "description": "count opens made by a machine (Apple Mail Privacy Protection) as touches (default false)",
+                "description": "count opens a machine made (Apple Mail Privacy Protection) as touches (default false)",
             },
             "min_sample": {
                 "type": "integer",

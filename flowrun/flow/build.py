@@ -24,7 +24,6 @@ from flowrun.templating.money import locale_problem
 from flowrun.timing import CronSchedule, TimeSpecError, parse_time_of_day, zone
 from flowrun.yamlsource import Document
 
-
 MESSAGE_ACTIONS = frozenset(name for name, action in REGISTRY.items() if action.channel is not None)
 
 

@@ -52,7 +52,9 @@ class SqlMessages:
         return self._merged(query, lambda m: m.run_id == run_id)
 
     def touched_since(self, customer_key: str, since: datetime) -> list[Message]:
-        query = select(messages).where(messages.c.customer_key == customer_key, messages.c.touched_at >= codec.utc(since))
+        query = select(messages).where(
+            messages.c.customer_key == customer_key, messages.c.touched_at >= codec.utc(since)
+        )
         return self._merged(query, lambda m: m.customer_key == customer_key and m.touched_at >= since)
 
     def _merged(self, query: Any, mine: Any) -> list[Message]:

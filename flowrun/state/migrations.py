@@ -12,10 +12,10 @@ from flowrun.state import codec
 from flowrun.state.schema import (
     attributions,
     engagements,
-    messages,
     instances,
     loyalty_balances,
     loyalty_ledger,
+    messages,
     metadata,
     partitions,
     prunes,
