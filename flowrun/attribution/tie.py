@@ -25,6 +25,11 @@ SUPPRESSING = ("complained", "unsubscribed")  # and a hard bounce
 MICROS = Decimal(1_000_000)
 
 
+def reads(event_type: str) -> bool:
+    """Attribution reads every `message.*` event and every order, whether a flow does or not."""
+    return event_type.startswith(PREFIX) or event_type == "order.created"
+
+
 def sent(uow: UnitOfWork, flow: Flow | None, run: RunState, send: Send, result: Mapping[str, Any]) -> None:
     """A delivered customer message with a provider id becomes a Message (once per id)."""
     message_id = result.get("message_id")

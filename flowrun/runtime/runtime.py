@@ -79,7 +79,8 @@ class Runtime:
     def reads(self, event_type: str) -> bool:
         """Whether anything would read an event of this type: a flow, a kept derivation, consent."""
         tracking = self.derivations.tracking
-        return self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
+        listens = self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
+        return listens or tie.reads(event_type)
 
     def apply(self, uow: UnitOfWork, unit: i.Input, now: datetime) -> Applied:
         step = _Pass(uow, now)
