@@ -76,21 +76,13 @@ def render_text(report: Report, console: Any) -> None:
 
     title = "flowrun report" + (f" for {report.flow}" if report.flow else "")
     title += f" since {iso(report.since)}" if report.since else ""
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # a file or a pipe: no wrapping inside the tables
     if not report.steps:
         console.print(f"{title}: no messages sent yet.")
     else:
-        table = Table(title=title, title_justify="left")
-        for name in ("flow / step", "arm", "channel", "sent", "deliv.", "opened", "(human)", "clicked"):
-            table.add_column(name, justify="left" if name in ("flow / step", "arm", "channel") else "right")
-        for name in ("unsub.", "bounced", "compl.", "conv.", "rate", "orders", "revenue"):
-            table.add_column(name, justify="right")
-        for flow, total in report.flows:
-            table.add_row(f"[bold]{flow}[/]", "", "", *_cells(total), end_section=False, style="bold")
-            for k, f in report.steps:
-                if k.flow == flow:
-                    table.add_row(f"  {k.step}", k.arm, k.channel, *_cells(f))
-            table.add_section()
-        console.print(table)
+        console.print(_table(report, f"{title}: engagement", ENGAGEMENT, _engagement))
+        console.print(_table(report, f"{title}: results (last-touch attribution)", RESULTS, _results))
     for c in report.comparisons:
         arms = Table(title=f"split {c.flow} / {c.split}", title_justify="left")
         for name in ("arm", "runs", "converted", "rate"):
@@ -114,20 +106,34 @@ def render_text(report: Report, console: Any) -> None:
             console.print(f"  {provider} {kind} {message_id}", markup=False)
 
 
-def _cells(f: Figures) -> list[str]:
+ENGAGEMENT = ("sent", "delivered", "opened", "(no machine)", "clicked", "unsub.", "bounced", "complained")
+RESULTS = ("sent", "converted", "rate", "orders", "revenue")
+
+
+def _table(report: Report, title: str, heads: tuple[str, ...], cells: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in ("flow / step", "arm", "channel"):
+        table.add_column(name)
+    for name in heads:
+        table.add_column(name, justify="right")
+    for flow, total in report.flows:
+        table.add_row(flow, "", "", *cells(total), style="bold")
+        for k, f in report.steps:
+            if k.flow == flow:
+                table.add_row(f"  {k.step}", k.arm, k.channel, *cells(f))
+        table.add_section()
+    return table
+
+
+def _engagement(f: Figures) -> list[str]:
+    c = f.counts
+    names = ("recipients", "delivered", "opened", "opened_human", "clicked", "unsubscribed", "bounced", "complained")
+    return [str(c[n]) for n in names]
+
+
+def _results(f: Figures) -> list[str]:
     c = f.counts
     rate = f"{c['converted'] / c['recipients']:.1%}" if c["recipients"] else "-"
-    return [
-        str(c["recipients"]),
-        str(c["delivered"]),
-        str(c["opened"]),
-        str(c["opened_human"]),
-        str(c["clicked"]),
-        str(c["unsubscribed"]),
-        str(c["bounced"]),
-        str(c["complained"]),
-        str(c["converted"]),
-        rate,
-        str(f.orders),
-        _revenue_text(f.revenue),
-    ]
+    return [str(c["recipients"]), str(c["converted"]), rate, str(f.orders), _revenue_text(f.revenue)]
