@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flowrun.attribution.render import as_csv, as_json
 from flowrun.attribution.sources import from_memory, from_sql
@@ -20,7 +20,7 @@ from flowrun.dryrun.simulator import Simulator
 from flowrun.dryrun.stubs import Stub, Stubs
 from flowrun.events.normalise import normalise
 from flowrun.flow.loader import load_flow
-from flowrun.state.schema import attributions, engagements
+from flowrun.state.schema import attributions, engagements, messages
 from tests.conftest import ROOT
 from tests.fakeproviders import FakeOneSignal, FakePostmark
 from tests.node import Node
@@ -190,6 +190,18 @@ def test_dry_run_and_serve_of_one_timeline_give_the_same_attributions_and_report
                         select(attributions.c.order_id, attributions.c.message_id, attributions.c.touch)
                     )
                 )
+                recount = {
+                    (r.flow_id, r.step): (r.n, r.opened, r.converted)
+                    for r in conn.execute(
+                        select(
+                            messages.c.flow_id,
+                            messages.c.step,
+                            func.count().label("n"),
+                            func.count(messages.c.opened_at).label("opened"),
+                            func.count(messages.c.converted_at).label("converted"),
+                        ).group_by(messages.c.flow_id, messages.c.step)
+                    )
+                }
                 unknown = (
                     conn.execute(select(engagements.c.message_id).where(engagements.c.send_key.is_(None)))
                     .scalars()
@@ -202,6 +214,8 @@ def test_dry_run_and_serve_of_one_timeline_give_the_same_attributions_and_report
         push.close()
     assert credited == expected_credit
     assert as_json(report) == expected_json
+    counted = {(s["flow"], s["step"]): (s["recipients"], s["opened"], s["converted"]) for s in expected_json["steps"]}
+    assert counted == recount  # the counters the runtime kept agree with the messages themselves
     assert as_csv(report) == expected_csv
     assert unknown == ["pm-nobody-sent-this"]
     # what the timeline should have come to, said once more in plain terms

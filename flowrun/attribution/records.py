@@ -21,6 +21,37 @@ KIND_COLUMNS = {  # message.<kind> -> the first time of it kept on the message
 }
 
 
+FIGURES = (  # the report's counters, per FigureKey
+    "recipients",
+    "delivered",
+    "opened",
+    "opened_human",
+    "clicked",
+    "unsubscribed",
+    "bounced",
+    "complained",
+    "converted",
+    "orders",
+    "revenue_micros",
+    "arm_runs",
+    "arm_converted",
+)
+
+
+@dataclass(frozen=True, order=True)
+class FigureKey:
+    """Where a counter goes: flow, step, split and arm ("" outside one), channel, UTC day, and
+    the currency ("" for message counts; an order's currency for its revenue)."""
+
+    flow: str
+    step: str
+    split: str
+    arm: str
+    channel: str
+    day: str
+    currency: str = ""
+
+
 @dataclass(frozen=True)
 class Message:
     """A delivered send, by its provider message id, and the first and last of each engagement."""

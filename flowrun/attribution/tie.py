@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flowrun.attribution.records import Attributed, Engagement, Message, StepInfo, step_index
+from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message, StepInfo, step_index
 from flowrun.attribution.windows import Attribution
 from flowrun.engine.state import RunState
 from flowrun.events import Event
@@ -56,7 +56,7 @@ def sent(uow: UnitOfWork, flow: Flow | None, run: RunState, send: Send, result: 
     for early in uow.messages.unmatched(message_id):  # the webhook came before the outcome was applied
         message = _engaged(message, early)
         uow.messages.note(replace(early, send_key=send.key))
-    uow.messages.put(message)
+    _store(uow, None, message)
 
 
 def engagement(uow: UnitOfWork, event: Event, now: datetime) -> Event | None:
@@ -84,7 +84,7 @@ def engagement(uow: UnitOfWork, event: Event, now: datetime) -> Event | None:
     uow.messages.note(kept)
     if message is None:
         return event
-    uow.messages.put(_engaged(message, kept))
+    _store(uow, message, _engaged(message, kept))
     hard = kind == "bounced" and body.get("bounce_type") == "hard"
     if (hard or kind in SUPPRESSING) and message.customer_key:
         uow.consent.record(message.customer_key, True, f"{event.type} {event.id}", now)
@@ -130,7 +130,7 @@ def converted(uow: UnitOfWork, run: RunState, now: datetime) -> None:
     """The run reached its goal: each of its messages counts as converted."""
     for message in uow.messages.for_run(run.id):
         if message.converted_at is None:
-            uow.messages.put(message.evolve(converted_at=now))
+            _store(uow, message, message.evolve(converted_at=now))
 
 
 def order(uow: UnitOfWork, event: Event, rules: Attribution) -> None:
@@ -171,8 +171,61 @@ def order(uow: UnitOfWork, event: Event, rules: Attribution) -> None:
         touch=touch,
         touched_at=when,
     )
-    if uow.messages.attribute(credited) and message.converted_at is None:
-        uow.messages.put(message.evolve(converted_at=at))
+    if not uow.messages.attribute(credited):
+        return
+    micros = int(amount * MICROS)
+    uow.messages.count(_key(message, _day(at), credited.currency), {"orders": 1, "revenue_micros": micros})
+    if message.converted_at is None:
+        _store(uow, message, message.evolve(converted_at=at))
+
+
+MARKS = (  # report counter -> the message's time that says it happened
+    ("delivered", "delivered_at"),
+    ("opened", "opened_at"),
+    ("opened_human", "human_opened_at"),
+    ("clicked", "clicked_at"),
+    ("unsubscribed", "unsubscribed_at"),
+    ("bounced", "bounced_at"),
+    ("complained", "complained_at"),
+    ("converted", "converted_at"),
+)
+
+
+def _day(at: datetime) -> str:
+    return at.astimezone(UTC).date().isoformat()
+
+
+def _key(message: Message, day: str | None = None, currency: str = "") -> FigureKey:
+    day = day or _day(message.sent_at)
+    return FigureKey(
+        message.flow_id, message.step, message.split or "", message.arm or "", message.channel, day, currency
+    )
+
+
+def _store(uow: UnitOfWork, old: Message | None, new: Message) -> None:
+    """Write a message and count what changed in the report's counters, in the same unit of
+    work: a new recipient, each first delivery, open, click... and, per split arm, a run's first
+    message there and its conversion (counted on the day of that first message)."""
+    deltas = {"recipients": 1} if old is None else {}
+    for name, column in MARKS:
+        if getattr(new, column) is not None and (old is None or getattr(old, column) is None):
+            deltas[name] = 1
+    if new.split is not None:
+        same = [
+            m
+            for m in uow.messages.for_run(new.run_id)
+            if m.message_id != new.message_id and m.split == new.split and m.arm == new.arm
+        ]
+        first = min([new, *same], key=lambda m: (m.sent_at, m.message_id))
+        arm = FigureKey(new.flow_id, "", new.split, new.arm or "", "", _day(first.sent_at))
+        changes = {"arm_runs": 1} if old is None and not same else {}
+        if "converted" in deltas and not any(m.converted_at for m in same):
+            changes["arm_converted"] = 1
+        if changes:
+            uow.messages.count(arm, changes)
+    uow.messages.put(new)
+    if deltas:
+        uow.messages.count(_key(new), deltas)
 
 
 def _touches(message: Message, machine_opens: bool) -> Iterator[tuple[str, datetime]]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 
-from flowrun.attribution.records import Attributed, Engagement, Message
+from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message
 
 
 class MemoryMessages:
@@ -16,6 +17,7 @@ class MemoryMessages:
         self._by_run: dict[str, set[str]] = defaultdict(set)
         self._by_customer: dict[str, set[str]] = defaultdict(set)
         self._unmatched: dict[str, set[str]] = defaultdict(set)
+        self.figures: dict[FigureKey, Counter[str]] = defaultdict(Counter)
 
     def get(self, message_id: str) -> Message | None:
         return self.messages.get(message_id)
@@ -48,3 +50,6 @@ class MemoryMessages:
             return False
         self.attributions[attributed.order_key] = attributed
         return True
+
+    def count(self, key: FigureKey, deltas: Mapping[str, int]) -> None:
+        self.figures[key].update(deltas)

@@ -4,11 +4,11 @@ Every method acts inside the caller's unit of work: all of an input's effects, o
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Protocol
 
-from flowrun.attribution.records import Attributed, Engagement, Message
+from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.loyalty import Ledger
@@ -108,6 +108,10 @@ class Messages(Protocol):
 
     def attribute(self, attributed: Attributed) -> bool:
         """False when this order is attributed already (a replayed order event)."""
+        ...
+
+    def count(self, key: FigureKey, deltas: Mapping[str, int]) -> None:
+        """Add to the report's counters (flowrun.attribution.records.FIGURES) for this key."""
         ...
 
 

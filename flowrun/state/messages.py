@@ -3,6 +3,9 @@ unit of work's snapshot and what it wrote so far, writes held until its commit."
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from flowrun.attribution.records import Attributed, Engagement, Message
+from flowrun.attribution.records import FIGURES, Attributed, Engagement, FigureKey, Message
 from flowrun.state import codec
-from flowrun.state.database import insert_many_ignore, upsert_many
-from flowrun.state.schema import attributions, engagements, messages
+from flowrun.state.database import _dialect_insert, insert_many_ignore, upsert_many
+from flowrun.state.schema import attributions, engagements, figures, messages
 
 TIMES = (
     "sent_at",
@@ -37,6 +40,7 @@ class SqlMessages:
         self.changed: dict[str, Message] = {}
         self.noted: dict[str, Engagement] = {}
         self.credited: dict[str, Attributed] = {}
+        self.counted: dict[FigureKey, Counter[str]] = {}
 
     def get(self, message_id: str) -> Message | None:
         if message_id in self.changed:
@@ -89,10 +93,38 @@ class SqlMessages:
         self.credited[attributed.order_key] = attributed
         return True
 
+    def count(self, key: FigureKey, deltas: Mapping[str, int]) -> None:
+        self.counted.setdefault(key, Counter()).update(deltas)
+
     def flush(self, conn: Connection) -> None:
+        if self.counted:
+            rows = [{**_figure_key(k), **{n: int(c.get(n, 0)) for n in FIGURES}} for k, c in self.counted.items()]
+            conn.execute(_add_figures(conn.dialect.name), rows)
         upsert_many(conn, messages, [message_row(m) for m in self.changed.values()])
         upsert_many(conn, engagements, [engagement_row(e) for e in self.noted.values()])
         insert_many_ignore(conn, attributions, [attributed_row(a) for a in self.credited.values()])
+
+
+def _figure_key(key: FigureKey) -> dict[str, str]:
+    return {
+        "flow_id": key.flow,
+        "step": key.step,
+        "split": key.split,
+        "arm": key.arm,
+        "channel": key.channel,
+        "day": key.day,
+        "currency": key.currency,
+    }
+
+
+@functools.cache
+def _add_figures(dialect: str) -> Any:
+    """INSERT the counters, or add them to the row already there."""
+    statement = _dialect_insert(dialect, figures)
+    keys = [c.name for c in figures.primary_key.columns]
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={n: figures.c[n] + statement.excluded[n] for n in FIGURES}
+    )
 
 
 def message_row(m: Message) -> dict[str, Any]:

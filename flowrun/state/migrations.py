@@ -12,6 +12,7 @@ from flowrun.state import codec
 from flowrun.state.schema import (
     attributions,
     engagements,
+    figures,
     instances,
     loyalty_balances,
     loyalty_ledger,
@@ -67,8 +68,8 @@ def _v6(conn: Connection) -> None:
 
 
 def _v7_attribution(conn: Connection) -> None:
-    """Attribution: delivered messages by provider id, engagement events, attributed orders."""
-    metadata.create_all(conn, tables=[messages, engagements, attributions])
+    """Attribution: delivered messages by provider id, engagement events, attributed orders, counters."""
+    metadata.create_all(conn, tables=[messages, engagements, attributions, figures])
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_attribution]

@@ -269,3 +269,36 @@ attributions = Table(
     Column("touched_at", TZ, nullable=False),
 )
 Index("attributions_flow", attributions.c.flow_id, attributions.c.ordered_at)
+
+# The report's counters, kept by the runtime as messages change (a report over a million
+# messages reads these few rows): per flow, step, arm, channel and UTC day of sending; rows with
+# a currency hold attributed orders and revenue (in millionths) by the day of the order.
+figures = Table(
+    "figures",
+    metadata,
+    Column("flow_id", String(100), primary_key=True),
+    Column("step", Text, primary_key=True),
+    Column("split", Text, primary_key=True),  # "" outside a split
+    Column("arm", Text, primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("currency", String(8), primary_key=True),  # "" on the message-count rows
+    *(
+        Column(name, BigInteger, nullable=False, default=0)
+        for name in (
+            "recipients",
+            "delivered",
+            "opened",
+            "opened_human",
+            "clicked",
+            "unsubscribed",
+            "bounced",
+            "complained",
+            "converted",
+            "orders",
+            "revenue_micros",
+            "arm_runs",  # runs that sent their first message in this arm that day
+            "arm_converted",  # of those, runs converted
+        )
+    ),
+)
