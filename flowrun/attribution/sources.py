@@ -16,7 +16,6 @@ from sqlalchemy.engine import Connection
 from flowrun.attribution.figures import COUNTS, Key, Report, Unknown, build
 from flowrun.attribution.records import FIGURES, FigureKey
 from flowrun.runtime.memory_messages import MemoryMessages
-from flowrun.state import codec
 from flowrun.state.schema import engagements, figures
 
 EXAMPLES = 5
@@ -103,7 +102,7 @@ def _unknown(conn: Connection, since: datetime | None) -> Unknown:
     e = engagements.c
     where: list[Any] = [e.send_key.is_(None)]
     if since is not None:
-        where.append(e.occurred_at >= codec.utc(since))
+        where.append(e.occurred_at >= since.astimezone(UTC))
     by_kind = {str(k): int(n) for k, n in conn.execute(select(e.kind, func.count()).where(*where).group_by(e.kind))}
     newest = select(e.provider, e.kind, e.message_id).where(*where)
     newest = newest.order_by(e.occurred_at.desc(), e.event_id.desc()).limit(EXAMPLES)

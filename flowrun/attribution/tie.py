@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message, StepInfo, step_index
+from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message
+from flowrun.attribution.steps import StepInfo, step_index
 from flowrun.attribution.windows import Attribution
 from flowrun.engine.state import RunState
 from flowrun.events import Event
