@@ -163,6 +163,12 @@ def test_an_open_through_serve_is_tied_to_its_send_and_the_order_to_it(served: t
     assert service.post("shopify", bought, shopify_headers(bought, "orders/create", "d-2")).status_code == 200
     service.wait_for(lambda: service.count(attributions) == 1, "the order to be attributed")
 
+    def counted() -> str:
+        return httpx.get(f"http://127.0.0.1:{service.port}/metrics", timeout=5).text
+
+    service.wait_for(lambda: 'flowrun_engagement_events_total{match="unknown"} 1.0' in counted(), "the metrics")
+    assert 'flowrun_engagement_events_total{match="matched"} 1.0' in counted()
+
     shown = service.report("--format", "json")
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)

@@ -128,6 +128,7 @@ class Runtime:
             if tied is None:
                 return
             event = tied
+            step.applied.engaged.append(bool((event.data.get("message") or {}).get("run")))
         derived = [] if reach_only else self.derivations.observe(uow, event, now)
         if not reach_only:
             tie.order(uow, event, self.settings.attribution)

@@ -58,6 +58,11 @@ COUNTERS: dict[str, Family] = {
             (),
         ),
         Family("flowrun_poll_errors_total", "polls that failed and will run again", ("poller",)),
+        Family(
+            "flowrun_engagement_events_total",
+            "message.* events applied: matched to a send by message id, or unknown (kept, not attributed)",
+            ("match",),
+        ),
         Family("flowrun_connections_refused_total", "connections the webhook port closed", ("reason",)),
     )
 }
@@ -92,6 +97,7 @@ def label_values(sources: Iterable[str] | None = None) -> dict[str, frozenset[st
         "status": frozenset((*RUN_STATUSES, *OUTBOX_STATUSES)),
         "poller": frozenset(POLLERS),
         "outcome": frozenset(ATTEMPT_OUTCOMES),
+        "match": frozenset({"matched", "unknown"}),
     }
 
 
