@@ -5,6 +5,7 @@ comparison, played on the simulated clock (the in-memory adapters); `flowrun rep
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -316,3 +317,100 @@ def test_the_ab_library_flow_report_names_the_arm_that_is_ahead(cli, tmp_path: P
     assert flow["revenue"] == {"USD": f"{Decimal('20.00') * flow['orders']:.2f}"}
     text = cli("dry-run", "flows/ab-welcome-offer.yaml", "--timeline", timeline, "--report")
     assert text.exit_code == 0 and "discount is ahead" in text.stdout and "z = " in text.stdout
+
+
+WAITS_ON = """
+flow: waits-on
+on: customer.created
+steps:
+  - name: welcome-1
+    email: {to: "{{ customer.email }}", subject: hi, text: hi}
+  - name: note
+    log: {message: x}
+  - wait: {for: message.opened, step: STEP, timeout: 2d}
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "events", "message", "fix"),
+    [
+        (
+            "welcome-2",
+            "message.opened",
+            "no step named 'welcome-2' in this flow (steps that send: welcome-1)",
+            "did you mean 'welcome-1'?",
+        ),
+        (
+            "note",
+            "message.opened",
+            "step 'note' is a `log` step, which sends no customer message",
+            "name an email, sms or push step: welcome-1",
+        ),
+        (
+            "welcome-1",
+            "order.created",
+            "`step:` picks the message a step sent, and 'order.created' is not a message event",
+            "wait for message.",
+        ),
+    ],
+)
+def test_a_wait_on_a_step_that_is_not_a_send_fails_validate_with_a_fix(
+    cli, tmp_path: Path, step: str, events: str, message: str, fix: str
+) -> None:  # type: ignore[no-untyped-def]
+    flow = tmp_path / "waits.yaml"
+    flow.write_text(WAITS_ON.replace("STEP", step).replace("for: message.opened", f"for: {events}"))
+    result = cli("validate", str(flow))
+    assert result.exit_code == 1
+    assert "waits.yaml:9:" in result.stdout and message in result.stdout and f"fix: {fix}" in result.stdout
+    good = tmp_path / "good.yaml"
+    good.write_text(WAITS_ON.replace("STEP", "welcome-1"))
+    assert cli("validate", str(good)).exit_code == 0
+
+
+def test_hostile_engagement_and_orders_are_kept_harmlessly(tmp_path: Path) -> None:
+    odd = engaged("opened", "m-1", T0 + timedelta(hours=1))
+    odd = Event(
+        odd.type,
+        odd.source,
+        odd.id,
+        odd.occurred_at,
+        {**odd.data, "message": {"id": 12345, "run": "forged-run", "step": "first"}},
+        customer_key=odd.customer_key,
+    )
+    huge = order("ada@example.com", T0 + timedelta(hours=2), "1e400", n=2)
+    nan = order("ada@example.com", T0 + timedelta(hours=3), "NaN", n=3)
+    sim = play(
+        tmp_path,
+        [TWO_EMAILS],
+        [customer("ada@example.com"), engaged("clicked", "m-1", T0), odd, huge, nan],
+        ids(("first", "m-1"), ("second", "m-2")),
+    )
+    report = from_memory(sim.uow.messages)
+    assert report.unknown.count == 1  # a message id that is not text matches nothing
+    amounts = sorted(a.amount for a in sim.uow.messages.attributions.values())
+    assert amounts == [Decimal(0), Decimal(0)]  # absurd totals count as no money, never an error
+    run = next(iter(sim.uow.runs.runs.values()))
+    assert run.status.value == "completed"
+
+
+def test_an_event_that_claims_a_run_itself_does_not_end_its_wait(tmp_path: Path) -> None:
+    """What ties an event to a run is the send's record, never the event's own fields."""
+    (tmp_path / "f.yaml").write_text((Path(__file__).parent.parent / "flows/welcome-not-opened-push.yaml").read_text())
+    flow = load_flow(tmp_path / "f.yaml")
+    sim = Simulator([flow], T0, Settings(), Stubs((Stub({"message_id": "m-1"}, step="welcome-1"),)).with_flows([flow]))
+    sim.add_event(
+        T0,
+        _event(
+            "customer.created",
+            T0,
+            "c-1",
+            {"customer": {"id": "5", "email": "ada@example.com", "accepts_marketing": True}},
+        ),
+    )
+    sim.run(T0 + timedelta(minutes=1))
+    [run_id] = sim.uow.runs.runs
+    forged = engaged("opened", "not-m-1", T0 + timedelta(hours=1))
+    message = {**forged.data["message"], "run": run_id, "step": "welcome-1"}
+    sim.add_event(forged.occurred_at, replace(forged, data={**forged.data, "message": message}))
+    sim.run(T0 + timedelta(days=3))
+    assert [s.action for s in sim.uow.outbox.rows.values()] == ["email", "push"]  # the wait timed out

@@ -24,6 +24,7 @@ from flowrun.runtime.records import Send
 PREFIX = "message."
 SUPPRESSING = ("complained", "unsubscribed")  # and a hard bounce
 MICROS = Decimal(1_000_000)
+TIES = ("run", "flow", "step", "split", "arm")
 
 
 def reads(event_type: str) -> bool:
@@ -83,8 +84,9 @@ def engagement(uow: UnitOfWork, event: Event, now: datetime) -> Event | None:
         send_key=message.send_key if message else None,
     )
     uow.messages.note(kept)
-    if message is None:
-        return event
+    if message is None:  # what ties it to a run comes from the send alone, never from the event
+        untied = {**body, **dict.fromkeys(TIES)}
+        return replace(event, data={**event.data, "message": untied})
     _store(uow, message, _engaged(message, kept))
     hard = kind == "bounced" and body.get("bounce_type") == "hard"
     if (hard or kind in SUPPRESSING) and message.customer_key:
