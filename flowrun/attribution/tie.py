@@ -6,7 +6,7 @@ send, the event or the caller."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,9 +27,17 @@ MICROS = Decimal(1_000_000)
 TIES = ("run", "flow", "step", "split", "arm")
 
 
-def reads(event_type: str) -> bool:
-    """Attribution reads every `message.*` event and every order, whether a flow does or not."""
-    return event_type.startswith(PREFIX) or event_type == "order.created"
+def reads(event_type: str, flows: Iterable[Flow]) -> bool:
+    """While any loaded flow sends customer messages, attribution reads every `message.*` event
+    and every order, whether a flow does or not."""
+    if not (event_type.startswith(PREFIX) or event_type == "order.created"):
+        return False
+    return any(getattr(ins, "step", None) is not None and _sends(ins.step) for f in flows for ins in f.program)
+
+
+def _sends(step: Any) -> bool:
+    action = getattr(step, "action", None)
+    return getattr(action, "channel", None) is not None
 
 
 def sent(uow: UnitOfWork, flow: Flow | None, run: RunState, send: Send, result: Mapping[str, Any]) -> None:

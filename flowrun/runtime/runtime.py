@@ -80,7 +80,7 @@ class Runtime:
         """Whether anything would read an event of this type: a flow, a kept derivation, consent."""
         tracking = self.derivations.tracking
         listens = self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
-        return listens or tie.reads(event_type)
+        return listens or tie.reads(event_type, self.flows.current.values())
 
     def apply(self, uow: UnitOfWork, unit: i.Input, now: datetime) -> Applied:
         step = _Pass(uow, now)
