@@ -97,6 +97,8 @@ def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; returns it. Safe to call at every start, and
     from several instances at once on PostgreSQL (they queue on a table lock)."""
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # instances starting on a fresh database queue here
+            conn.execute(text("SELECT pg_advisory_xact_lock(72657073)"))  # before the table exists
         schema_version.create(conn, checkfirst=True)
         if engine.dialect.name == "postgresql":
             conn.execute(text("LOCK TABLE schema_version IN EXCLUSIVE MODE"))
