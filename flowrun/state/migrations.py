@@ -10,9 +10,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from flowrun.state import codec
 from flowrun.state.schema import (
+    attributions,
+    engagements,
+    figures,
     instances,
     loyalty_balances,
     loyalty_ledger,
+    messages,
     metadata,
     partitions,
     prunes,
@@ -71,7 +75,12 @@ def _v7_retention(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS inbox_age ON inbox (status, received_at)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_retention]
+def _v8_attribution(conn: Connection) -> None:
+    """Attribution: delivered messages by provider id, engagement events, attributed orders, counters."""
+    metadata.create_all(conn, tables=[messages, engagements, attributions, figures])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_retention, _v8_attribution]
 NEWEST = len(MIGRATIONS) + 1
 MIGRATION_LOCK = 0x6D696772  # "migr": an advisory lock key apart from the leader's
 
