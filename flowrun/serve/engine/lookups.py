@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,7 +52,10 @@ class Lookups:
         self.db, self.sources, self.done = db, sources, done
         self.topics = wanted(sources)
         self._asked: set[int] = set()
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._waiting: list[dict[str, Any] | None] = []  # asked before the thread's loop was up
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
+        self._ready = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def needs(self, row: Mapping[str, Any]) -> bool:
@@ -66,10 +68,19 @@ class Lookups:
         if self._thread is None:
             self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="lookups", daemon=True)
             self._thread.start()
-        self._queue.put(dict(row))
+        self._put(dict(row))
 
     def stop(self) -> None:
-        self._queue.put(None)
+        self._put(None)
+
+    def _put(self, item: dict[str, Any] | None) -> None:
+        # The queue is the thread loop's own, so no worker thread ever blocks on it (one blocked
+        # in a get kept the interpreter from exiting).
+        with self._ready:
+            if self._loop is None or self._queue is None:
+                self._waiting.append(item)
+                return
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """For driving the engine step by step: wait until every lookup asked is answered;
@@ -86,8 +97,14 @@ class Lookups:
 
         http = http_client(4)
         admin = ShopifyAdmin.from_source(http, self.sources.get("shopify") or {})
+        rows: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        with self._ready:
+            self._loop, self._queue = asyncio.get_running_loop(), rows
+            for item in self._waiting:
+                rows.put_nowait(item)
+            self._waiting.clear()
         try:
-            while (row := await asyncio.to_thread(self._queue.get)) is not None:
+            while (row := await rows.get()) is not None:
                 facts = await self._facts(admin, row)
                 await asyncio.to_thread(self._store, row["seq"], facts)
                 self.done()
