@@ -16,6 +16,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from flowrun.attribution.windows import Attribution
+from flowrun.attribution.windows import load as load_attribution
+from flowrun.attribution.windows import schema as attribution_schema
 from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
 from flowrun.delivery.ratelimit import Rate, rates_from
 from flowrun.durations import DURATION_PATTERN, parse_duration
@@ -170,6 +173,7 @@ _CONFIG_SCHEMA: dict[str, Any] = {
             },
             suppression_list={"type": "string", "description": "file of emails/phones (one a line) never marketed to"},
         ),
+        attribution=attribution_schema(DURATION),
         cluster=_closed(
             lease={
                 **DURATION,
@@ -230,6 +234,7 @@ class Config:
     lease: timedelta = timedelta(seconds=10)
     locale: str = "en_US"
     retention: Retention = field(default_factory=Retention)
+    attribution: Attribution = field(default_factory=Attribution)
 
     def settings(self) -> Settings:
         """What the runtime decides with."""
@@ -239,6 +244,7 @@ class Config:
             inactive_after=self.inactive_after,
             guardrails=self.guardrails,
             action_attempts=self.action_attempts,
+            attribution=self.attribution,
         )
 
     def secrets(self) -> list[str]:
@@ -413,4 +419,5 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         else INACTIVE_AFTER,
         lease=parse_duration((data.get("cluster") or {}).get("lease", "10s")),
         retention=load_retention(data.get("retention") or {}),
+        attribution=load_attribution(data.get("attribution")),
     )

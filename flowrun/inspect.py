@@ -170,3 +170,20 @@ def inbox_problems(config: Config) -> list[str]:
 def replay_inbox(config: Config, seqs: list[int] | None) -> int:
     with _engine(config).begin() as conn:
         return inbox_rows.replay(conn, seqs)
+
+
+def report_since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """`--since`: an ISO time (UTC when it names no zone), or an offset back from now (7d)."""
+    from flowrun.durations import DurationSyntaxError, parse_duration
+
+    if text is None:
+        return None
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(text)
+    except DurationSyntaxError:
+        pass
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither an offset back (7d) nor an ISO time") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowrun.attribution.windows import Attribution
 from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
 from flowrun.delivery.ratelimit import Rate
 from flowrun.delivery.throttle import Throttle
@@ -99,6 +100,7 @@ class Derive:
     rate_limits: Mapping[str, Rate | None] = field(default_factory=lambda: dict(RATE_DEFAULTS))
     channels: Mapping[str, Any] = field(default_factory=dict)  # for the rate-limit buckets sends draw from
     sources: Mapping[str, Any] = field(default_factory=dict)
+    attribution: Attribution = field(default_factory=Attribution)
 
     @classmethod
     def of(cls, config: Config) -> Derive:
@@ -112,6 +114,7 @@ class Derive:
             config.rate_limits,
             config.channels,
             config.sources,
+            config.attribution,
         )
 
 
@@ -129,6 +132,7 @@ def simulate(
         low_stock_threshold=chosen.low_stock_threshold,
         inactive_after=chosen.inactive_after,
         guardrails=chosen.guardrails,
+        attribution=chosen.attribution,
     )
     throttle = Throttle(chosen.rate_limits, chosen.channels, chosen.sources)
     simulator = Simulator(flows, start, settings, Stubs(tuple(stubs)).with_flows(flows), throttle)

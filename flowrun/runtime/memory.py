@@ -14,6 +14,7 @@ from datetime import datetime
 from flowrun.engine.state import RunState, Status
 from flowrun.events import Event
 from flowrun.loyalty import MemoryLedger
+from flowrun.runtime.memory_messages import MemoryMessages
 from flowrun.runtime.records import UNSENT, Attempt, Check, Send, SendStatus
 
 
@@ -219,6 +220,7 @@ class MemoryUnitOfWork:
     consent: MemoryConsent = field(default_factory=MemoryConsent)
     checks: MemoryChecks = field(default_factory=MemoryChecks)
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
+    messages: MemoryMessages = field(default_factory=MemoryMessages)
 
     def owns(self, part: int) -> bool:
         return True

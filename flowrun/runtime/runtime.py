@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flowrun.actions import REGISTRY
+from flowrun.attribution import tie
 from flowrun.engine import engine
 from flowrun.engine.state import (
     ActionFailed,
@@ -78,7 +79,8 @@ class Runtime:
     def reads(self, event_type: str) -> bool:
         """Whether anything would read an event of this type: a flow, a kept derivation, consent."""
         tracking = self.derivations.tracking
-        return self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
+        listens = self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
+        return listens or tie.reads(event_type, self.flows.current.values())
 
     def apply(self, uow: UnitOfWork, unit: i.Input, now: datetime) -> Applied:
         step = _Pass(uow, now)
@@ -98,6 +100,13 @@ class Runtime:
         else:
             self._outcome(step, unit.key)
         return step.applied
+
+    def started_by(self, unit: i.Input) -> list[str]:
+        """The ids of the runs an event would start (a unit of work reads them ahead, in one
+        query, instead of one query per new run)."""
+        if not isinstance(unit, i.EventIn) or unit.reach_only:
+            return []
+        return [run_id_for(flow.id, unit.event.id) for flow in self.flows.triggered(unit.event)]
 
     def fail_run(self, uow: UnitOfWork, run_id: str, error: str, now: datetime) -> Applied:
         """Quarantine: an input that broke the runtime ends its run `failed` with the error,
@@ -121,7 +130,15 @@ class Runtime:
 
     def _event(self, step: _Pass, event: Event, reach_only: bool = False) -> None:
         uow, now = step.uow, step.now
+        if event.type.startswith(tie.PREFIX) and not reach_only:  # tied to its send, or kept as unknown
+            tied = tie.engagement(uow, event, now)
+            if tied is None:
+                return
+            event = tied
+            step.applied.engaged.append(bool((event.data.get("message") or {}).get("run")))
         derived = [] if reach_only else self.derivations.observe(uow, event, now)
+        if not reach_only:
+            tie.order(uow, event, self.settings.attribution)
         candidates: dict[str, RunState] = {}
         waiting = self.flows.awaiting_flows(event.type)
         reaching = waiting | (self.flows.goal_flows(event.type) if not reach_only else set())
@@ -221,6 +238,8 @@ class Runtime:
                 self._perform(step, flow, run, command)
             elif isinstance(command, Finished):
                 cancel_sends(uow, run, now)
+                if command.status is Status.CONVERTED:
+                    tie.converted(uow, run, now)
         if run.status.final and run.concurrency_key and flow.concurrency.mode == "queue":
             queued = [r for r in uow.runs.active_for_key(flow.id, run.concurrency_key) if r.status is Status.QUEUED]
             if queued:
@@ -268,6 +287,7 @@ class Runtime:
             send.params, key, dict(send.result or {}), run, uow.ledger, send.updated_at
         )
         uow.outbox.put(send.evolve(applied=True, result=result))
+        tie.sent(uow, self.flows.flow_of(run), run, send, result)
         self._input(step, run.id, ActionSucceeded(key, result))
         for event in events:
             self._emit(step, event)

@@ -62,6 +62,11 @@ COUNTERS: dict[str, Family] = {
             (),
         ),
         Family("flowrun_poll_errors_total", "polls that failed and will run again", ("poller",)),
+        Family(
+            "flowrun_engagement_events_total",
+            "message.* events applied: matched to a send by message id, or unknown (kept, not attributed)",
+            ("match",),
+        ),
         Family("flowrun_connections_refused_total", "connections the webhook port closed", ("reason",)),
     )
 }
@@ -97,6 +102,7 @@ def label_values(sources: Iterable[str] | None = None) -> dict[str, frozenset[st
         "poller": frozenset(POLLERS),
         "outcome": frozenset(ATTEMPT_OUTCOMES),
         "family": frozenset((*STORAGE_FAMILIES, *PRUNE_FAMILIES, "pages")),
+        "match": frozenset({"matched", "unknown"}),
     }
 
 

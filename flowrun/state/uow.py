@@ -19,10 +19,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from flowrun.engine.state import RunState
 from flowrun.events import Event
+from flowrun.runtime.sending import run_part
 from flowrun.state import codec
 from flowrun.state.checks import SqlChecks
 from flowrun.state.customers import SqlConsent, SqlLedger, SqlSendLog
 from flowrun.state.database import insert_many_ignore, upsert_many
+from flowrun.state.messages import SqlMessages
 from flowrun.state.outbox import SqlOutbox
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import entries, inbox, runs
@@ -52,6 +54,7 @@ class SqlUnitOfWork:
         self.consent = SqlConsent(reader)
         self.checks = SqlChecks(reader)
         self.ledger = SqlLedger(reader)
+        self.messages = SqlMessages(reader)
         self.marks: list[dict[str, Any]] = []
         self.handed: list[dict[str, Any]] = []
         self.touched: set[int] = set()
@@ -80,10 +83,11 @@ class SqlUnitOfWork:
 
     def parts_written(self) -> set[int]:
         found = set(self.touched)
-        found.update(r["part"] for r in self.runs.rows())  # type: ignore[misc]
+        found.update(run_part(r) for r in self.runs.changed.values())
         found.update(s.part for s in self.outbox.added.values())
         found.update(s.part for s, _ in self.outbox.changed.values())
         found.update(c.part for c in self.checks.changed.values() if c is not None)
+        found.update(m.part for m in self.messages.changed.values())
         return found
 
     def flush(self, conn: Connection) -> None:
@@ -94,6 +98,7 @@ class SqlUnitOfWork:
         self.consent.flush(conn)
         self.checks.flush(conn)
         self.ledger.flush(conn)
+        self.messages.flush(conn)
         if self.marks:
             conn.execute(_MARK, self.marks)
         insert_many_ignore(conn, inbox, self.handed)

@@ -138,6 +138,8 @@ class EngineProcess:
         for result in applied:
             for run in result.runs:
                 self.metrics.count("flowrun_run_transitions_total", status=run.status.value)
+            for matched in result.engaged:
+                self.metrics.count("flowrun_engagement_events_total", match="matched" if matched else "unknown")
 
     def _reload(self) -> None:
         self.reloading.set()
