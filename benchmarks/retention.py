@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 from common import ROOT, report
-from serve_ingest import SINK_APP, free_port, pct, start_app, wait_up
+from serve_ingest import free_port, pct, start_app, wait_up
 
 RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
@@ -38,6 +38,20 @@ CONCURRENCY, PROBE_CONCURRENCY = 32, 8
 SECRET = "bench-secret"
 ORDER = json.loads((ROOT / "examples/events/shopify/orders/create.json").read_bytes())
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+SINK_APP = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+count = 0
+async def hook(request):
+    global count
+    await request.body()
+    count += 1
+    return JSONResponse({"ok": True})
+async def seen(request):
+    return JSONResponse({"count": count})
+app = Starlette(routes=[Route("/sink", hook, methods=["POST"]), Route("/count", seen)])
+"""
 
 
 class Load:

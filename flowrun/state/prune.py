@@ -200,7 +200,7 @@ def record(
     conn.execute(delete(prunes).where(prunes.c.at < _utc(now - timedelta(days=400))))
     this = {"at": now, "rows": removed, **took}
     before = get_cursor(conn, LAST) or {}
-    worked = this if any(removed.values()) else before.get("worked")
+    worked = this if any(n for family, n in removed.items() if family != "pages") else before.get("worked")
     set_cursor(conn, LAST, {**this, "worked": worked})  # `worked`: the last pass that removed rows
 
 
