@@ -23,6 +23,7 @@ from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
 from flowrun.guardrails import CHANNELS, Guardrails, guardrail_schemas, load_guardrails
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
+from flowrun.segments.loader import segments_for
 from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
@@ -234,6 +235,8 @@ class Config:
             inactive_after=self.inactive_after,
             guardrails=self.guardrails,
             action_attempts=self.action_attempts,
+            segments=segments_for([self.flows]),
+            timezone=self.timezone,
         )
 
     def secrets(self) -> list[str]:

@@ -143,6 +143,7 @@ class Builder:
             locale=self.locale,
             warnings=tuple(self.fields.warnings),
             notes=tuple(self.fields.notes),
+            memory=self.fields.memory,
         )
         object.__setattr__(flow, "program", compile_program(steps))
         return flow

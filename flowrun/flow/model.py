@@ -193,6 +193,7 @@ class Flow:
     # What `validate` says without refusing the flow: warnings (errors with --strict), notes.
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     notes: tuple[Problem, ...] = field(default=(), compare=False)
+    memory: bool = field(default=False, compare=False)  # reads `profile`, `orders` or `in_segment(…)`
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.loyalty import Ledger
+from flowrun.profile.record import OrderRow, Profile
 from flowrun.runtime.records import Attempt, Check, Send
 
 
@@ -83,6 +85,30 @@ class Checks(Protocol):
     def delete(self, name: str) -> None: ...
 
 
+class Profiles(Protocol):
+    """One profile per customer key (flowrun.profile.record)."""
+
+    def get(self, customer_key: str) -> Profile | None: ...
+
+    def put(self, profile: Profile) -> None: ...
+
+
+class Orders(Protocol):
+    """The order history: one row per order id, what `orders.count(…)`/`orders.revenue(…)` read."""
+
+    def add(self, row: OrderRow) -> bool:
+        """False when this order id is in the history already (a replay, order.paid after order.created)."""
+        ...
+
+    def count(self, since: datetime | None, until: datetime | None, customer_key: str | None = None) -> int:
+        """Orders with since <= time < until (either bound open when None)."""
+        ...
+
+    def revenue(
+        self, since: datetime | None, until: datetime | None, customer_key: str | None = None
+    ) -> dict[str, Decimal]: ...
+
+
 class UnitOfWork(Protocol):
     @property
     def runs(self) -> Runs: ...
@@ -96,6 +122,10 @@ class UnitOfWork(Protocol):
     def checks(self) -> Checks: ...
     @property
     def ledger(self) -> Ledger: ...
+    @property
+    def profiles(self) -> Profiles: ...
+    @property
+    def orders(self) -> Orders: ...
 
     def owns(self, part: int) -> bool:
         """Whether this instance moves partition `part` in this unit of work."""
@@ -107,4 +137,4 @@ class UnitOfWork(Protocol):
         ...
 
 
-__all__ = ["Checks", "Consent", "Outbox", "Runs", "SendLog", "UnitOfWork"]
+__all__ = ["Checks", "Consent", "Orders", "Outbox", "Profiles", "Runs", "SendLog", "UnitOfWork"]

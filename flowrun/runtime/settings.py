@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flowrun.guardrails import Guardrails
+from flowrun.segments.model import Segment
 
 INACTIVE_AFTER = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
 
@@ -18,3 +19,5 @@ class Settings:
     guardrails: Guardrails = field(default_factory=Guardrails)
     action_attempts: int = 5
     inactivity: bool = True  # dry-run without a horizon: one order would stretch it by months
+    segments: tuple[Segment, ...] = ()  # from segments/*.yaml beside the flows
+    timezone: str = "UTC"  # the shop's: periods of `orders.count(since='yesterday')`
