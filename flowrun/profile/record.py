@@ -77,7 +77,7 @@ def order_row(event: Event, at: datetime) -> OrderRow | None:
         return None
     lines = [line for line in (order.get("line_items") or []) if isinstance(line, Mapping)][:MAX_NAMES]
     return OrderRow(
-        str(order["id"]),
+        f"{event.source}:{order['id']}",
         event.customer_key,
         at,
         total,

@@ -14,9 +14,12 @@ from flowrun.state.schema import (
     loyalty_balances,
     loyalty_ledger,
     metadata,
+    order_history,
     partitions,
+    profiles,
     prunes,
     schema_version,
+    segment_members,
     sends,
     suppressions,
 )
@@ -63,7 +66,12 @@ def _v6(conn: Connection) -> None:
     seed_partitions(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6]
+def _v7_memory(conn: Connection) -> None:
+    """Customer memory: profiles, the order history, segment members."""
+    metadata.create_all(conn, tables=[profiles, order_history, segment_members])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_memory]
 NEWEST = len(MIGRATIONS) + 1
 
 

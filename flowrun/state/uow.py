@@ -19,11 +19,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from flowrun.engine.state import RunState
 from flowrun.events import Event
+from flowrun.runtime.records import partition_of
 from flowrun.state import codec
 from flowrun.state.checks import SqlChecks
 from flowrun.state.customers import SqlConsent, SqlLedger, SqlSendLog
 from flowrun.state.database import insert_many_ignore, upsert_many
 from flowrun.state.outbox import SqlOutbox
+from flowrun.state.profiles import SqlOrders, SqlProfiles
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import entries, inbox, runs
 
@@ -52,6 +54,8 @@ class SqlUnitOfWork:
         self.consent = SqlConsent(reader)
         self.checks = SqlChecks(reader)
         self.ledger = SqlLedger(reader)
+        self.profiles = SqlProfiles(reader)
+        self.orders = SqlOrders(reader)
         self.marks: list[dict[str, Any]] = []
         self.handed: list[dict[str, Any]] = []
         self.touched: set[int] = set()
@@ -84,6 +88,7 @@ class SqlUnitOfWork:
         found.update(s.part for s in self.outbox.added.values())
         found.update(s.part for s, _ in self.outbox.changed.values())
         found.update(c.part for c in self.checks.changed.values() if c is not None)
+        found.update(partition_of(k) for k in self.profiles.changed)
         return found
 
     def flush(self, conn: Connection) -> None:
@@ -94,6 +99,8 @@ class SqlUnitOfWork:
         self.consent.flush(conn)
         self.checks.flush(conn)
         self.ledger.flush(conn)
+        self.profiles.flush(conn, self.now)
+        self.orders.flush(conn)
         if self.marks:
             conn.execute(_MARK, self.marks)
         insert_many_ignore(conn, inbox, self.handed)
