@@ -10,8 +10,8 @@ from pathlib import Path
 
 from flowrun.errors import EventFileError, Problem, SourceError
 from flowrun.flow.loader import TEST_SUFFIXES, discover, load_flows
-from flowrun.segments.loader import load_segments, segment_files
 from flowrun.flow.model import Flow
+from flowrun.segments.loader import load_segments, segment_files
 from flowrun.templating import DEFAULT_LOCALE
 
 _ANY_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,7 +47,7 @@ def validate_paths(paths: Sequence[Path], config_files: Sequence[Path], *, local
     report.warnings.extend(loaded.warnings)
     report.notes.extend(loaded.notes)
     report.files, report.flows = loaded.files, len(loaded.flows)
-    segments, segment_problems = load_segments(paths)
+    _, segment_problems = load_segments(paths)
     report.problems.extend(segment_problems)
     report.files += len(segment_files(paths))
     for timeline in timelines:  # dry-run's event timelines: their entries, event files and stubs

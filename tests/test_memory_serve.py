@@ -108,7 +108,9 @@ def test_serve_keeps_profiles_history_and_segment_changes_as_dry_run_predicts(tm
     for n, (offset, order_id, total, topic) in enumerate(ORDERS):
         event = tmp_path / f"order-{n}.json"
         event.write_bytes(_body(order_id, total))
-        entries.append({"at": f"{int(offset.total_seconds())}s", "event": str(event), "source": "shopify", "topic": topic})
+        entries.append(
+            {"at": f"{int(offset.total_seconds())}s", "event": str(event), "source": "shopify", "topic": topic}
+        )
     timeline.write_text(json.dumps(entries))
     played = play([folder], [], timeline, None, None, Clock().now.isoformat(), "120d")
     predicted = sorted(_change(r.started_at, _event(r.trigger)) for r in played.result.runs if r.flow_id == "tell")

@@ -28,8 +28,16 @@ from flowrun.segments.model import membership
 
 SEGMENT_TYPES = ("segment.entered", "segment.exited")
 READS = frozenset(
-    {*ORDER_TYPES, *CHECKOUT_TYPES, *ENGAGED_TYPES, *CONSENT_TYPES, "customer.created", "customer.updated",
-     "message.unsubscribed", "message.complained"}  # fmt: skip
+    {
+        *ORDER_TYPES,
+        *CHECKOUT_TYPES,
+        *ENGAGED_TYPES,
+        *CONSENT_TYPES,
+        "customer.created",
+        "customer.updated",
+        "message.unsubscribed",
+        "message.complained",
+    }
 )
 PREFIX = "segment:"
 

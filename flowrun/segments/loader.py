@@ -5,7 +5,7 @@ likeliest intended one; a segment that can never match is refused with the reaso
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -65,7 +65,9 @@ def load_segments(flow_paths: Iterable[Path]) -> tuple[list[m.Segment], list[Pro
             continue
         if segment.name in seen:
             doc = read_document(file, "segment file", SegmentError)
-            problems.append(doc.problem(("segment",), f"duplicate segment {segment.name!r}", f"also in {seen[segment.name]}"))
+            problems.append(
+                doc.problem(("segment",), f"duplicate segment {segment.name!r}", f"also in {seen[segment.name]}")
+            )
             continue
         seen[segment.name] = str(file)
         segments.append(segment)
@@ -149,7 +151,8 @@ class _Parser:
             self.fail(at, f"`{kind}` takes a mapping", f"keys: {', '.join(ARGS[kind])}")
             return None
         self.keys(args, ARGS[kind], at, f"`{kind}`")
-        return getattr(self, "_" + kind)(args, at)
+        parse: Callable[[Mapping[str, Any], YamlPath], m.Rule | None] = getattr(self, "_" + kind)
+        return parse(args, at)
 
     def duration(self, value: Any, path: YamlPath, *, longest: timedelta | None = KEEP_RECENT) -> timedelta | None:
         try:

@@ -191,7 +191,9 @@ def _first(times: Any) -> datetime | None:
     return min(found) if found else None
 
 
-def membership(segments: Sequence[Segment], p: Profile, now: datetime, idle: timedelta) -> tuple[list[str], datetime | None]:
+def membership(
+    segments: Sequence[Segment], p: Profile, now: datetime, idle: timedelta
+) -> tuple[list[str], datetime | None]:
     """The segments this profile is in now, and the next time any of them can change."""
     names, nexts = [], []
     for segment in segments:

@@ -47,7 +47,9 @@ class SqlProfiles:
         rows, joined, left = [], [], []
         for key, p in self.changed.items():
             at = codec.utc(now or p.last_seen_at or datetime.now().astimezone())
-            rows.append({"customer_key": key, "value": codec.dumps(to_dict(p)), "part": partition_of(key), "updated_at": at})
+            rows.append(
+                {"customer_key": key, "value": codec.dumps(to_dict(p)), "part": partition_of(key), "updated_at": at}
+            )
             old = set(self.before.get(key, ()))
             joined += [{"segment": s, "customer_key": key, "since": at} for s in p.segments if s not in old]
             left += [{"b_segment": s, "b_key": key} for s in old - set(p.segments)]
