@@ -477,6 +477,59 @@ def _retry(config_path: Path | None, keys: list[str], all_parked: bool) -> None:
 
 
 @app.command()
+def segments(
+    name: Annotated[str | None, typer.Argument(help="One segment: its members.")] = None,
+    config: ConfigOption = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV out (a segment's members, or every size).")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many members as text (CSV has them all).")] = 100,
+) -> None:
+    """Segments (segments/*.yaml beside the flows) and their sizes, or one segment's members."""
+    _guard(_segments, config, name, as_csv, limit)
+
+
+def _segments(config_path: Path | None, name: str | None, as_csv: bool, limit: int) -> None:
+    from flowrun.segments.listing import segment_lines
+
+    for line in segment_lines(_config(config_path), name, as_csv, limit):
+        print(line)
+
+
+@app.command()
+def backfill(
+    source: Annotated[str, typer.Option("--source", help="shopify or woocommerce: whose order list to read.")],
+    config: ConfigOption = None,
+    since: Annotated[str | None, typer.Option(help="Only orders changed since this ISO time.")] = None,
+) -> None:
+    """Seed customer profiles and the order history from the store's orders; starts no flow."""
+    _guard(_backfill, config, source, since)
+
+
+def _backfill(config_path: Path | None, source: str, since_text: str | None) -> None:
+    import asyncio
+
+    from flowrun.backfill import backfill as seed
+    from flowrun.errors import UsageError
+    from flowrun.events.values import timestamp
+    from flowrun.state.database import make_engine
+    from flowrun.state.migrations import migrate
+
+    since = timestamp(since_text) if since_text else None
+    if since_text and since is None:
+        raise UsageError(f"--since {since_text!r} is not an ISO 8601 time")
+    cfg = _config(config_path, secrets=True)
+    db = make_engine(cfg.database)
+    migrate(db)
+    try:
+        done = asyncio.run(seed(db, cfg.settings(), cfg.sources, source, since, asyncio.sleep))
+    finally:
+        db.dispose()
+    print(
+        f"backfilled {done.orders} order(s) of {done.customers} customer(s) from {source} in {done.pages} page(s)"
+        f" ({done.rate:,.0f} orders/s); {done.known} already known, {done.skipped} not usable"
+    )
+
+
+@app.command()
 def inbox(
     replay: Annotated[
         list[int] | None, typer.Option("--replay", help="Make this rejected or failed delivery pending again.")

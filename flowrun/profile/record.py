@@ -73,7 +73,7 @@ def order_row(event: Event, at: datetime) -> OrderRow | None:
     """The history row an order event makes (None: no id or no total to count)."""
     order = event.data.get("order") or {}
     total = money(order.get("total_price"))
-    if not order.get("id") or total is None:
+    if order.get("id") in (None, "") or total is None:
         return None
     lines = [line for line in (order.get("line_items") or []) if isinstance(line, Mapping)][:MAX_NAMES]
     return OrderRow(
@@ -125,6 +125,13 @@ def ordered(profile: Profile, row: OrderRow) -> Profile:
         types=_merge(profile.types, row.types),
         categories=_merge(profile.categories, row.categories),
     )
+
+
+def backfilled(profile: Profile, event: Event, row: OrderRow) -> Profile:
+    """An order from the store's history, in its own time: never moves `last_seen_at` back."""
+    updated = ordered(seen(profile, event, row.at), row)
+    latest = max(t for t in (profile.last_seen_at, row.at) if t is not None)
+    return updated.evolve(last_seen_at=latest, first_seen_at=min(profile.first_seen_at or row.at, row.at))
 
 
 def _consent(event: Event) -> dict[str, bool]:
