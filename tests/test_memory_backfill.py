@@ -79,7 +79,7 @@ def test_shopify_backfill_follows_link_pages_and_starts_no_flow(tmp_path: Path, 
     pages = [r["query"] for r in fake.requests if r["path"].endswith("/orders.json")]
     assert len(pages) == 6 and "page_info" in pages[1] and set(pages[1]) == {"limit", "page_info"}
     state = _state(tmp_path)
-    assert state["history"] == 600 and state["revenue"] == 600 * 33300  # exact: 3.33 × 600 = 1998.00
+    assert state["history"] == 600 and state["revenue"] == 600 * 33300  # exact: 3.33 x 600 = 1998.00
     assert state["runs"] == 0  # a backfill is history: no order.created, no segment.entered runs
     ada = state["profiles"]["email:c0@example.com"]
     assert ada.order_count == 30 and ada.spend == {"USD": Decimal("99.90")}
@@ -104,7 +104,8 @@ def test_woocommerce_backfill_reads_every_total_page(tmp_path: Path, cli: Any) -
     ]
     fake = FakeWooCommerce("ck_1", "cs_1", orders)
     try:
-        woo = f"  woocommerce:\n    url: {fake.url}\n    consumer_key: {{env: WC_KEY}}\n    consumer_secret: {{env: WC_SECRET}}\n"
+        keys = "    consumer_key: {env: WC_KEY}\n    consumer_secret: {env: WC_SECRET}\n"
+        woo = f"  woocommerce:\n    url: {fake.url}\n{keys}"
         with pytest.MonkeyPatch.context() as env:
             env.setenv("WC_KEY", "ck_1")
             env.setenv("WC_SECRET", "cs_1")
@@ -116,7 +117,7 @@ def test_woocommerce_backfill_reads_every_total_page(tmp_path: Path, cli: Any) -
     assert [r["query"]["page"] for r in fake.requests] == ["1", "2", "3"]
     state = _state(tmp_path)
     assert state["history"] == 230 and state["revenue"] == 230 * 51000 and state["runs"] == 0
-    assert state["profiles"]["email:w0@example.com"].spend == {"EUR": Decimal("168.30")}  # 33 orders × 5.10
+    assert state["profiles"]["email:w0@example.com"].spend == {"EUR": Decimal("168.30")}  # 33 orders x 5.10
 
 
 def test_backfill_refuses_a_source_it_cannot_read(tmp_path: Path, cli: Any) -> None:

@@ -23,7 +23,7 @@ def segment_lines(config: Config, name: str | None, as_csv: bool, limit: int) ->
     with reading(open_current(config.database)) as conn:
         if name is None:
             query = select(segment_members.c.segment, func.count()).group_by(segment_members.c.segment)
-            sizes = dict(conn.execute(query).all())
+            sizes: dict[str, int] = {str(n): int(c) for n, c in conn.execute(query).all()}
             if as_csv:
                 return ["segment,members", *(f"{n},{sizes.get(n, 0)}" for n in sorted(defined))]
             lines = [f"{'SEGMENT':<32} {'MEMBERS':>8}  DESCRIPTION"]
