@@ -125,3 +125,32 @@ def test_backfill_refuses_a_source_it_cannot_read(tmp_path: Path, cli: Any) -> N
     result = cli("backfill", "--source", "magento", "-c", str(config))
     assert result.exit_code != 0
     assert "magento" in result.output or "NOPE_NOT_SET" in result.output
+
+
+def test_segments_lists_sizes_and_members_as_text_and_csv(tmp_path: Path, cli: Any, monkeypatch: Any) -> None:
+    fake = FakeShopify("shpat_backfill", [_shopify_order(n) for n in range(40)] + [_big(41)], page_cap=250)
+    monkeypatch.setenv("SHOP_TOKEN", "shpat_backfill")
+    try:
+        config = _project(tmp_path, f"  shopify:\n    api_url: {fake.api}\n    api_token: {{env: SHOP_TOKEN}}\n")
+        assert cli("backfill", "--source", "shopify", "-c", str(config)).exit_code == 0
+    finally:
+        fake.close()
+    sizes = cli("segments", "-c", str(config))
+    assert sizes.exit_code == 0
+    assert sizes.stdout.splitlines()[1].split() == ["big", "1"]  # only the customer who spent over $30
+    members = cli("segments", "big", "--csv", "-c", str(config))
+    assert members.exit_code == 0
+    assert members.stdout.splitlines() == [
+        "customer_key,email,member_since,orders,spend",
+        members.stdout.splitlines()[1],
+    ]
+    key, email, _, orders, spend = members.stdout.splitlines()[1].split(",")
+    assert (key, email, orders, spend) == ("email:big@example.com", "big@example.com", "1", "USD 31.00")
+    typo = cli("segments", "bgi", "-c", str(config))
+    assert typo.exit_code != 0 and "no segment 'bgi'" in typo.output and "did you mean 'big'?" in typo.output
+
+
+def _big(n: int) -> dict[str, Any]:
+    order = _shopify_order(n)
+    customer = {"id": 1, "email": "big@example.com"}
+    return {**order, "email": "big@example.com", "total_price": "31.00", "customer": customer}
