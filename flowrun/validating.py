@@ -47,9 +47,9 @@ def validate_paths(paths: Sequence[Path], config_files: Sequence[Path], *, local
     report.warnings.extend(loaded.warnings)
     report.notes.extend(loaded.notes)
     report.files, report.flows = loaded.files, len(loaded.flows)
-    _, segment_problems = load_segments(paths)
+    _, segment_problems = load_segments(paths, beside_files=False)
     report.problems.extend(segment_problems)
-    report.files += len(segment_files(paths))
+    report.files += len(segment_files(paths, beside_files=False))
     for timeline in timelines:  # dry-run's event timelines: their entries, event files and stubs
         report.files += 1
         report.timelines += 1

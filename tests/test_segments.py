@@ -31,8 +31,18 @@ def _file(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
 @pytest.mark.parametrize(
     ("text", "where", "message", "fix"),
     [
-        ("segment: a\nrule:\n  spnt: {over: 5, currency: USD}\n", "3:3", "unknown rule 'spnt'", "did you mean 'spent'?"),
-        ("segment: a\nrule:\n  orders: {at_least: 2, witin: 30d}\n", "3:25", "unknown key 'witin'", "did you mean 'within'"),
+        (
+            "segment: a\nrule:\n  spnt: {over: 5, currency: USD}\n",
+            "3:3",
+            "unknown rule 'spnt'",
+            "did you mean 'spent'?",
+        ),
+        (
+            "segment: a\nrule:\n  orders: {at_least: 2, witin: 30d}\n",
+            "3:25",
+            "unknown key 'witin'",
+            "did you mean 'within'",
+        ),
         (
             "segment: a\nrule:\n  profile: {field: orders_cont, at_least: 3}\n",
             "3:20",
@@ -81,8 +91,9 @@ def test_a_good_segment_validates_and_a_flow_reading_a_profile_typo_does_not(tmp
     _file(tmp_path, "segment: vip\nrule: {spent: {over: 500, currency: USD, within: 90d}}\n")
     ok = cli("validate", str(tmp_path / "flows"))
     assert ok.exit_code == 0, ok.stdout
+    condition = "if: \"in_segment('vip') and profile.last_ordr_at\"\n"
     (tmp_path / "flows" / "g.yaml").write_text(
-        "flow: g\non: order.created\nif: \"in_segment('vip') and profile.last_ordr_at\"\nsteps:\n  - log: {message: hi}\n"
+        f"flow: g\non: order.created\n{condition}steps:\n  - log: {{message: hi}}\n"
     )
     bad = cli("validate", str(tmp_path / "flows"))
     assert bad.exit_code == 1

@@ -30,6 +30,7 @@ class EventTrigger:
     after: timedelta | None = None
     below: int | None = None
     above: int | None = None
+    segment: str | None = None  # segment.entered/exited: only this segment's (segments/*.yaml)
 
     @property
     def stock_level(self) -> int | None:
@@ -50,6 +51,8 @@ class EventTrigger:
             if self.stock_level is None:
                 return bool(event.meta.get(DEFAULT_THRESHOLD, True))
             return (event.data.get("inventory") or {}).get("threshold") == self.stock_level
+        if self.segment is not None and kind in ("segment.entered", "segment.exited"):
+            return (event.data.get("segment") or {}).get("name") == self.segment
         return True
 
 

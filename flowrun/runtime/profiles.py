@@ -48,6 +48,7 @@ class Memory:
         self.reload(flows)
 
     def reload(self, flows: FlowSet) -> None:
+        self.flows = flows
         reading = any(getattr(f, "memory", False) for f in flows.current.values())
         self.active = bool(self.segments) or reading or any(flows.listens_to(t) for t in SEGMENT_TYPES)
 
@@ -81,6 +82,8 @@ class Memory:
     def settle(self, uow: UnitOfWork, profile: Profile, now: datetime) -> list[Event]:
         """Store the profile with its segments; the entered/exited events; the next due check."""
         names, following = membership(self.segments, profile, now, self.settings.checkout_idle)
+        if not self.settings.inactivity:  # dry-run with no horizon: time alone moves nobody (as inactivity)
+            following = None
         before = set(profile.segments)
         events = [_change(profile, n, "exited", now) for n in profile.segments if n not in names]
         events += [_change(profile, n, "entered", now) for n in names if n not in before]
@@ -98,10 +101,11 @@ class Memory:
         if not self.active:
             yield
             return
-        zone = self.settings.timezone
 
         def provide(run: RunState, at: datetime) -> Mapping[str, Any]:
             key = run.customer_key or ""
+            flow = self.flows.current.get(run.flow_id)  # a flow's own `timezone:` over the shop's
+            zone = flow.timezone if flow is not None and flow.timezone != "UTC" else self.settings.timezone
             view = LazyProfile(lambda: profile_view(uow.profiles.get(key) if key else None, key, at))
             return {
                 "profile": view,

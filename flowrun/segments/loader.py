@@ -39,11 +39,14 @@ TIMED = {"last_order_at", "first_order_at", "last_seen_at", "last_engaged_at", "
          "orders_30d", "orders_90d", "orders_365d", "spend_30d", "spend_90d", "spend_365d"}  # fmt: skip
 
 
-def segment_files(flow_paths: Iterable[Path]) -> list[Path]:
+def segment_files(flow_paths: Iterable[Path], *, beside_files: bool = True) -> list[Path]:
+    """Segment files under these flows folders (and, with `beside_files`, beside flow files)."""
     found: list[Path] = []
     for path in flow_paths:
         if path.is_file() and path.parent.name == FOLDER:
             found.append(path)
+            continue
+        if path.is_file() and not beside_files:
             continue
         folder = path / FOLDER if path.is_dir() else path.parent / FOLDER
         if path.is_dir() and path.name == FOLDER:
@@ -53,11 +56,11 @@ def segment_files(flow_paths: Iterable[Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def load_segments(flow_paths: Iterable[Path]) -> tuple[list[m.Segment], list[Problem]]:
+def load_segments(flow_paths: Iterable[Path], *, beside_files: bool = True) -> tuple[list[m.Segment], list[Problem]]:
     segments: list[m.Segment] = []
     problems: list[Problem] = []
     seen: dict[str, str] = {}
-    for file in segment_files(flow_paths):
+    for file in segment_files(flow_paths, beside_files=beside_files):
         try:
             segment = load_segment(file)
         except SegmentError as exc:
