@@ -139,3 +139,13 @@ def test_a_hostile_segment_file_is_refused_not_crashed_on(tmp_path: Path) -> Non
             assert exc.problems
         else:
             assert text == deep  # deep nesting is allowed, within the YAML depth limit
+
+
+def test_a_flow_on_a_segment_nobody_defines_fails_validate(tmp_path: Path, cli: Any) -> None:
+    _file(tmp_path, "segment: high-value\nrule: {spent: {over: 500, currency: USD, within: 90d}}\n")
+    flow = tmp_path / "flows" / "p.yaml"
+    flow.write_text("flow: p\non: {event: segment.entered, segment: high-valeu}\nsteps:\n  - log: {message: hi}\n")
+    result = cli("validate", str(tmp_path / "flows"))
+    assert result.exit_code == 1
+    assert f"{flow}:2:39: no segment 'high-valeu' is defined" in result.stdout, result.stdout
+    assert "did you mean 'high-value'?" in result.stdout

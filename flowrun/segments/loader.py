@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowrun.durations import DURATION_HINT, DurationSyntaxError, parse_duration
 from flowrun.errors import Problem, SegmentError, YamlPath
@@ -19,6 +19,9 @@ from flowrun.profile.view import PROFILE_SCHEMA
 from flowrun.segments import model as m
 from flowrun.segments.impossible import impossible
 from flowrun.yamlsource import Document, read_document
+
+if TYPE_CHECKING:
+    from flowrun.flow.model import Flow
 
 FOLDER = "segments"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -83,6 +86,22 @@ def segments_for(flow_paths: Iterable[Path]) -> tuple[m.Segment, ...]:
     if problems:
         raise SegmentError(problems)
     return tuple(segments)
+
+
+def unknown_segments(flows: Iterable[Flow], names: set[str]) -> list[Problem]:
+    """Flows that start on a segment no file defines (`on: {event: segment.entered, segment: x}`)."""
+    found = []
+    for flow in flows:
+        wanted = getattr(flow.trigger, "segment", None)
+        if wanted is None or wanted in names:
+            continue
+        doc = read_document(flow.file, "flow file", SegmentError)
+        hint = (
+            suggest(wanted, sorted(names))
+            or f"segments here: {', '.join(sorted(names)) or f'none (add {FOLDER}/{wanted}.yaml)'}"
+        )
+        found.append(doc.problem(("on", "segment"), f"no segment {wanted!r} is defined", hint))
+    return found
 
 
 def load_segment(file: Path) -> m.Segment:
