@@ -88,10 +88,11 @@ class Seeder:
         with reading(self.db) as reader, reader.begin():
             uow = SqlUnitOfWork(reader, now=now)
             touched: dict[str, Profile] = {}
-            for body in orders:
-                event = _event(source, body, now)
-                at = _order_time(event, now) if event else now
-                row = order_row(event, at) if event else None
+            events = [_event(source, body, now) for body in orders]
+            rows = [order_row(e, _order_time(e, now)) if e else None for e in events]
+            uow.orders.prefetch(r.order_id for r in rows if r is not None)
+            uow.profiles.prefetch(e.customer_key for e in events if e is not None and e.customer_key)
+            for event, row in zip(events, rows, strict=True):
                 if event is None or row is None:
                     self.seeded.skipped += 1
                     continue

@@ -3,6 +3,7 @@ snapshot (plus what it wrote so far), writes held until its commit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -29,14 +30,32 @@ class SqlProfiles:
         self.reader = reader
         self.changed: dict[str, Profile] = {}
         self.before: dict[str, tuple[str, ...]] = {}  # segments as read, to keep segment_members
+        self.read: dict[str, Profile | None] = {}  # prefetched
 
     def get(self, customer_key: str) -> Profile | None:
         if customer_key in self.changed:
             return self.changed[customer_key]
+        if customer_key in self.read:
+            return self.read[customer_key]
         value = self.reader.execute(_GET, {"key": customer_key}).scalar()
         found = from_dict(codec.loads(value)) if value is not None else None
         self.before.setdefault(customer_key, found.segments if found else ())
         return found
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read these profiles in one query (a backfill page, an engine batch)."""
+        wanted = sorted(set(keys) - set(self.changed) - set(self.before))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found = dict(
+                self.reader.execute(
+                    select(profiles.c.customer_key, profiles.c.value).where(profiles.c.customer_key.in_(chunk))
+                ).all()
+            )
+            for key in chunk:
+                profile = from_dict(codec.loads(found[key])) if key in found else None
+                self.before[key] = profile.segments if profile else ()
+                self.read[key] = profile
 
     def put(self, profile: Profile) -> None:
         if profile.key not in self.before:
@@ -63,9 +82,27 @@ class SqlOrders:
     def __init__(self, reader: Connection) -> None:
         self.reader = reader
         self.added: dict[str, OrderRow] = {}
+        self.checked: dict[str, bool] = {}  # prefetched: order id -> in the history
+
+    def prefetch(self, order_ids: Iterable[str]) -> None:
+        """Which of these orders the history has, in one query per 500."""
+        wanted = sorted(set(order_ids))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            known = set(
+                self.reader.execute(
+                    select(order_history.c.order_id).where(order_history.c.order_id.in_(chunk))
+                ).scalars()
+            )
+            self.checked.update((i, i in known) for i in chunk)
 
     def add(self, row: OrderRow) -> bool:
-        if row.order_id in self.added or self.reader.execute(_KNOWN, {"id": row.order_id}).first() is not None:
+        if row.order_id in self.added:
+            return False
+        known = self.checked.get(row.order_id)
+        if known is None:
+            known = self.reader.execute(_KNOWN, {"id": row.order_id}).first() is not None
+        if known:
             return False
         self.added[row.order_id] = row
         return True
