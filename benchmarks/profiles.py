@@ -69,7 +69,7 @@ SEGMENTS = {
     "quiet-vip": "all: [{spent: {over: 500, currency: USD, within: 365d}}, {not_engaged: {within: 60d}}]",
 }
 FLOWS = {
-    "tell.yaml": "flow: tell\non: [segment.entered, segment.exited]\nsteps:\n  - log: {message: '{{ segment.name }}'}\n",
+    "tell.yaml": "flow: tell\non: [segment.entered, segment.exited]\nsteps:\n  - log: {message: '{{ segment.name }}'}\n",  # noqa: E501
     "thanks.yaml": "flow: thanks\non: order.created\nsteps:\n  - log: {message: 'thanks {{ customer.email }}'}\n",
 }
 
