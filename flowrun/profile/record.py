@@ -23,6 +23,8 @@ ENGAGED_TYPES = ("message.opened", "message.clicked")
 KEEP_RECENT = timedelta(days=400)  # orders kept in the profile for rolling windows (longest: a year)
 MAX_RECENT = 2000  # ... and at most this many of them
 MAX_NAMES = 200  # products, types, categories remembered per customer
+MAX_TOTAL = Decimal(10) ** 12  # an order total at or over this is not a real order
+CENTS_E4 = Decimal("0.0001")
 CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "phone", "timezone", "country")
 
 
@@ -73,8 +75,9 @@ def order_row(event: Event, at: datetime) -> OrderRow | None:
     """The history row an order event makes (None: no id or no total to count)."""
     order = event.data.get("order") or {}
     total = money(order.get("total_price"))
-    if order.get("id") in (None, "") or total is None:
-        return None
+    if order.get("id") in (None, "") or total is None or not total.is_finite() or not 0 <= total < MAX_TOTAL:
+        return None  # no id, no total, or a forged one (NaN, negative, 1e999999)
+    total = total.quantize(CENTS_E4)  # what the history keeps exactly (ten-thousandths)
     lines = [line for line in (order.get("line_items") or []) if isinstance(line, Mapping)][:MAX_NAMES]
     return OrderRow(
         f"{event.source}:{order['id']}",
