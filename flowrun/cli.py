@@ -396,6 +396,9 @@ def _serve(config_path: Path | None, check: bool, port: int | None = None) -> No
         for line in notes:
             print(line)
         raise typer.Exit(EXIT_PROBLEMS if any(n.startswith("error:") for n in notes) else EXIT_OK)
+    from flowrun.segments.loader import segments_for
+
+    segments_for([config.flows])  # a broken segment file stops serve here, with its place, not in the engine
     raise typer.Exit(run_service(config))
 
 

@@ -149,3 +149,12 @@ def test_a_flow_on_a_segment_nobody_defines_fails_validate(tmp_path: Path, cli: 
     assert result.exit_code == 1
     assert f"{flow}:2:39: no segment 'high-valeu' is defined" in result.stdout, result.stdout
     assert "did you mean 'high-value'?" in result.stdout
+
+
+def test_serve_and_its_check_refuse_a_broken_segment_file_with_its_place(tmp_path: Path, cli: Any) -> None:
+    file = _file(tmp_path, "segment: x\nrule: {spnt: 1}\n")
+    (tmp_path / "flowrun.yaml").write_text(f"database: sqlite:///{tmp_path / 's.db'}\nflows: flows\n")
+    for args in (["serve", "--check"], ["serve", "--port", "1"]):
+        result = cli(*args, "-c", str(tmp_path / "flowrun.yaml"))
+        assert result.exit_code == 1
+        assert f"{file}:2:8: unknown rule 'spnt'" in result.output and "did you mean 'spent'?" in result.output
