@@ -158,3 +158,36 @@ def test_serve_and_its_check_refuse_a_broken_segment_file_with_its_place(tmp_pat
         result = cli(*args, "-c", str(tmp_path / "flowrun.yaml"))
         assert result.exit_code == 1
         assert f"{file}:2:8: unknown rule 'spnt'" in result.output and "did you mean 'spent'?" in result.output
+
+
+def test_dry_run_moves_customers_by_time_alone_entering_and_leaving_once_each(tmp_path: Path) -> None:
+    import json
+
+    from flowrun.dryrun.session import play
+
+    _file(tmp_path, "segment: cart\nrule: {abandoned_checkout: {within: 2d}}\n")
+    (tmp_path / "flows" / "f.yaml").write_text(
+        "flow: f\non: [segment.entered, segment.exited]\nsteps:\n  - log: {message: '{{ event.type }}'}\n"
+    )
+
+    def entry(at: str, kind: str, n: int, who: str, part: str) -> dict[str, Any]:
+        data = {"customer": {"email": who}, part: {"id": str(n), "total_price": "9.00", "currency": "EUR"}}
+        return {"at": at, "event": {"type": kind, "id": f"e{n}", "data": data}}
+
+    timeline = tmp_path / "t.json"
+    timeline.write_text(
+        json.dumps(
+            [
+                entry("0s", "checkout.created", 1, "left@x.com", "checkout"),
+                entry("10m", "checkout.updated", 2, "left@x.com", "checkout"),  # the idle hour starts again
+                entry("0s", "checkout.created", 3, "bought@x.com", "checkout"),
+                entry("30m", "order.created", 4, "bought@x.com", "order"),
+            ]
+        )
+    )
+    played = play([tmp_path / "flows"], [], timeline, None, None, T0.isoformat(), "5d")
+    seen = [(r.started_at - T0, r.trigger.type, r.customer_key) for r in played.result.runs if r.flow_id == "f"]
+    assert seen == [
+        (timedelta(minutes=70), "segment.entered", "email:left@x.com"),
+        (timedelta(days=2, minutes=70), "segment.exited", "email:left@x.com"),
+    ]
