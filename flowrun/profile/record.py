@@ -77,7 +77,8 @@ def order_row(event: Event, at: datetime) -> OrderRow | None:
     total = money(order.get("total_price"))
     if order.get("id") in (None, "") or total is None or not total.is_finite() or not 0 <= total < MAX_TOTAL:
         return None  # no id, no total, or a forged one (NaN, negative, 1e999999)
-    total = total.quantize(CENTS_E4)  # what the history keeps exactly (ten-thousandths)
+    if total.as_tuple().exponent < -4:  # type: ignore[operator]
+        total = total.quantize(CENTS_E4)  # what the history keeps exactly (ten-thousandths)
     lines = [line for line in (order.get("line_items") or []) if isinstance(line, Mapping)][:MAX_NAMES]
     return OrderRow(
         f"{event.source}:{order['id']}",
