@@ -23,7 +23,8 @@ class SmtpServer:
 
     `security`: "none", "starttls" (STARTTLS required before MAIL) or "tls" (implicit TLS,
     SMTPS), with `ssl_context` as the server's certificate. `login`: (user, password) makes
-    authentication required."""
+    authentication required. `refusals`: replies given, in order, to the next messages instead
+    of accepting them (e.g. "451 4.3.0 try again later", "550 5.1.1 no such user")."""
 
     def __init__(
         self,
@@ -34,6 +35,8 @@ class SmtpServer:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.logins: list[str] = []
+        self.refusals: list[str] = []
+        self.refused: list[EmailMessage] = []
         server = self
 
         class Handler:
@@ -41,6 +44,9 @@ class SmtpServer:
                 server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 parsed = message_from_bytes(envelope.original_content, policy=policy.default)
                 assert isinstance(parsed, EmailMessage)
+                if server.refusals:
+                    server.refused.append(parsed)
+                    return server.refusals.pop(0)
                 server.messages.append(parsed)
                 return "250 Message accepted for delivery"
 

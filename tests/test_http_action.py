@@ -20,7 +20,7 @@ from sqlalchemy import select
 from flowrun.actions.base import DeliveryContext, PermanentError, RetryableError
 from flowrun.actions.http import Http
 from flowrun.config import Secret
-from flowrun.netpolicy import NetPolicy
+from flowrun.netpolicy import GuardedClients, NetPolicy
 from flowrun.state.schema import outbox, runs
 from tests.liveserve import LiveServe, order
 from tests.servekit import Sink
@@ -190,3 +190,68 @@ def test_a_secret_never_reaches_the_outbox_the_trace_or_flowrun_show(tmp_path: P
         finally:
             assert serve.stop() == 0
         assert "live-t0ken" not in serve.tail()
+
+
+def test_the_dispatchers_kept_clients_reuse_connections_and_keep_the_policy() -> None:
+    """The dispatcher keeps one guarded client per policy (GuardedClients): ten sends to one
+    host travel on one kept-alive connection, a cookie one answer set never goes with the next
+    send, and the policy still refuses what it refused."""
+    connections: list[tuple[str, int]] = []
+    paths: list[str] = []
+    cookies: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as any provider's API
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            paths.append(self.path)
+            cookies.append(self.headers.get("Cookie"))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "session=one-shops-session; Path=/")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    async def run() -> list[Any]:
+        clients = GuardedClients()
+        allowed = DeliveryContext(None, {"allow_hosts": ["127.0.0.1"]}, logging.getLogger("t"), 5.0, clients=clients)
+        strict = DeliveryContext(None, {}, logging.getLogger("t"), 5.0, clients=clients)
+        try:
+            answers: list[Any] = [
+                await Http().deliver({"url": f"{url}/{n}", "json": {}}, f"r/{n}", allowed) for n in range(10)
+            ]
+            try:
+                await Http().deliver({"url": f"{url}/refused", "json": {}}, "r/x", strict)
+            except PermanentError as exc:
+                answers.append(exc)
+            return answers
+        finally:
+            await clients.aclose()
+
+    try:
+        answers = asyncio.run(run())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [a["status"] for a in answers[:10]] == [200] * 10
+    assert paths == [f"/{n}" for n in range(10)]  # the refused one never reached the peer
+    assert len(connections) == 1
+    assert cookies == [None] * 10
+    assert isinstance(answers[10], PermanentError) and "loopback" in str(answers[10])
+
+
+def test_a_url_no_retry_can_mend_fails_at_once() -> None:
+    with pytest.raises(PermanentError, match="cannot send"):
+        deliver({"url": "http://127.0.0.1:99999/x", "method": "GET"}, {"allow_hosts": ["127.0.0.1"]})

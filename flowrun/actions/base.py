@@ -178,6 +178,7 @@ class DeliveryContext:
     timeout_s: float
     sources: Mapping[str, Any] = field(default_factory=dict)  # store credentials, for store actions
     channels: Mapping[str, Any] = field(default_factory=dict)  # every channel's settings (a PO is an email)
+    clients: Any = None  # flowrun.netpolicy.GuardedClients kept by the dispatcher; None: one per request
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A channel setting, secrets revealed."""

@@ -2,7 +2,7 @@
 
 The request may go only where flowrun.netpolicy allows (public addresses, and the hosts or
 networks in `channels.http.allow_hosts`), checked after DNS resolution and on every redirect
-(up to MAX_REDIRECTS). A header may be `{secret: NAME}`: NAME is declared under
+(up to five, flowrun.actions.http_exchange). A header may be `{secret: NAME}`: NAME is declared under
 `channels.http.secrets` (an environment variable or a systemd credential), and only the
 name is stored with the action, so the value never sits in a flow file, the outbox, a trace
 or `flowrun show`. A redirect to another origin does not carry such headers.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from flowrun.actions.base import (
     TEMPLATED,
@@ -24,13 +24,13 @@ from flowrun.actions.base import (
     obj,
     result,
 )
+from flowrun.actions.http_exchange import exchange
 from flowrun.actions.provider import refusal
-from flowrun.actions.transport_errors import describe
+from flowrun.actions.transport_errors import describe_aiohttp
 from flowrun.config import SECRET
 from flowrun.durations import parse_duration
-from flowrun.netpolicy import NetPolicy, Refused, guarded_client
+from flowrun.netpolicy import NetPolicy, Refused, guarded_session
 
-MAX_REDIRECTS = 5
 SECRET_REF = {
     "type": "object",
     "required": ["secret"],
@@ -94,23 +94,20 @@ class Http(ActionType):
         headers, secret_headers, secret_values = _headers(params.get("headers") or {}, ctx)
         timeout = parse_duration(params["timeout"]).total_seconds() if "timeout" in params else ctx.timeout_s
         policy = NetPolicy.allowing(ctx.settings.get("allow_hosts") or ())
+        sent = {"Idempotency-Key": key, **headers}
         try:
-            async with guarded_client(policy) as client:
-                request = client.build_request(
-                    params.get("method", "POST"),
-                    params["url"],
-                    headers={"Idempotency-Key": key, **headers},
-                    params=params.get("query"),
-                    json=params.get("json"),
-                    data=params.get("form"),
-                    timeout=timeout,
-                )
-                response = await _send(client, request, secret_headers)
-                body_text = (await response.aread()).decode(response.encoding or "utf-8", errors="replace")
+            if ctx.clients is not None:
+                response = await exchange(ctx.clients.get(policy), policy, params, sent, secret_headers, timeout)
+            else:
+                async with guarded_session(policy) as session:
+                    response = await exchange(session, policy, params, sent, secret_headers, timeout)
         except Refused as exc:
             raise PermanentError(f"refused: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise RetryableError(_redact(describe(exc, timeout), secret_values)) from None
+        except (aiohttp.InvalidURL, ValueError) as exc:  # a URL or body no retry can mend
+            raise PermanentError(_redact(f"cannot send: {exc}", secret_values)) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RetryableError(_redact(describe_aiohttp(exc, timeout), secret_values)) from None
+        body_text = response.content.decode(response.encoding or "utf-8", errors="replace")
         expected = params.get("expect_status")
         ok = response.status_code in expected if expected else response.is_success
         if not ok:
@@ -145,26 +142,6 @@ def _headers(given: Mapping[str, Any], ctx: DeliveryContext) -> tuple[dict[str, 
         else:
             headers[name] = str(value)
     return headers, secret_headers, values
-
-
-async def _send(client: httpx.AsyncClient, request: httpx.Request, secret_headers: set[str]) -> httpx.Response:
-    """Follows redirects itself: each hop is checked by the policy, and a hop to another
-    origin carries no secret header (httpx drops only Authorization)."""
-    for _ in range(MAX_REDIRECTS):
-        response = await client.send(request, stream=True)
-        following = response.next_request
-        if following is None or not response.has_redirect_location:
-            return response
-        await response.aclose()
-        if (following.url.scheme, following.url.host, following.url.port) != (
-            request.url.scheme,
-            request.url.host,
-            request.url.port,
-        ):
-            for name in secret_headers:
-                following.headers.pop(name, None)
-        request = following
-    return await client.send(request, stream=True)
 
 
 def _carries(text: str, secrets: list[str]) -> bool:

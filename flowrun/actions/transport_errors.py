@@ -24,6 +24,16 @@ def describe(exc: httpx.HTTPError, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {_text(cause or exc) or 'connection closed by the peer'}"
 
 
+def describe_aiohttp(exc: Exception, timeout_s: float) -> str:
+    """The same, for an error of aiohttp itself (the http action sends on aiohttp directly)."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout_s:g} s ({type(exc).__name__})"
+    if _connect_failure(exc):
+        reason = getattr(exc, "os_error", None) or exc
+        return f"could not connect to {exc.host}:{exc.port}: {_text(reason)}"  # type: ignore[attr-defined]
+    return f"{type(exc).__name__}: {_text(exc) or 'connection closed by the peer'}"
+
+
 def _connect_failure(cause: BaseException | None) -> bool:
     import aiohttp
 

@@ -64,10 +64,25 @@ def _escaped(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """JSON with exact money and aware times; what was stored is what `loads` gives back, even a
-    payload whose own keys look like those markers (`{"$time": ...}` from a store)."""
-    if _lookalike(value):
-        value = _escaped(value)
-    return json.dumps(value, default=_encode, separators=(",", ":"), ensure_ascii=False)
+    payload whose own keys look like those markers (`{"$time": ...}` from a store).
+
+    Written once, then checked: every `{"$` in the text opens an object whose first key starts
+    with `$` (inside strings the quote is escaped), and each marker written adds one. As many
+    as markers written: nothing in the payload looks like one, and the text is the answer (a
+    walk of the value in Python before writing cost as much as the writing, for a 4 KB order).
+    More: written again with such mappings escaped (`_lookalike` says which)."""
+    written = 0
+
+    def encode(item: Any) -> Any:
+        nonlocal written
+        if isinstance(item, (Decimal, datetime)):
+            written += 1
+        return _encode(item)
+
+    text = json.dumps(value, default=encode, separators=(",", ":"), ensure_ascii=False)
+    if text.count('{"$') == written or not _lookalike(value):
+        return text
+    return json.dumps(_escaped(value), default=_encode, separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(text: str | bytes) -> Any:

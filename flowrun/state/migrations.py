@@ -73,6 +73,7 @@ def _v7_memory(conn: Connection) -> None:
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_memory]
 NEWEST = len(MIGRATIONS) + 1
+MIGRATION_LOCK = 0x6D696772  # "migr": an advisory lock key apart from the leader's
 
 
 def seed_partitions(conn: Connection) -> None:
@@ -94,11 +95,12 @@ def version_of(conn: Connection) -> int:
 
 def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; returns it. Safe to call at every start, and
-    from several instances at once on PostgreSQL (they queue on a table lock)."""
+    from several instances at once on PostgreSQL: they queue on a transaction-scoped advisory
+    lock taken before anything is created (two CREATE TABLEs racing collide in pg_type)."""
     with engine.begin() as conn:
-        schema_version.create(conn, checkfirst=True)
         if engine.dialect.name == "postgresql":
-            conn.execute(text("LOCK TABLE schema_version IN EXCLUSIVE MODE"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        schema_version.create(conn, checkfirst=True)
         current = version_of(conn)
         if current == 0:
             metadata.create_all(conn)

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.runtime.records import partition_of
+from flowrun.runtime.sending import run_part
 from flowrun.state import codec
 from flowrun.state.checks import SqlChecks
 from flowrun.state.customers import SqlConsent, SqlLedger, SqlSendLog
@@ -84,7 +85,7 @@ class SqlUnitOfWork:
 
     def parts_written(self) -> set[int]:
         found = set(self.touched)
-        found.update(r["part"] for r in self.runs.rows())  # type: ignore[misc]
+        found.update(run_part(r) for r in self.runs.changed.values())
         found.update(s.part for s in self.outbox.added.values())
         found.update(s.part for s, _ in self.outbox.changed.values())
         found.update(c.part for c in self.checks.changed.values() if c is not None)

@@ -11,6 +11,7 @@ import httpx
 
 from flowrun.actions import REGISTRY
 from flowrun.actions.base import DeliveryContext, PermanentError, RateLimitedError, RetryableError
+from flowrun.netpolicy import GuardedClients
 from flowrun.runtime.attempts import Delivered, Outcome, Permanent, RateLimited, Retryable
 from flowrun.runtime.records import Send
 
@@ -29,15 +30,21 @@ def http_client(connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, limits=limits)
 
 
-def context_for(send: Send, http: Any, channels: Mapping[str, Any], sources: Mapping[str, Any]) -> DeliveryContext:
-    return DeliveryContext(http, channels.get(send.action, {}), log, send.timeout_s, sources, channels)
+def context_for(
+    send: Send, http: Any, channels: Mapping[str, Any], sources: Mapping[str, Any], clients: Any = None
+) -> DeliveryContext:
+    return DeliveryContext(http, channels.get(send.action, {}), log, send.timeout_s, sources, channels, clients)
 
 
 async def attempt(
-    send: Send, http: httpx.AsyncClient, channels: Mapping[str, Any], sources: Mapping[str, Any]
+    send: Send,
+    http: httpx.AsyncClient,
+    channels: Mapping[str, Any],
+    sources: Mapping[str, Any],
+    clients: GuardedClients | None = None,
 ) -> Outcome:
     action = REGISTRY[send.action]
-    ctx = context_for(send, http, channels, sources)
+    ctx = context_for(send, http, channels, sources, clients)
     try:
         result = await asyncio.wait_for(action.deliver(send.params, send.key, ctx), timeout=send.timeout_s + SLACK_S)
     except PermanentError as exc:

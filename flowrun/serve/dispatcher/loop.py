@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
 from flowrun.delivery.ratelimit import Rate
 from flowrun.delivery.throttle import Throttle
+from flowrun.netpolicy import GuardedClients
 from flowrun.runtime.attempts import Outcome, Settled, after_attempt
 from flowrun.runtime.records import Send
 from flowrun.serve.cluster import Cluster
@@ -62,8 +63,8 @@ class Dispatcher:
         self.throttle = Throttle(rates, channels, sources)  # per dispatcher: N instances send N times as fast
 
     async def run(self) -> None:
-        http = http_client(self.concurrency)
-        self.attempt = self.attempt or (lambda send: attempt(send, http, self.channels, self.sources))
+        http, clients = http_client(self.concurrency), GuardedClients()
+        self.attempt = self.attempt or (lambda send: attempt(send, http, self.channels, self.sources, clients))
         writer = asyncio.create_task(self._write_answers())
         try:
             await self.take_back()
@@ -86,6 +87,7 @@ class Dispatcher:
         finally:
             await self._drain(writer)
             await http.aclose()
+            await clients.aclose()
 
     async def once(self, http: object | None = None) -> int:
         """Claim what is due now, send it all and write the answers; how many were sent. For

@@ -95,7 +95,10 @@ class EngineLoop:
         results: list[Applied] = []
         with reading(self.db) as reader, reader.begin():
             uow = SqlUnitOfWork(reader, parts, self.known, now)
-            uow.runs.prefetch([w.run_id for w in work if w.run_id])
+            touched = [w.run_id for w in work if w.run_id]
+            touched += [run_id for w in work for unit in w.inputs for run_id in self.runtime.started_by(unit)]
+            uow.runs.prefetch(touched)
+            uow.outbox.prefetch_runs(touched)
             for index, piece in enumerate(work):
                 try:
                     for unit in piece.inputs:
