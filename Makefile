@@ -13,6 +13,7 @@ export SHOPIFY_API_TOKEN ?= dev-only-shopify-token
 export TWILIO_AUTH_TOKEN ?= dev-only-twilio-token
 export SLACK_WEBHOOK_URL ?= http://127.0.0.1:9/dev-only-slack
 export ZENDESK_API_TOKEN ?= dev-only-zendesk-token
+export ONESIGNAL_API_KEY ?= dev-only-onesignal-key
 
 $(BIN)/flowrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

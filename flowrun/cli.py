@@ -204,9 +204,12 @@ def dry_run(
         Path | None,
         typer.Option("--config", "-c", help="Project file whose `derive:` settings to use, as serve does."),
     ] = None,
+    report: Annotated[
+        bool, typer.Option("--report", help="Print what `flowrun report` would show for what was played.")
+    ] = False,
 ) -> None:
     """Play flows against sample events on a simulated clock. Nothing is sent."""
-    _guard(_dry_run, path, event or [], timeline, source, topic, start, until, output, config)
+    _guard(_dry_run, path, event or [], timeline, source, topic, start, until, output, config, report)
 
 
 def _dry_run(
@@ -219,6 +222,7 @@ def _dry_run(
     until_text: str | None,
     output: RunFormat,
     config_path: Path | None = None,
+    report: bool = False,
 ) -> None:
     from flowrun.dryrun.session import play
     from flowrun.errors import UsageError
@@ -231,7 +235,13 @@ def _dry_run(
     played = play([path], events, timeline, source, topic, start_text, until_text, derive)
     result = played.result
     failed = [r for r in result.runs if r.status.value == "failed"]
-    if output is RunFormat.json:
+    if report:
+        from flowrun.attribution.sources import from_memory
+
+        assert result.messages is not None
+        min_sample = derive.attribution.min_sample if derive else 100
+        _print_report(from_memory(result.messages, min_sample=min_sample), ReportFormat(output.value))
+    elif output is RunFormat.json:
         from flowrun.dryrun.report import as_json
         from flowrun.jsonout import dumps
 
@@ -453,6 +463,56 @@ def _loyalty(config_path: Path | None, customer: str | None, limit: int) -> None
         print(line)
 
 
+class ReportFormat(StrEnum):
+    text = "text"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def report(
+    config: ConfigOption = None,
+    flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only messages sent (and orders placed) since: an ISO time, or an offset back (7d)."),
+    ] = None,
+    output: Annotated[ReportFormat, typer.Option("--format", help="text, json or csv.")] = ReportFormat.text,
+) -> None:
+    """Per flow, step and split arm: sent, delivered, opened, clicked, unsubscribed, converted,
+    attributed orders and revenue; which arm is ahead; engagement for unknown message ids."""
+    _guard(_report, config, flow, since, output)
+
+
+def _report(config_path: Path | None, flow: str | None, since_text: str | None, output: ReportFormat) -> None:
+    from flowrun.attribution.sources import from_sql
+    from flowrun.inspect import report_since
+    from flowrun.state.database import reading
+    from flowrun.state.schema_check import open_current
+
+    config = _config(config_path)
+    since = report_since(since_text)
+    with reading(open_current(config.database)) as conn:
+        found = from_sql(conn, flow=flow, since=since, min_sample=config.attribution.min_sample)
+    _print_report(found, output)
+
+
+def _print_report(found: Any, output: ReportFormat) -> None:
+    if output is ReportFormat.json:
+        from flowrun.attribution.render import as_json
+        from flowrun.jsonout import dumps
+
+        print(dumps(as_json(found)))
+    elif output is ReportFormat.csv:
+        from flowrun.attribution.render import as_csv
+
+        sys.stdout.write(as_csv(found))
+    else:
+        from flowrun.attribution.render import render_text
+
+        render_text(found, _console())
+
+
 @app.command()
 def retry(
     keys: Annotated[list[str] | None, typer.Argument(help="Parked action keys (default: list them).")] = None,
@@ -477,6 +537,26 @@ def _retry(config_path: Path | None, keys: list[str], all_parked: bool) -> None:
         print(f"not re-queued: {key}: {why}")
     print(f"re-queued {count} parked action(s)")
     raise typer.Exit(EXIT_OK if count and not refused else EXIT_PROBLEMS)
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; change nothing.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Apply the project's `retention:` now (serve's leader does it on its own every 10 minutes)."""
+    _guard(_prune, config, dry_run)
+
+
+def _prune(config_path: Path | None, dry_run: bool) -> None:
+    from flowrun.dryrun.session import load_all_flows
+    from flowrun.inspect import state_engine
+    from flowrun.pruning import prune_command
+
+    config = _config(config_path)
+    flows = load_all_flows([config.flows], locale=config.locale) if config.flows.is_dir() else []
+    for line in prune_command(state_engine(config), config, flows, dry_run):
+        print(line)
 
 
 @app.command()

@@ -16,12 +16,18 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from flowrun.attribution.windows import Attribution
+from flowrun.attribution.windows import load as load_attribution
+from flowrun.attribution.windows import schema as attribution_schema
 from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
 from flowrun.delivery.ratelimit import Rate, rates_from
 from flowrun.durations import DURATION_PATTERN, parse_duration
 from flowrun.errors import ConfigError
 from flowrun.flow.diagnose import explain
 from flowrun.guardrails import CHANNELS, Guardrails, guardrail_schemas, load_guardrails
+from flowrun.retention import SCHEMA as RETENTION_SCHEMA
+from flowrun.retention import Retention, load_retention
+from flowrun.retention import problems as retention_problems
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
 from flowrun.segments.loader import segments_for
 from flowrun.yamlsource import read_document
@@ -168,12 +174,14 @@ _CONFIG_SCHEMA: dict[str, Any] = {
             },
             suppression_list={"type": "string", "description": "file of emails/phones (one a line) never marketed to"},
         ),
+        attribution=attribution_schema(DURATION),
         cluster=_closed(
             lease={
                 **DURATION,
                 "description": "how long a dead instance's partitions and claimed sends stay its own (default 10s)",
             },
         ),
+        retention=RETENTION_SCHEMA,
         derive=_closed(
             checkout_idle=DURATION,
             low_stock_threshold={"type": "integer", "minimum": 0},
@@ -226,6 +234,8 @@ class Config:
     guardrails: Guardrails = field(default_factory=Guardrails)
     lease: timedelta = timedelta(seconds=10)
     locale: str = "en_US"
+    retention: Retention = field(default_factory=Retention)
+    attribution: Attribution = field(default_factory=Attribution)
 
     def settings(self) -> Settings:
         """What the runtime decides with."""
@@ -237,6 +247,7 @@ class Config:
             action_attempts=self.action_attempts,
             segments=segments_for([self.flows]),
             timezone=self.timezone,
+            attribution=self.attribution,
         )
 
     def secrets(self) -> list[str]:
@@ -328,6 +339,7 @@ def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str
     from flowrun.engagement import config_problems
 
     problems += config_problems(sources)
+    problems += retention_problems(data.get("retention") or {}, _longest_cap(data))
     woo = sources.get("woocommerce") or {}
     if woo.get("poll") and not {"url", "consumer_key", "consumer_secret"} <= set(woo):
         problems.append(
@@ -338,6 +350,17 @@ def _semantic_problems(data: dict[str, Any], base: Path) -> list[tuple[tuple[str
             )
         )
     return problems
+
+
+def _longest_cap(data: dict[str, Any]) -> timedelta:
+    caps = (data.get("guardrails") or {}).get("caps") or {}
+    found = [timedelta(0)]
+    for cap in caps.values() if isinstance(caps, dict) else ():
+        try:
+            found.append(parse_duration(cap["per"]))
+        except (TypeError, KeyError, ValueError):  # the schema reports it
+            continue
+    return max(found)
 
 
 def load_config(path: Path | None, *, secrets: bool = True) -> Config:
@@ -398,4 +421,6 @@ def load_config(path: Path | None, *, secrets: bool = True) -> Config:
         if "inactive_after" in derive
         else INACTIVE_AFTER,
         lease=parse_duration((data.get("cluster") or {}).get("lease", "10s")),
+        retention=load_retention(data.get("retention") or {}),
+        attribution=load_attribution(data.get("attribution")),
     )

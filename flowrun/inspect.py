@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from flowrun.config import Config
+from flowrun.durations import format_duration
 from flowrun.engine.state import FINAL
 from flowrun.errors import UsageError
 from flowrun.jsonout import iso, plain
@@ -16,9 +17,15 @@ from flowrun.state import admin, codec
 from flowrun.state import inbox as inbox_rows
 from flowrun.state.customers import SqlLedger, balances, history
 from flowrun.state.database import reading
+from flowrun.state.prune import watermark
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import attempts, outbox, runs
 from flowrun.state.schema_check import open_current
+
+
+def state_engine(config: Config) -> Engine:
+    """The state database as it is (for `flowrun prune`)."""
+    return _engine(config)
 
 
 def _engine(config: Config) -> Engine:
@@ -42,13 +49,26 @@ def list_runs(config: Config, flow: str | None, status: str | None, customer: st
         query = query.where(runs.c.customer_key == customer_filter(customer))
     with reading(_engine(config)) as conn:
         rows = conn.execute(query).all()
+        gone = _pruned(conn)
     lines = [f"{'RUN':<24} {'FLOW':<28} {'STATUS':<15} {'STARTED':<21} {'NEXT':<21} CUSTOMER"]
     for r in rows:
         wake = _short(r.wake_at) if r.wake_at else "-"
         lines.append(
             f"{r.id:<24} {r.flow_id:<28} {r.status:<15} {_short(r.started_at):<21} {wake:<21} {r.customer_key or '-'}"
         )
+    if gone:
+        lines.append(f"(older finished runs{gone})")
     return lines
+
+
+def _pruned(conn: Connection) -> str:
+    """`: pruned on <date> by retention (runs: 90d)` when runs have been pruned, else ''."""
+    mark = watermark(conn)
+    if mark is None:
+        return ""
+    at, before = mark
+    window = format_duration(at - before)
+    return f": pruned on {_short(at)} by retention (runs: {window}; runs finished before {_short(before)} are gone)"
 
 
 def customer_filter(customer: str) -> str:
@@ -81,7 +101,7 @@ def show_run(config: Config, run_id: str) -> list[str]:
     with reading(engine) as conn:
         run = SqlRuns(conn, None).get(run_id)
         if run is None:
-            raise UsageError(f"no run {run_id!r}; `flowrun runs` lists them")
+            raise UsageError(f"no run {run_id!r}{_pruned(conn)}; `flowrun runs` lists them")
         actions = (
             conn.execute(select(outbox).where(outbox.c.run_id == run_id).order_by(outbox.c.created_at)).mappings().all()
         )
@@ -150,3 +170,20 @@ def inbox_problems(config: Config) -> list[str]:
 def replay_inbox(config: Config, seqs: list[int] | None) -> int:
     with _engine(config).begin() as conn:
         return inbox_rows.replay(conn, seqs)
+
+
+def report_since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """`--since`: an ISO time (UTC when it names no zone), or an offset back from now (7d)."""
+    from flowrun.durations import DurationSyntaxError, parse_duration
+
+    if text is None:
+        return None
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(text)
+    except DurationSyntaxError:
+        pass
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither an offset back (7d) nor an ISO time") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowrun.attribution.windows import Attribution
 from flowrun.delivery.ratelimit import DEFAULTS as RATE_DEFAULTS
 from flowrun.delivery.ratelimit import Rate
 from flowrun.delivery.throttle import Throttle
@@ -104,6 +105,7 @@ class Derive:
     sources: Mapping[str, Any] = field(default_factory=dict)
     timezone: str = "UTC"  # the shop's, for `orders.count(since='yesterday')`
     segments: tuple[Segment, ...] | None = None  # None: the segments/ folder beside the flows played
+    attribution: Attribution = field(default_factory=Attribution)
 
     @classmethod
     def of(cls, config: Config) -> Derive:
@@ -119,6 +121,7 @@ class Derive:
             config.sources,
             config.timezone,
             segments_for([config.flows]),
+            config.attribution,
         )
 
 
@@ -144,6 +147,7 @@ def simulate(
         guardrails=chosen.guardrails,
         segments=chosen.segments or (),
         timezone=chosen.timezone,
+        attribution=chosen.attribution,
     )
     throttle = Throttle(chosen.rate_limits, chosen.channels, chosen.sources)
     simulator = Simulator(flows, start, settings, Stubs(tuple(stubs)).with_flows(flows), throttle)

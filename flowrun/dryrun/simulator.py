@@ -20,6 +20,7 @@ from flowrun.flow.model import Flow, ScheduleTrigger
 from flowrun.runtime import inputs as i
 from flowrun.runtime.attempts import Delivered, after_attempt
 from flowrun.runtime.memory import MemoryUnitOfWork
+from flowrun.runtime.memory_messages import MemoryMessages
 from flowrun.runtime.records import Send, SendStatus
 from flowrun.runtime.runtime import Runtime
 from flowrun.runtime.settings import Settings
@@ -44,6 +45,7 @@ class SimulationResult:
     actions: list[RecordedAction]
     horizon: datetime | None
     events_played: int = 0
+    messages: MemoryMessages | None = None  # what attribution kept (flowrun.attribution.sources.from_memory)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Simulator:
                 break
             self._round(runtime, now, ticks)
         runs = [self.uow.runs.runs[r] for r in self.uow.runs.order]
-        return SimulationResult(self.start, runs, self._recorded(), until, self._played)
+        return SimulationResult(self.start, runs, self._recorded(), until, self._played, self.uow.messages)
 
     def _next(self, ticks: list[tuple[datetime, int, str]]) -> datetime | None:
         uow = self.uow

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flowrun.actions import REGISTRY
@@ -24,6 +24,7 @@ STUB_SCHEMA: dict[str, Any] = {
         "step": {"type": "string", "description": "the step's `name:`"},
         "action": {"enum": sorted(REGISTRY), "description": "every step of this action type"},
         "flow": {"type": "string", "description": "only in this flow"},
+        "to": {"type": "string", "description": "only the message to this recipient (its rendered `to`)"},
         "result": {"type": "object", "description": "laid over the action's simulated result"},
     },
     "required": ["result"],
@@ -38,11 +39,17 @@ class Stub:
     step: str | None = None
     action: str | None = None
     flow: str | None = None
+    to: str | None = None  # only the message to this recipient: a provider message id per customer
 
-    def rank(self, flow_id: str, name: str | None, action: str) -> int:
+    def rank(self, flow_id: str, name: str | None, action: str, to: Any = None) -> int:
         """How well this stub fits a step (0: not at all)."""
         if self.flow is not None and self.flow != flow_id:
             return 0
+        if self.to is not None:
+            if str(to) != self.to:
+                return 0
+            fits = replace(self, to=None).rank(flow_id, name, action)
+            return fits + 4 if fits else 0
         if self.step is not None:
             return (4 if self.flow else 3) if self.step == name else 0
         return (2 if self.flow else 1) if self.action == action else 0
@@ -99,8 +106,9 @@ class Stubs:
         """The result dry-run records for a step: the best stub over the action's simulation."""
         simulated = REGISTRY[action].simulate(params, key)
         name = self.index.name(flow_id, step)
-        best = max(self.items, key=lambda s: s.rank(flow_id, name, action), default=None)
-        if best is None or best.rank(flow_id, name, action) == 0:
+        to = params.get("to")
+        best = max(self.items, key=lambda s: s.rank(flow_id, name, action, to), default=None)
+        if best is None or best.rank(flow_id, name, action, to) == 0:
             return simulated
         return {**simulated, **best.result}
 
@@ -142,7 +150,7 @@ def _suggest(word: str, options: Any) -> str:
 def parse_stubs(items: Sequence[Mapping[str, Any]]) -> tuple[Stub, ...]:
     """Schema-checked YAML stubs to Stub values."""
     return tuple(
-        Stub(dict(item["result"]), item.get("step"), item.get("action"), item.get("flow"))
+        Stub(dict(item["result"]), item.get("step"), item.get("action"), item.get("flow"), item.get("to"))
         for item in items
         if isinstance(item, Mapping) and isinstance(item.get("result"), Mapping)
     )

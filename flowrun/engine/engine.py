@@ -149,7 +149,7 @@ def _on_event(flow: Flow, run: RunState, event: Event, now: datetime) -> Transit
         mine = same_customer if event.customer_key is not None else ins.step.where is not None
         if not mine:
             return Transition(run, (), changed=False)
-        if not _where(ins.step.where, flow, run, event, now):
+        if not _where(ins.step.where, flow, run, event, now) or not _from_step(ins.step.message_step, run, event):
             return Transition(run, (), changed=False)
         variables = {**run.vars, ins.step.as_name: event.context()} if ins.step.as_name else run.vars
         entry = TraceEntry(now, format_path(ins.step.path), "wait_for", "received", {"event": event.type})
@@ -165,6 +165,15 @@ def _where(cond: Condition | None, flow: Flow, run: RunState, event: Event, now:
         return cond.evaluate(ctx)
     except RenderError:
         return False
+
+
+def _from_step(step: str | None, run: RunState, event: Event) -> bool:
+    """`wait: {for: message.opened, step: welcome-1}`: the event is about what that step of this
+    run sent (the runtime tied it to the send through the provider's message id)."""
+    if step is None:
+        return True
+    message = event.data.get("message") or {}
+    return bool(message.get("run") == run.id and message.get("step") == step)
 
 
 def _play(flow: Flow, run: RunState, now: datetime, trace: list[TraceEntry], commands: list[Command]) -> Transition:

@@ -247,6 +247,11 @@ MESSAGE = obj(
     bounce_type={**STR, "description": "message.bounced: hard (permanent) or soft (temporary)"},
     reason={**STR, "description": "message.bounced and others: the provider's or receiving server's words"},
     machine_open={**BOOL, "description": "message.opened: a machine opened it (Apple Mail Privacy Protection...)"},
+    run={**STR, "description": "the run that sent it (null: no send has this message id)"},
+    flow={**STR, "description": "the flow that sent it"},
+    step={**STR, "description": "the step that sent it: its name, else its path"},
+    split={**STR, "description": "the split step around that step, if any"},
+    arm={**STR, "description": "the split arm it was sent in, if any"},
     metadata={
         "type": "object",
         "description": "values the send attached, echoed by the provider",

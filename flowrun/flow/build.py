@@ -24,6 +24,8 @@ from flowrun.templating.money import locale_problem
 from flowrun.timing import CronSchedule, TimeSpecError, parse_time_of_day, zone
 from flowrun.yamlsource import Document
 
+MESSAGE_ACTIONS = frozenset(name for name, action in REGISTRY.items() if action.channel is not None)
+
 
 class Builder:
     def __init__(
@@ -36,6 +38,7 @@ class Builder:
         self.version = hashlib.sha256(source_text.encode()).hexdigest()[:12]
         self.problems: list[Problem] = []
         self.all_bindings: dict[str, str] = {}
+        self.step_names: dict[str, str] = {}  # step name -> its action (or "(control)")
         self.fields = FieldChecker(doc, self.file, self.all_bindings)
         self.unknown_types: set[str] = set()
 
@@ -161,6 +164,8 @@ class Builder:
     def _collect_bindings(self, steps: list[Any], path: YamlPath) -> None:
         for i, step in enumerate(steps):
             here = (*path, i)
+            if isinstance(step.get("name"), str):
+                self.step_names.setdefault(step["name"], next((a for a in REGISTRY if a in step), "(control)"))
             if isinstance(step.get("wait"), dict) and "as" in step["wait"]:
                 self.all_bindings.setdefault(step["wait"]["as"], _fmt(here))
             elif "as" in step:
@@ -332,9 +337,33 @@ class Builder:
         then = self.steps(item.get("then", []), (*path, "then"), then_scope)
         otherwise = self.steps(item.get("else", []), (*path, "else"), else_scope)
         scope.merge(then_scope, else_scope)
-        return m.WaitForStep(
-            path, name, events, self.duration(wait["timeout"], (*here, "timeout")), where, as_name, then, otherwise
-        )
+        message_step = self.message_step(wait["step"], events, (*here, "step")) if "step" in wait else None
+        timeout = self.duration(wait["timeout"], (*here, "timeout"))
+        return m.WaitForStep(path, name, events, timeout, where, as_name, then, otherwise, message_step)
+
+    def message_step(self, step: str, events: tuple[str, ...], path: YamlPath) -> str:
+        """`step:` names a step of this flow that sends a customer message, for message.* waits."""
+        others = [e for e in events if not e.startswith("message.")]
+        if others:
+            self.report(
+                path,
+                f"`step:` picks the message a step sent, and {others[0]!r} is not a message event",
+                "wait for message.delivered, opened, clicked, bounced, complained or unsubscribed",
+            )
+        found = self.step_names.get(step)
+        sends = sorted(n for n, action in self.step_names.items() if action in MESSAGE_ACTIONS)
+        if found is None:
+            close = difflib.get_close_matches(step, sends, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else "give the send step a `name:` and use it here"
+            listed = f" (steps that send: {', '.join(sends)})" if sends else ""
+            self.report(path, f"no step named {step!r} in this flow{listed}", hint)
+        elif found not in MESSAGE_ACTIONS:
+            self.report(
+                path,
+                f"step {step!r} is a `{found}` step, which sends no customer message",
+                f"name an email, sms or push step{': ' + ', '.join(sends) if sends else ''}",
+            )
+        return step
 
     def check_weights(self, weights: list[float], path: YamlPath) -> None:
         total = sum(weights)

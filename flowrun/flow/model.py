@@ -136,6 +136,7 @@ class WaitForStep(Step):
     as_name: str | None
     then: tuple[AnyStep, ...]
     otherwise: tuple[AnyStep, ...]
+    message_step: str | None = None  # `step:` a message.* event about what that step of this run sent
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,14 @@ def _wait() -> Schema:
             _closed(
                 ["until"], until=TIME_OF_DAY, timezone={"type": "string", "description": "IANA zone, or `customer`"}
             ),
-            _closed(["for", "timeout"], **{"for": EVENT_NAMES}, timeout=DURATION, where=EXPRESSION, **{"as": AS_NAME}),
+            _closed(
+                ["for", "timeout"],
+                **{"for": EVENT_NAMES},
+                timeout=DURATION,
+                where=EXPRESSION,
+                step={"type": "string", "description": "message.* only: about the message this run's step sent"},
+                **{"as": AS_NAME},
+            ),
         ],
     }
 

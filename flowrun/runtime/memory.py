@@ -14,6 +14,7 @@ from datetime import datetime
 from flowrun.engine.state import RunState, Status
 from flowrun.events import Event
 from flowrun.loyalty import MemoryLedger
+from flowrun.runtime.memory_messages import MemoryMessages
 from flowrun.runtime.memory_profiles import MemoryOrders, MemoryProfiles
 from flowrun.runtime.records import UNSENT, Attempt, Check, Send, SendStatus
 
@@ -222,6 +223,7 @@ class MemoryUnitOfWork:
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
     profiles: MemoryProfiles = field(default_factory=MemoryProfiles)
     orders: MemoryOrders = field(default_factory=MemoryOrders)
+    messages: MemoryMessages = field(default_factory=MemoryMessages)
 
     def owns(self, part: int) -> bool:
         return True

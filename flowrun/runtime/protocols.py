@@ -4,11 +4,12 @@ Every method acts inside the caller's unit of work: all of an input's effects, o
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.loyalty import Ledger
@@ -109,6 +110,37 @@ class Orders(Protocol):
     ) -> dict[str, Decimal]: ...
 
 
+class Messages(Protocol):
+    """Delivered sends by provider message id (attribution): recorded in the unit of work that
+    settles the send's outcome, matched by `message.*` events, credited with orders."""
+
+    def get(self, message_id: str) -> Message | None: ...
+
+    def put(self, message: Message) -> None: ...
+
+    def for_run(self, run_id: str) -> list[Message]: ...
+
+    def touched_since(self, customer_key: str, since: datetime) -> list[Message]:
+        """The customer's messages last sent, delivered, opened or clicked at or after `since`."""
+        ...
+
+    def note(self, engagement: Engagement) -> None:
+        """Keep a `message.*` event (matched or not); a second note of an event id replaces it."""
+        ...
+
+    def unmatched(self, message_id: str) -> list[Engagement]:
+        """Events kept for this id before its send was recorded (the webhook won the race)."""
+        ...
+
+    def attribute(self, attributed: Attributed) -> bool:
+        """False when this order is attributed already (a replayed order event)."""
+        ...
+
+    def count(self, key: FigureKey, deltas: Mapping[str, int]) -> None:
+        """Add to the report's counters (flowrun.attribution.records.FIGURES) for this key."""
+        ...
+
+
 class UnitOfWork(Protocol):
     @property
     def runs(self) -> Runs: ...
@@ -126,6 +158,8 @@ class UnitOfWork(Protocol):
     def profiles(self) -> Profiles: ...
     @property
     def orders(self) -> Orders: ...
+    @property
+    def messages(self) -> Messages: ...
 
     def owns(self, part: int) -> bool:
         """Whether this instance moves partition `part` in this unit of work."""
@@ -137,4 +171,4 @@ class UnitOfWork(Protocol):
         ...
 
 
-__all__ = ["Checks", "Consent", "Orders", "Outbox", "Profiles", "Runs", "SendLog", "UnitOfWork"]
+__all__ = ["Checks", "Consent", "Messages", "Orders", "Outbox", "Profiles", "Runs", "SendLog", "UnitOfWork"]

@@ -93,6 +93,7 @@ class Applied:
 
     runs: list[Any] = field(default_factory=list)  # RunState, in the order they changed
     ready: list[Send] = field(default_factory=list)  # sends a dispatcher may take now
+    engaged: list[bool] = field(default_factory=list)  # per message.* event: matched to a send
 
 
 def event_key(event: Any) -> str:

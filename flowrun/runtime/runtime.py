@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from flowrun.actions import REGISTRY
+from flowrun.attribution import tie
 from flowrun.engine import engine
 from flowrun.engine.state import (
     ActionFailed,
@@ -81,8 +82,8 @@ class Runtime:
     def reads(self, event_type: str) -> bool:
         """Whether anything would read an event of this type: a flow, a kept derivation, consent."""
         tracking = self.derivations.tracking
-        reads = self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
-        return reads or self.memory.reads(event_type)
+        listens = self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
+        return listens or tie.reads(event_type, self.flows.current.values()) or self.memory.reads(event_type)
 
     def apply(self, uow: UnitOfWork, unit: i.Input, now: datetime) -> Applied:
         with self.memory.facts(uow, now):  # `profile`, `orders`, `segment(…)` for conditions and templates
@@ -136,7 +137,15 @@ class Runtime:
 
     def _event(self, step: _Pass, event: Event, reach_only: bool = False) -> None:
         uow, now = step.uow, step.now
+        if event.type.startswith(tie.PREFIX) and not reach_only:  # tied to its send, or kept as unknown
+            tied = tie.engagement(uow, event, now)
+            if tied is None:
+                return
+            event = tied
+            step.applied.engaged.append(bool((event.data.get("message") or {}).get("run")))
         derived = [] if reach_only else self.derivations.observe(uow, event, now) + self.memory.observe(uow, event, now)
+        if not reach_only:
+            tie.order(uow, event, self.settings.attribution)
         candidates: dict[str, RunState] = {}
         waiting = self.flows.awaiting_flows(event.type)
         reaching = waiting | (self.flows.goal_flows(event.type) if not reach_only else set())
@@ -236,6 +245,8 @@ class Runtime:
                 self._perform(step, flow, run, command)
             elif isinstance(command, Finished):
                 cancel_sends(uow, run, now)
+                if command.status is Status.CONVERTED:
+                    tie.converted(uow, run, now)
         if run.status.final and run.concurrency_key and flow.concurrency.mode == "queue":
             queued = [r for r in uow.runs.active_for_key(flow.id, run.concurrency_key) if r.status is Status.QUEUED]
             if queued:
@@ -283,6 +294,7 @@ class Runtime:
             send.params, key, dict(send.result or {}), run, uow.ledger, send.updated_at
         )
         uow.outbox.put(send.evolve(applied=True, result=result))
+        tie.sent(uow, self.flows.flow_of(run), run, send, result)
         self._input(step, run.id, ActionSucceeded(key, result))
         for event in events:
             self._emit(step, event)

@@ -11,6 +11,7 @@ from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
 from flowrun.segments.loader import segments_for
 from flowrun.state.database import make_engine
+from flowrun.state.storage import disk_warning
 
 
 def check(config: Config) -> list[str]:
@@ -24,6 +25,9 @@ def check(config: Config) -> list[str]:
     notes = [f"{len(flows)} flows valid in {config.flows}", f"database reachable: {config.database.split('://')[0]}"]
     if segments:
         notes.insert(1, f"{len(segments)} segment(s) valid: {', '.join(s.name for s in segments)}")
+    low = disk_warning(config.database)
+    if low:
+        notes.append(low)
     from flowrun.actions import REGISTRY
     from flowrun.actions.base import ActionType
     from flowrun.flow.model import ActionStep

@@ -24,6 +24,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from flowrun.runtime.records import SendStatus
+from flowrun.state.prune import FAMILIES as PRUNE_FAMILIES
+from flowrun.state.storage import TABLES as STORAGE_TABLES
+
+STORAGE_FAMILIES = tuple(STORAGE_TABLES)
 
 Labels = tuple[tuple[str, str], ...]
 UNKNOWN = "unknown"
@@ -58,6 +62,11 @@ COUNTERS: dict[str, Family] = {
             (),
         ),
         Family("flowrun_poll_errors_total", "polls that failed and will run again", ("poller",)),
+        Family(
+            "flowrun_engagement_events_total",
+            "message.* events applied: matched to a send by message id, or unknown (kept, not attributed)",
+            ("match",),
+        ),
         Family("flowrun_connections_refused_total", "connections the webhook port closed", ("reason",)),
     )
 }
@@ -92,6 +101,8 @@ def label_values(sources: Iterable[str] | None = None) -> dict[str, frozenset[st
         "status": frozenset((*RUN_STATUSES, *OUTBOX_STATUSES)),
         "poller": frozenset(POLLERS),
         "outcome": frozenset(ATTEMPT_OUTCOMES),
+        "family": frozenset((*STORAGE_FAMILIES, *PRUNE_FAMILIES, "pages")),
+        "match": frozenset({"matched", "unknown"}),
     }
 
 
@@ -207,6 +218,12 @@ _GAUGE_HELP = {
     "flowrun_runs": "runs in the database, by status",
     "flowrun_actions": "outbox rows, by status",
     "flowrun_inbox_backlog": "inbox deliveries not yet read by the engine",
+    "flowrun_database_bytes": "the state database's size (SQLite: file and WAL; PostgreSQL: pg_database_size)",
+    "flowrun_table_rows": "rows per table family",
+    "flowrun_pruned_rows": "rows retention removed (every recorded prune), per family",
+    "flowrun_last_prune_timestamp_seconds": "when retention last ran (Unix time)",
+    "flowrun_last_prune_duration_seconds": "how long the last prune took",
+    "flowrun_last_prune_rows": "rows the last prune removed, per family (pages: SQLite pages given back)",
 }
 
 

@@ -38,6 +38,7 @@ from flowrun.serve.ingest import InboxWriter
 from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
+from flowrun.state import storage
 from flowrun.state.database import make_engine, reading
 from flowrun.state.schema import inbox, outbox, runs, schema_version
 from flowrun.state.sqlite_writer import LockLike
@@ -74,7 +75,7 @@ async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None)
     engine = make_engine(config.database, writer_lock)
     clock = clock_from_env()
     metrics = Metrics(sources=config.sources)
-    metrics.gauges = lambda: asyncio.to_thread(_gauges, engine)
+    metrics.gauges = lambda: asyncio.to_thread(_gauges, engine, config.database)
     health = Health(clock)
     health.probe("database", functools.partial(_probe_write, engine), config.stall_after)
     for peer in pipes.peers:
@@ -146,13 +147,24 @@ def _probe_write(engine: Engine) -> None:
             transaction.rollback()
 
 
-def _gauges(engine: Engine) -> dict[str, dict[Labels, float]]:
+def _gauges(engine: Engine, url: str) -> dict[str, dict[Labels, float]]:
     with reading(engine) as conn:
         by_status = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
         actions = conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
         backlog = conn.execute(select(func.count()).where(inbox.c.status == "pending")).scalar()
-    return {
+        size, counts = storage.database_bytes(conn, url), storage.rows(conn)
+        last, pruned = storage.last_prune(conn), storage.pruned_total(conn)
+    gauges: dict[str, dict[Labels, float]] = {
         "flowrun_runs": {(("status", s),): float(n) for s, n in by_status},
         "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
         "flowrun_inbox_backlog": {(): float(backlog or 0)},
+        "flowrun_database_bytes": {(): float(size)},
+        "flowrun_table_rows": {(("family", name),): float(n) for name, n in counts.items()},
+        "flowrun_pruned_rows": {(("family", name),): float(n) for name, n in pruned.items()},
     }
+    if last is not None:
+        at, removed, took = last
+        gauges["flowrun_last_prune_timestamp_seconds"] = {(): at.timestamp()}
+        gauges["flowrun_last_prune_duration_seconds"] = {(): took}
+        gauges["flowrun_last_prune_rows"] = {(("family", k),): float(v) for k, v in removed.items()}
+    return gauges

@@ -45,6 +45,10 @@ def _sqlite(url: str, lock: LockLike | None, timeout_s: float) -> Engine:
     def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # BEGIN is ours (below)
         cursor = dbapi_connection.cursor()
+        # retention: a new database gives pages back to the file system after a prune
+        # (flowrun.state.prune.vacuum); an existing file is left as it is
+        if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged webhook survives power loss too
         cursor.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")

@@ -10,14 +10,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from flowrun.state import codec
 from flowrun.state.schema import (
+    attributions,
+    engagements,
+    figures,
     instances,
     loyalty_balances,
     loyalty_ledger,
+    messages,
     metadata,
     order_history,
     partitions,
     profiles,
     prunes,
+    runs,
     schema_version,
     segment_members,
     sends,
@@ -66,12 +71,33 @@ def _v6(conn: Connection) -> None:
     seed_partitions(conn)
 
 
-def _v7_memory(conn: Connection) -> None:
+def _v7_retention(conn: Connection) -> None:
+    """Retention: compressed run state and trigger columns, indexes to find old rows by age."""
+    add_missing_columns(conn, runs)
+    conn.execute(text("CREATE INDEX IF NOT EXISTS runs_finished ON runs (status, updated_at)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS inbox_age ON inbox (status, received_at)"))
+
+
+def _v8_attribution(conn: Connection) -> None:
+    """Attribution: delivered messages by provider id, engagement events, attributed orders, counters."""
+    metadata.create_all(conn, tables=[messages, engagements, attributions, figures])
+
+
+def _v9_memory(conn: Connection) -> None:
     """Customer memory: profiles, the order history, segment members."""
     metadata.create_all(conn, tables=[profiles, order_history, segment_members])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_memory]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7_retention,
+    _v8_attribution,
+    _v9_memory,
+]
 NEWEST = len(MIGRATIONS) + 1
 MIGRATION_LOCK = 0x6D696772  # "migr": an advisory lock key apart from the leader's
 

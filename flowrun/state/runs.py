@@ -135,7 +135,9 @@ def run_row(run: RunState) -> dict[str, object]:
         "updated_at": codec.utc(run.updated_at),
         "wake_at": codec.utc(run.wake_at) if not run.status.final else None,
         "awaiting": ",".join(run.awaiting) if run.status is Status.AWAITING else None,
-        "state": codec.run_to_json(run),
-        "trigger_event": codec.trigger_to_json(run.trigger),
+        "state": "",
+        "state_z": codec.pack(codec.run_to_json(run)),
+        "trigger_event": None,
+        "trigger_z": codec.trigger_packed(run.trigger),
         "part": run_part(run),
     }

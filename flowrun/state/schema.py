@@ -42,6 +42,7 @@ inbox = Table(
     UniqueConstraint("source", "delivery_id", name="inbox_delivery"),
 )
 Index("inbox_pending", inbox.c.status, inbox.c.seq)
+Index("inbox_age", inbox.c.status, inbox.c.received_at)  # retention: processed deliveries by age
 
 runs = Table(
     "runs",
@@ -59,12 +60,17 @@ runs = Table(
     Column("state", Text, nullable=False),
     Column("trigger_event", Text),  # v5
     Column("part", Integer, nullable=False, default=0),  # v6
+    # retention (issue 17): state and trigger as zlib-compressed JSON; `state` is then "" and
+    # `trigger_event` NULL (older rows keep their text, read as before)
+    Column("state_z", LargeBinary),
+    Column("trigger_z", LargeBinary),
 )
 Index("runs_wake", runs.c.wake_at)
 Index("runs_customer", runs.c.customer_key, runs.c.status)
 Index("runs_key", runs.c.flow_id, runs.c.concurrency_key, runs.c.status)
 Index("runs_flow_status", runs.c.flow_id, runs.c.status)
 Index("runs_awaiting", runs.c.status, runs.c.awaiting)
+Index("runs_finished", runs.c.status, runs.c.updated_at)  # retention: finished runs by age
 
 outbox = Table(
     "outbox",
@@ -198,6 +204,109 @@ partitions = Table(  # v6: who moves which customers' runs (PostgreSQL, several 
     Column("part", Integer, primary_key=True),
     Column("owner", String(100)),
     Column("lease_until", TZ),
+)
+
+# -- attribution: delivered messages by provider id, engagement events, attributed orders --------
+messages = Table(
+    "messages",
+    metadata,
+    Column("message_id", Text, primary_key=True),  # the provider's id, as the send's result gave it
+    Column("send_key", Text, nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("flow_id", String(100), nullable=False),
+    Column("step", Text, nullable=False),  # the step's name, else its path
+    Column("split", Text),
+    Column("arm", Text),
+    Column("channel", String(16), nullable=False),
+    Column("customer_key", Text),
+    Column("recipient", Text),
+    Column("sent_at", TZ, nullable=False),
+    Column("part", Integer, nullable=False, default=0),
+    Column("delivered_at", TZ),
+    Column("opened_at", TZ),
+    Column("human_opened_at", TZ),
+    Column("last_open_at", TZ),
+    Column("last_human_open_at", TZ),
+    Column("clicked_at", TZ),
+    Column("last_click_at", TZ),
+    Column("unsubscribed_at", TZ),
+    Column("bounced_at", TZ),
+    Column("complained_at", TZ),
+    Column("converted_at", TZ),
+    Column("touched_at", TZ, nullable=False),  # the latest touch of any kind
+)
+Index("messages_customer", messages.c.customer_key, messages.c.touched_at)
+Index("messages_run", messages.c.run_id)
+Index("messages_flow", messages.c.flow_id, messages.c.sent_at)
+
+engagements = Table(
+    "engagements",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("message_id", Text),
+    Column("recipient", Text),
+    Column("occurred_at", TZ, nullable=False),
+    Column("machine", Integer, nullable=False, default=0),
+    Column("send_key", Text),  # null: no send with this message id (yet)
+)
+Index("engagements_message", engagements.c.message_id)
+Index("engagements_unmatched", engagements.c.send_key, engagements.c.occurred_at)
+
+attributions = Table(
+    "attributions",
+    metadata,
+    Column("order_key", Text, primary_key=True),  # source + order id: one attribution per order
+    Column("order_id", Text, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("ordered_at", TZ, nullable=False),
+    Column("amount", Text, nullable=False),  # exact decimal text
+    Column("amount_micros", BigInteger, nullable=False),  # the same in millionths, for sums in SQL
+    Column("currency", String(8), nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("flow_id", String(100), nullable=False),
+    Column("step", Text, nullable=False),
+    Column("split", Text),
+    Column("arm", Text),
+    Column("channel", String(16), nullable=False),
+    Column("touch", String(16), nullable=False),
+    Column("touched_at", TZ, nullable=False),
+)
+Index("attributions_flow", attributions.c.flow_id, attributions.c.ordered_at)
+
+# The report's counters, kept by the runtime as messages change (a report over a million
+# messages reads these few rows): per flow, step, arm, channel and UTC day of sending; rows with
+# a currency hold attributed orders and revenue (in millionths) by the day of the order.
+figures = Table(
+    "figures",
+    metadata,
+    Column("flow_id", String(100), primary_key=True),
+    Column("step", Text, primary_key=True),
+    Column("split", Text, primary_key=True),  # "" outside a split
+    Column("arm", Text, primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("currency", String(8), primary_key=True),  # "" on the message-count rows
+    *(
+        Column(name, BigInteger, nullable=False, default=0)
+        for name in (
+            "recipients",
+            "delivered",
+            "opened",
+            "opened_human",
+            "clicked",
+            "unsubscribed",
+            "bounced",
+            "complained",
+            "converted",
+            "orders",
+            "revenue_micros",
+            "arm_runs",  # runs that sent their first message in this arm that day
+            "arm_converted",  # of those, runs converted
+        )
+    ),
 )
 
 # -- customer memory (issue 16 items 1-2: profiles, order history, segments) ----------------

@@ -25,6 +25,7 @@ from flowrun.state import codec
 from flowrun.state.checks import SqlChecks
 from flowrun.state.customers import SqlConsent, SqlLedger, SqlSendLog
 from flowrun.state.database import insert_many_ignore, upsert_many
+from flowrun.state.messages import SqlMessages
 from flowrun.state.outbox import SqlOutbox
 from flowrun.state.profiles import SqlOrders, SqlProfiles
 from flowrun.state.runs import SqlRuns
@@ -57,6 +58,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedger(reader)
         self.profiles = SqlProfiles(reader)
         self.orders = SqlOrders(reader)
+        self.messages = SqlMessages(reader)
         self.marks: list[dict[str, Any]] = []
         self.handed: list[dict[str, Any]] = []
         self.touched: set[int] = set()
@@ -90,6 +92,7 @@ class SqlUnitOfWork:
         found.update(s.part for s, _ in self.outbox.changed.values())
         found.update(c.part for c in self.checks.changed.values() if c is not None)
         found.update(partition_of(k) for k in self.profiles.changed)
+        found.update(m.part for m in self.messages.changed.values())
         return found
 
     def flush(self, conn: Connection) -> None:
@@ -102,6 +105,7 @@ class SqlUnitOfWork:
         self.ledger.flush(conn)
         self.profiles.flush(conn, self.now)
         self.orders.flush(conn)
+        self.messages.flush(conn)
         if self.marks:
             conn.execute(_MARK, self.marks)
         insert_many_ignore(conn, inbox, self.handed)

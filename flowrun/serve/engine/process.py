@@ -11,12 +11,14 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
 from flowrun.errors import FlowrunError
+from flowrun.pruning import prune_now
 from flowrun.runtime.records import Applied
 from flowrun.serve import messages as m
 from flowrun.serve.cluster import Cluster
@@ -32,6 +34,8 @@ from flowrun.state.database import make_engine, reading
 from flowrun.state.sqlite_writer import LockLike
 
 log = logging.getLogger("flowrun.engine")
+PRUNE_FIRST_AFTER_S = 30.0  # the first prune after start, then every `retention.every`
+PRUNE_PAUSE_S = 0.005  # between two batches: the webhook port's and the engine's turn at the lock
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class EngineProcess:
         for result in applied:
             for run in result.runs:
                 self.metrics.count("flowrun_run_transitions_total", status=run.status.value)
+            for matched in result.engaged:
+                self.metrics.count("flowrun_engagement_events_total", match="matched" if matched else "unknown")
 
     def _reload(self) -> None:
         self.reloading.set()
@@ -164,10 +170,8 @@ class EngineProcess:
         log.info("engine stopped")
 
     def _poll_forever(self) -> None:
-        """Pollers on their own event loop, each on its interval, only while this instance leads."""
-        jobs = pollers(self.config, None)
-        if not jobs:
-            return
+        """Pollers and retention on their own event loop, each on its interval, only while this
+        instance leads."""
         asyncio.run(self._polls())
 
     async def _polls(self) -> None:
@@ -190,12 +194,34 @@ class EngineProcess:
                 max_instances=1,
                 misfire_grace_time=None,
             )
+        scheduler.add_job(
+            self._prune,
+            "interval",
+            seconds=self.config.retention.every.total_seconds(),
+            id="retention",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC) + min(timedelta(seconds=PRUNE_FIRST_AFTER_S), self.config.retention.every),
+        )
         scheduler.start()
         try:
             await asyncio.to_thread(self.stopping.wait)
         finally:
             scheduler.shutdown(wait=False)
             await http.aclose()
+
+    async def _prune(self) -> None:
+        """Retention, in short batches on a thread (the engine's rounds go on meanwhile)."""
+        if not self.leading:
+            return
+        flows = list(self.loop.runtime.flows.current.values())
+        try:
+            await asyncio.to_thread(
+                prune_now, self.db, self.config, flows, self.clock(), PRUNE_PAUSE_S, self.stopping.is_set
+            )
+        except Exception:
+            log.exception("retention failed; it runs again at its next interval")
 
     async def _poll(self, name: str, poll: Any) -> None:
         if not self.leading:  # only the leader polls

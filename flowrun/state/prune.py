@@ -1,0 +1,238 @@
+"""Retention over SQL: what may go (`plan`), and taking it away in small batches (`prune`).
+
+Each batch is one short transaction of at most `Retention.batch` rows (on SQLite it takes the
+shared writer lock once, briefly; the webhook port and the engine get their turn between
+batches). Rows are picked by their row id (`rowid` on SQLite, `ctid` on PostgreSQL) in a
+subquery with LIMIT. Afterwards SQLite gives the freed pages back with `PRAGMA
+incremental_vacuum` (databases created by this flowrun have auto_vacuum=INCREMENTAL; an older
+file reuses its free pages instead of shrinking); PostgreSQL's autovacuum does the rest.
+
+Never pruned: unfinished runs and their outbox rows, parked or unsent actions, pending
+deliveries, `entries` (re-entry rules), the loyalty ledger and balances, suppressions, checks.
+Each pass is recorded in `prunes` (kind, the cutoff, rows) and the cursor `prune:last`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, exists, func, insert, literal_column, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from flowrun.engine.state import Status
+from flowrun.retention import Retention
+from flowrun.state import codec
+from flowrun.state.cursors import get_cursor, set_cursor
+from flowrun.state.schema import attempts, inbox, outbox, prunes, runs, sends
+
+FINISHED = [s.value for s in (Status.COMPLETED, Status.CONVERTED, Status.SKIPPED, Status.CANCELLED)]
+SETTLED = ["delivered", "failed", "skipped", "cancelled"]  # an outbox row nothing will send again
+FAMILIES = ("runs", "failed", "inbox", "ignored", "sends")
+LAST = "prune:last"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kind of row to take away: its family, what it does, the table and which rows."""
+
+    family: str
+    label: str
+    cutoff: datetime
+    where: Any
+    table: Any
+    slim: bool = False  # drop the body, keep the row (a dedupe key)
+
+
+def _utc(value: datetime) -> datetime:
+    found = codec.utc(value)
+    assert found is not None
+    return found
+
+
+def steps(retention: Retention, now: datetime, longest_cap: timedelta = timedelta(0)) -> Iterator[Step]:
+    now = _utc(now)
+    keys = max(retention.dedupe, timedelta(hours=48))
+    for family, window, status in (("inbox", retention.inbox, "done"), ("ignored", retention.ignored, "ignored")):
+        if window is None:
+            continue
+        if window < keys:  # the body goes now, the key row once the retry window is over
+            cut = now - window
+            yield Step(family, "bodies", cut, _aged(status, cut) & (func.length(inbox.c.body) > 0), inbox, slim=True)
+        cut = now - max(window, keys)
+        yield Step(family, "deliveries", cut, _aged(status, cut), inbox)
+    if retention.failed is not None:
+        cut = now - max(retention.failed, keys)
+        yield Step(
+            "failed", "deliveries", cut, inbox.c.status.in_(["rejected", "failed"]) & (inbox.c.received_at < cut), inbox
+        )
+    if retention.sends is not None:
+        cut = now - max(retention.sends, longest_cap)
+        yield Step("sends", "sends", cut, sends.c.at < cut, sends)
+
+
+def run_cutoffs(retention: Retention, now: datetime) -> Iterator[tuple[str, datetime, list[str]]]:
+    now = _utc(now)
+    keys = max(retention.dedupe, timedelta(hours=48))
+    if retention.runs is not None:
+        yield "runs", now - max(retention.runs, keys), FINISHED
+    if retention.failed is not None:
+        yield "failed", now - max(retention.failed, keys), [Status.FAILED.value]
+
+
+def _aged(status: str, cut: datetime) -> Any:
+    return (inbox.c.status == status) & (inbox.c.received_at < cut)
+
+
+def _old_runs(cut: datetime, statuses: list[str]) -> Any:
+    unsettled = exists().where(outbox.c.run_id == runs.c.id, outbox.c.status.notin_(SETTLED))
+    return select(runs.c.id).where(runs.c.status.in_(statuses), runs.c.updated_at < cut, ~unsettled)
+
+
+def plan(conn: Connection, retention: Retention, now: datetime, longest_cap: timedelta = timedelta(0)) -> list[str]:
+    """What a prune now would take, one line per table family (for `flowrun prune --dry-run`)."""
+    lines = []
+    for family, cut, statuses in run_cutoffs(retention, now):
+        ids = _old_runs(cut, statuses).subquery()
+        n_runs = conn.execute(select(func.count()).select_from(ids)).scalar() or 0
+        n_out = conn.execute(select(func.count()).where(outbox.c.run_id.in_(select(ids.c.id)))).scalar() or 0
+        keys = select(outbox.c.key).where(outbox.c.run_id.in_(select(ids.c.id)))
+        n_att = conn.execute(select(func.count()).where(attempts.c.key.in_(keys))).scalar() or 0
+        lines.append(f"{family + ':':<9}{n_runs:>9} runs, {n_out} outbox rows, {n_att} attempts ({_before(cut)})")
+    for step in steps(retention, now, longest_cap):
+        n = conn.execute(select(func.count()).select_from(step.table).where(step.where)).scalar() or 0
+        what = "inbox bodies dropped (dedupe key kept)" if step.slim else f"{step.label} deleted"
+        lines.append(f"{step.family + ':':<9}{n:>9} {what} ({_before(step.cutoff)})")
+    return lines
+
+
+def _before(cut: datetime) -> str:
+    return f"before {_utc(cut).replace(microsecond=0).isoformat()}"
+
+
+def _rid(conn: Connection) -> Any:
+    return literal_column("ctid" if conn.dialect.name == "postgresql" else "rowid")
+
+
+def _batch(conn: Connection, step: Step, size: int) -> int:
+    rid = _rid(conn)
+    chosen = select(rid).select_from(step.table).where(step.where).limit(size).scalar_subquery()
+    query: Any
+    if step.slim:
+        query = update(inbox).where(rid.in_(chosen)).values(body=b"", facts=None)
+    else:
+        query = delete(step.table).where(rid.in_(chosen))
+    return int(conn.execute(query).rowcount or 0)
+
+
+def _runs_batch(conn: Connection, cut: datetime, statuses: list[str], size: int) -> tuple[int, int, int]:
+    ids = list(conn.execute(_old_runs(cut, statuses).limit(size)).scalars())
+    if not ids:
+        return 0, 0, 0
+    keys = list(conn.execute(select(outbox.c.key).where(outbox.c.run_id.in_(ids))).scalars())
+    n_att = 0
+    for at in range(0, len(keys), 500):
+        n_att += int(conn.execute(delete(attempts).where(attempts.c.key.in_(keys[at : at + 500]))).rowcount or 0)
+    n_out = int(conn.execute(delete(outbox).where(outbox.c.run_id.in_(ids))).rowcount or 0)
+    n_runs = int(conn.execute(delete(runs).where(runs.c.id.in_(ids))).rowcount or 0)
+    return n_runs, n_out, n_att
+
+
+def prune(
+    db: Engine,
+    retention: Retention,
+    now: datetime,
+    longest_cap: timedelta = timedelta(0),
+    pause: float = 0.0,
+    stopping: Callable[[], bool] = lambda: False,
+) -> dict[str, int]:
+    """Everything past its window, batch by batch; rows removed per family (and `pages` freed)."""
+    started, wall = time.perf_counter(), time.time()
+    removed = {family: 0 for family in FAMILIES}
+    cuts: dict[str, datetime] = {}
+    for family, cut, statuses in run_cutoffs(retention, now):
+        cuts[family] = cut
+        while not stopping():
+            held = time.perf_counter()
+            with db.begin() as conn:
+                n_runs, n_out, n_att = _runs_batch(conn, cut, statuses, retention.batch)
+            removed[family] += n_runs + n_out + n_att
+            if n_runs < retention.batch:
+                break
+            _rest(pause, held)
+    for step in steps(retention, now, longest_cap):
+        cuts.setdefault(step.family, step.cutoff)
+        while not stopping():
+            held = time.perf_counter()
+            with db.begin() as conn:
+                n = _batch(conn, step, retention.batch)
+            removed[step.family] += n
+            if n < retention.batch:
+                break
+            _rest(pause, held)
+    removed["pages"] = vacuum(db, pause)
+    took = {"wall_started": wall, "seconds": time.perf_counter() - started}
+    with db.begin() as conn:
+        record(conn, now, removed, cuts, took)
+    return removed
+
+
+def _rest(pause: float, since: float) -> None:
+    """The writers' turn between two batches: as long as the batch took (at most half of the
+    writer lock's time goes to pruning), at least `pause`; nothing when `pause` is 0 (the CLI)."""
+    if pause > 0:
+        time.sleep(max(pause, time.perf_counter() - since))
+
+
+def record(
+    conn: Connection, now: datetime, removed: dict[str, int], cuts: dict[str, datetime], took: dict[str, float]
+) -> None:
+    rows = [
+        {"at": _utc(now), "kind": family, "before": cuts[family], "rows": n}
+        for family, n in removed.items()
+        if n and family in cuts
+    ]
+    if rows:
+        conn.execute(insert(prunes), rows)
+    conn.execute(delete(prunes).where(prunes.c.at < _utc(now - timedelta(days=400))))
+    this = {"at": now, "rows": removed, **took}
+    before = get_cursor(conn, LAST) or {}
+    worked = this if any(removed.values()) else before.get("worked")
+    set_cursor(conn, LAST, {**this, "worked": worked})  # `worked`: the last pass that removed rows
+
+
+def vacuum(db: Engine, pause: float = 0.0, pages: int = 2000) -> int:
+    """SQLite: give free pages back to the file system, `pages` at a time (each a short write)."""
+    if db.dialect.name != "sqlite":
+        return 0
+    with db.connect() as conn:
+        if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() != 2:  # 2: INCREMENTAL
+            return 0
+    freed = 0
+    for _ in range(10_000):
+        held = time.perf_counter()
+        raw: Any = db.raw_connection()
+        try:
+            raw.begin_immediate()  # flowrun's writer lock, then BEGIN IMMEDIATE
+            before = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+            # sqlite3_exec steps the pragma to its end (a cursor frees one page per step)
+            raw.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+            freed += before - int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+            raw.commit()
+        finally:
+            raw.close()
+        if before <= pages:
+            break
+        _rest(pause, held)
+    return freed
+
+
+def watermark(conn: Connection, kinds: tuple[str, ...] = ("runs", "failed")) -> tuple[datetime, datetime] | None:
+    """The latest prune of runs: (when it ran, the cutoff it used), for `show` of a pruned run."""
+    row = conn.execute(
+        select(prunes.c.at, prunes.c.before).where(prunes.c.kind.in_(kinds)).order_by(prunes.c.before.desc()).limit(1)
+    ).first()
+    return (codec._aware(row.at), codec._aware(row.before)) if row else None
