@@ -15,6 +15,7 @@ from sqlalchemy import select
 from flowrun.dryrun.session import play
 from flowrun.profile.record import from_dict
 from flowrun.state import codec
+from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import cursors, order_history, profiles, runs, segment_members
 from tests.conftest import ROOT
 from tests.node import Node
@@ -65,8 +66,9 @@ def _serve(tmp_path: Path, db: str, folder: Path) -> tuple[Node, list[tuple[Any,
         node.settle()
     node.run_until(start + HORIZON)
     with node.db.connect() as conn:
-        found = conn.execute(select(runs.c.started_at, runs.c.trigger_event).where(runs.c.flow_id == "tell")).all()
-    changes = sorted(_change(codec._aware(at), codec.loads(event)) for at, event in found)
+        ids = conn.execute(select(runs.c.id).where(runs.c.flow_id == "tell")).scalars().all()
+        found = [SqlRuns(conn, None, None).get(run_id) for run_id in ids]
+    changes = sorted(_change(r.started_at, _event(r.trigger)) for r in found if r is not None)
     return node, changes
 
 
