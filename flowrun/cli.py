@@ -406,6 +406,9 @@ def _serve(config_path: Path | None, check: bool, port: int | None = None) -> No
         for line in notes:
             print(line)
         raise typer.Exit(EXIT_PROBLEMS if any(n.startswith("error:") for n in notes) else EXIT_OK)
+    from flowrun.segments.loader import segments_for
+
+    segments_for([config.flows])  # a broken segment file stops serve here, with its place, not in the engine
     raise typer.Exit(run_service(config))
 
 
@@ -554,6 +557,59 @@ def _prune(config_path: Path | None, dry_run: bool) -> None:
     flows = load_all_flows([config.flows], locale=config.locale) if config.flows.is_dir() else []
     for line in prune_command(state_engine(config), config, flows, dry_run):
         print(line)
+
+
+@app.command()
+def segments(
+    name: Annotated[str | None, typer.Argument(help="One segment: its members.")] = None,
+    config: ConfigOption = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV out (a segment's members, or every size).")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many members as text (CSV has them all).")] = 100,
+) -> None:
+    """Segments (segments/*.yaml beside the flows) and their sizes, or one segment's members."""
+    _guard(_segments, config, name, as_csv, limit)
+
+
+def _segments(config_path: Path | None, name: str | None, as_csv: bool, limit: int) -> None:
+    from flowrun.segments.listing import segment_lines
+
+    for line in segment_lines(_config(config_path), name, as_csv, limit):
+        print(line)
+
+
+@app.command()
+def backfill(
+    source: Annotated[str, typer.Option("--source", help="shopify or woocommerce: whose order list to read.")],
+    config: ConfigOption = None,
+    since: Annotated[str | None, typer.Option(help="Only orders changed since this ISO time.")] = None,
+) -> None:
+    """Seed customer profiles and the order history from the store's orders; starts no flow."""
+    _guard(_backfill, config, source, since)
+
+
+def _backfill(config_path: Path | None, source: str, since_text: str | None) -> None:
+    import asyncio
+
+    from flowrun.backfill import backfill as seed
+    from flowrun.errors import UsageError
+    from flowrun.events.values import timestamp
+    from flowrun.state.database import make_engine
+    from flowrun.state.migrations import migrate
+
+    since = timestamp(since_text) if since_text else None
+    if since_text and since is None:
+        raise UsageError(f"--since {since_text!r} is not an ISO 8601 time")
+    cfg = _config(config_path, secrets=True)
+    db = make_engine(cfg.database)
+    migrate(db)
+    try:
+        done = asyncio.run(seed(db, cfg.settings(), cfg.sources, source, since, asyncio.sleep))
+    finally:
+        db.dispose()
+    print(
+        f"backfilled {done.orders} order(s) of {done.customers} customer(s) from {source} in {done.pages} page(s)"
+        f" ({done.rate:,.0f} orders/s); {done.known} already known, {done.skipped} not usable"
+    )
 
 
 @app.command()

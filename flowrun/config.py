@@ -29,6 +29,7 @@ from flowrun.retention import SCHEMA as RETENTION_SCHEMA
 from flowrun.retention import Retention, load_retention
 from flowrun.retention import problems as retention_problems
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
+from flowrun.segments.loader import segments_for
 from flowrun.yamlsource import read_document
 
 SECRET: dict[str, Any] = {
@@ -244,6 +245,8 @@ class Config:
             inactive_after=self.inactive_after,
             guardrails=self.guardrails,
             action_attempts=self.action_attempts,
+            segments=segments_for([self.flows]),
+            timezone=self.timezone,
             attribution=self.attribution,
         )
 

@@ -84,6 +84,10 @@ class ConfigError(SourceError):
     pass
 
 
+class SegmentError(SourceError):
+    """A segment file (segments/*.yaml next to the flows) that cannot be used."""
+
+
 class UnknownTopicError(FlowrunError):
     def __init__(self, source: str, topic: str, known: Sequence[str]) -> None:
         self.source, self.topic, self.known = source, topic, tuple(known)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.dryrun.report import as_json
-from flowrun.dryrun.session import Derive, load_all_flows, parse_start, simulate
+from flowrun.dryrun.session import Derive, load_all_flows, parse_start, simulate, with_segments
 from flowrun.dryrun.stubs import check_stub
 from flowrun.dryrun.timeline import parse_entries, resolve_at
 from flowrun.durations import DurationSyntaxError, format_duration, parse_duration
@@ -91,7 +91,7 @@ def run_tests(paths: Iterable[Path], derive: Derive | None = None) -> Outcome:
         folder = test_file.parent
         if folder not in flow_cache:
             flow_cache[folder] = load_all_flows([folder], locale=derive.locale if derive else DEFAULT_LOCALE)
-        outcome.cases.extend(run_file(test_file, flow_cache[folder], derive))
+        outcome.cases.extend(run_file(test_file, flow_cache[folder], with_segments(derive, [folder])))
     return outcome
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from flowrun.errors import EventFileError, Problem, SourceError
 from flowrun.flow.loader import TEST_SUFFIXES, discover, load_flows
 from flowrun.flow.model import Flow
+from flowrun.segments.loader import load_segments, segment_files, unknown_segments
 from flowrun.templating import DEFAULT_LOCALE
 
 _ANY_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -46,6 +47,11 @@ def validate_paths(paths: Sequence[Path], config_files: Sequence[Path], *, local
     report.warnings.extend(loaded.warnings)
     report.notes.extend(loaded.notes)
     report.files, report.flows = loaded.files, len(loaded.flows)
+    segments, segment_problems = load_segments(paths, beside_files=False)
+    report.problems.extend(segment_problems)
+    if not segment_problems:
+        report.problems.extend(unknown_segments(loaded.flows, {s.name for s in segments}))
+    report.files += len(segment_files(paths, beside_files=False))
     for timeline in timelines:  # dry-run's event timelines: their entries, event files and stubs
         report.files += 1
         report.timelines += 1

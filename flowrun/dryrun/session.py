@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from flowrun.flow.loader import load_flows
 from flowrun.flow.model import Flow
 from flowrun.guardrails import Guardrails
 from flowrun.runtime.settings import INACTIVE_AFTER, Settings
+from flowrun.segments.loader import segments_for
+from flowrun.segments.model import Segment
 from flowrun.templating import DEFAULT_LOCALE
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ def play(
 ) -> DryRun:
     start = parse_start(start_text)
     flows = load_all_flows(flow_paths, locale=derive.locale if derive else DEFAULT_LOCALE)
+    derive = with_segments(derive, flow_paths)
     scheduled = [
         Scheduled(start, tuple(load_event_file(f, source=source, topic=topic, received_at=start))) for f in event_files
     ]
@@ -100,6 +103,8 @@ class Derive:
     rate_limits: Mapping[str, Rate | None] = field(default_factory=lambda: dict(RATE_DEFAULTS))
     channels: Mapping[str, Any] = field(default_factory=dict)  # for the rate-limit buckets sends draw from
     sources: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"  # the shop's, for `orders.count(since='yesterday')`
+    segments: tuple[Segment, ...] | None = None  # None: the segments/ folder beside the flows played
     attribution: Attribution = field(default_factory=Attribution)
 
     @classmethod
@@ -114,8 +119,16 @@ class Derive:
             config.rate_limits,
             config.channels,
             config.sources,
+            config.timezone,
+            segments_for([config.flows]),
             config.attribution,
         )
+
+
+def with_segments(derive: Derive | None, flow_paths: Sequence[Path]) -> Derive:
+    """The project's settings with the segments beside these flows (unless it names its own)."""
+    chosen = derive or Derive()
+    return chosen if chosen.segments is not None else replace(chosen, segments=segments_for(flow_paths))
 
 
 def simulate(
@@ -132,6 +145,8 @@ def simulate(
         low_stock_threshold=chosen.low_stock_threshold,
         inactive_after=chosen.inactive_after,
         guardrails=chosen.guardrails,
+        segments=chosen.segments or (),
+        timezone=chosen.timezone,
         attribution=chosen.attribution,
     )
     throttle = Throttle(chosen.rate_limits, chosen.channels, chosen.sources)

@@ -8,6 +8,7 @@ from typing import Any
 
 from flowrun.actions.base import render_tree
 from flowrun.engine import program as p
+from flowrun.engine.facts import facts_for
 from flowrun.engine.state import (
     ActionSkipped,
     ActionSucceeded,
@@ -34,6 +35,7 @@ def context(flow: Flow, run: RunState, now: datetime) -> dict[str, Any]:
     return {
         **GLOBALS,
         **run.trigger.context(),
+        **facts_for(run, now),
         **run.vars,
         "run": {"id": run.id, "started_at": run.started_at},
         "flow": {"id": flow.id, "version": flow.version},

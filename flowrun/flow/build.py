@@ -146,6 +146,7 @@ class Builder:
             locale=self.locale,
             warnings=tuple(self.fields.warnings),
             notes=tuple(self.fields.notes),
+            memory=self.fields.memory,
         )
         object.__setattr__(flow, "program", compile_program(steps))
         return flow
@@ -176,6 +177,13 @@ class Builder:
                 for j, option in enumerate(step.get(key) or []):
                     self._collect_bindings(option["steps"], (*here, key, j, "steps"))
 
+    def segment_filter(self, value: dict[str, Any], events: tuple[str, ...], path: YamlPath) -> str | None:
+        if "segment" not in value:
+            return None
+        if not set(events) <= {"segment.entered", "segment.exited"}:
+            self.report((*path, "segment"), "`segment:` belongs to segment.entered / segment.exited", "", key=True)
+        return str(value["segment"])
+
     def trigger(self, value: Any, path: YamlPath) -> m.Trigger:
         if isinstance(value, (str, list)):
             return m.EventTrigger(self.event_names(value, path))
@@ -186,6 +194,7 @@ class Builder:
                 events,
                 (source,) if isinstance(source, str) else tuple(source),
                 **thresholds.trigger_thresholds(value, events, path, self.report),
+                segment=self.segment_filter(value, events, path),
             )
         missed = value.get("missed", "skip")
         if "every" in value:

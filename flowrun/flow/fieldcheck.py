@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.errors import Problem, YamlPath, format_path
-from flowrun.flow.scope import UNCHECKED, Scope, check_field, may_be_null
+from flowrun.flow.scope import MEMORY, UNCHECKED, Scope, check_field, may_be_null
 from flowrun.templating import Condition, FieldPath, FieldUse, Template, column_of
 from flowrun.templating.template import expression_tree
 from flowrun.templating.values import ANY, NULL, compatible, expression_types, schema_types
@@ -45,6 +45,7 @@ class FieldChecker:
     warnings: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
     _noted: set[FieldPath] = field(default_factory=set)
+    memory: bool = False  # something here reads `profile`, `orders` or `in_segment(…)`
 
     def check(
         self, path: YamlPath, item: Template | Condition, scope: Scope, *, param: Any = None, label: str = ""
@@ -53,6 +54,7 @@ class FieldChecker:
         first: dict[FieldPath, FieldUse] = {}
         optional: dict[FieldPath, bool] = {}
         for use in item.uses:
+            self.memory = self.memory or use.path[0] in MEMORY
             first.setdefault(use.path, use)
             optional[use.path] = optional.get(use.path, True) and use.optional
         failed: set[FieldPath] = set()

@@ -15,6 +15,7 @@ from flowrun.yamlsource import YamlSyntaxError, load_document
 
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 CONFIG_NAMES = ("flowrun.yaml", "flowrun.yml")
+SEGMENTS = "segments"  # the folder of segment files inside a flows folder
 
 
 def is_flow_file(path: Path) -> bool:
@@ -44,8 +45,9 @@ def discover_with_roots(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
                 if p.is_file()
                 and is_flow_file(p)
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and p.relative_to(path).parts[0] != SEGMENTS  # segment files (flowrun.segments.loader)
             )
-        elif path.name not in CONFIG_NAMES:  # a project file is checked by its own schema
+        elif path.name not in CONFIG_NAMES and path.parent.name != SEGMENTS:  # a project file: its own schema
             found.append((path, path.parent))
     return found
 

@@ -30,6 +30,7 @@ class EventTrigger:
     after: timedelta | None = None
     below: int | None = None
     above: int | None = None
+    segment: str | None = None  # segment.entered/exited: only this segment's (segments/*.yaml)
 
     @property
     def stock_level(self) -> int | None:
@@ -50,6 +51,8 @@ class EventTrigger:
             if self.stock_level is None:
                 return bool(event.meta.get(DEFAULT_THRESHOLD, True))
             return (event.data.get("inventory") or {}).get("threshold") == self.stock_level
+        if self.segment is not None and kind in ("segment.entered", "segment.exited"):
+            return (event.data.get("segment") or {}).get("name") == self.segment
         return True
 
 
@@ -194,6 +197,7 @@ class Flow:
     # What `validate` says without refusing the flow: warnings (errors with --strict), notes.
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     notes: tuple[Problem, ...] = field(default=(), compare=False)
+    memory: bool = field(default=False, compare=False)  # reads `profile`, `orders` or `in_segment(…)`
 
     @property
     def event_types(self) -> tuple[str, ...]:

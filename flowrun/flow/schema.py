@@ -85,6 +85,7 @@ def _trigger() -> Schema:
                 after={**DURATION, "description": "customer.inactive: quiet this long since the last order, e.g. 180d"},
                 below={"type": "integer", "description": "inventory.low: stock fell under this many"},
                 above={"type": "integer", "description": "inventory.restocked: stock rose over this many"},
+                segment={"type": "string", "description": "segment.entered/exited: only this segment's changes"},
             ),
             _closed(
                 ["schedule"],

@@ -10,10 +10,12 @@ from typing import Any
 
 from flowrun.actions.base import ActionType
 from flowrun.events.catalogue import EventType, field_names, has_field, lookup_type
+from flowrun.profile.view import PROFILE_SCHEMA
 from flowrun.templating import GLOBALS, FieldPath
 
 EVENT_FIELDS = ("type", "source", "id", "occurred_at", "raw")
-ALWAYS = {"run", "flow", "now", "loop", *GLOBALS}
+MEMORY = ("profile", "orders", "in_segment")  # read from customer memory (flowrun.profile.view)
+ALWAYS = {"run", "flow", "now", "loop", "orders", "in_segment", *GLOBALS}
 TRIGGER = "trigger"  # inside `wait: {for:, where:}` and `until: {where:}`: the event that started the run
 UNCHECKED = "raw payload fields are not checked: a missing key reads as null"
 
@@ -85,6 +87,8 @@ class Scope:
             return self.bindings[root].schema(rest)
         if root == "event":
             return {} if not rest or rest[0] == "raw" else _EVENT_FIELD_SCHEMAS.get(rest[0])
+        if root == "profile":
+            return _walk(PROFILE_SCHEMA, rest)
         if root in self.extra:
             return _merge([_walk(_type_schema(t), rest) for t in self.extra[root]]) if rest else None
         if root in ALWAYS or self.unknown_types:
@@ -158,6 +162,8 @@ def check_field(
         if rest and not binding.has(rest):
             return f"`{root}` ({binding.set_by}) has no field {'.'.join(rest)!r}", _binding_fields(binding)
         return None
+    if root == "profile":
+        return _profile_field(rest)
     if root == "event":
         if rest and rest[0] not in EVENT_FIELDS:
             return f"`event` has no field {rest[0]!r}", f"event fields: {', '.join(EVENT_FIELDS)}"
@@ -181,6 +187,21 @@ def check_field(
             f"it is set by {all_bindings[root]}",
         )
     return _unknown_name(path, scope, optional)
+
+
+def _profile_field(rest: FieldPath) -> tuple[str, str] | None:
+    schema: Any = PROFILE_SCHEMA
+    for depth, part in enumerate(rest):
+        props = schema.get("properties") if isinstance(schema, Mapping) else None
+        if props is None:
+            return None  # spend.USD: any currency
+        if part not in props:
+            close = difflib.get_close_matches(part, sorted(props), n=1, cutoff=0.6)
+            dotted = ".".join(("profile", *rest[: depth + 1]))
+            hint = f"did you mean `{'.'.join(('profile', *rest[:depth], close[0]))}`?" if close else ""
+            return f"`profile` has no field {dotted!r}", hint or f"profile fields: {', '.join(sorted(props))}"
+        schema = props[part]
+    return None
 
 
 def _unknown_name(path: FieldPath, scope: Scope, optional: bool) -> tuple[str, str]:

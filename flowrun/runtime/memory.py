@@ -15,6 +15,7 @@ from flowrun.engine.state import RunState, Status
 from flowrun.events import Event
 from flowrun.loyalty import MemoryLedger
 from flowrun.runtime.memory_messages import MemoryMessages
+from flowrun.runtime.memory_profiles import MemoryOrders, MemoryProfiles
 from flowrun.runtime.records import UNSENT, Attempt, Check, Send, SendStatus
 
 
@@ -220,6 +221,8 @@ class MemoryUnitOfWork:
     consent: MemoryConsent = field(default_factory=MemoryConsent)
     checks: MemoryChecks = field(default_factory=MemoryChecks)
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
+    profiles: MemoryProfiles = field(default_factory=MemoryProfiles)
+    orders: MemoryOrders = field(default_factory=MemoryOrders)
     messages: MemoryMessages = field(default_factory=MemoryMessages)
 
     def owns(self, part: int) -> bool:

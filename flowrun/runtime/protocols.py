@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from flowrun.attribution.records import Attributed, Engagement, FigureKey, Message
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.loyalty import Ledger
+from flowrun.profile.record import OrderRow, Profile
 from flowrun.runtime.records import Attempt, Check, Send
 
 
@@ -84,6 +86,30 @@ class Checks(Protocol):
     def delete(self, name: str) -> None: ...
 
 
+class Profiles(Protocol):
+    """One profile per customer key (flowrun.profile.record)."""
+
+    def get(self, customer_key: str) -> Profile | None: ...
+
+    def put(self, profile: Profile) -> None: ...
+
+
+class Orders(Protocol):
+    """The order history: one row per order id, what `orders.count(…)`/`orders.revenue(…)` read."""
+
+    def add(self, row: OrderRow) -> bool:
+        """False when this order id is in the history already (a replay, order.paid after order.created)."""
+        ...
+
+    def count(self, since: datetime | None, until: datetime | None, customer_key: str | None = None) -> int:
+        """Orders with since <= time < until (either bound open when None)."""
+        ...
+
+    def revenue(
+        self, since: datetime | None, until: datetime | None, customer_key: str | None = None
+    ) -> dict[str, Decimal]: ...
+
+
 class Messages(Protocol):
     """Delivered sends by provider message id (attribution): recorded in the unit of work that
     settles the send's outcome, matched by `message.*` events, credited with orders."""
@@ -129,6 +155,10 @@ class UnitOfWork(Protocol):
     @property
     def ledger(self) -> Ledger: ...
     @property
+    def profiles(self) -> Profiles: ...
+    @property
+    def orders(self) -> Orders: ...
+    @property
     def messages(self) -> Messages: ...
 
     def owns(self, part: int) -> bool:
@@ -141,4 +171,4 @@ class UnitOfWork(Protocol):
         ...
 
 
-__all__ = ["Checks", "Consent", "Messages", "Outbox", "Runs", "SendLog", "UnitOfWork"]
+__all__ = ["Checks", "Consent", "Messages", "Orders", "Outbox", "Profiles", "Runs", "SendLog", "UnitOfWork"]

@@ -37,6 +37,7 @@ from flowrun.guardrails import CONSENT_TYPES
 from flowrun.runtime import inputs as i
 from flowrun.runtime.derivations import Derivations
 from flowrun.runtime.flows import FlowSet
+from flowrun.runtime.profiles import Memory
 from flowrun.runtime.protocols import UnitOfWork
 from flowrun.runtime.records import PARTITIONS, Applied, Send, SendStatus, event_key, partition_of
 from flowrun.runtime.sending import apply_decision, cancel_sends, decision_for, new_send, rules_for
@@ -71,18 +72,24 @@ class Runtime:
         self.settings = settings
         self.flows = FlowSet(flows)
         self.derivations = Derivations(settings, self.flows)
+        self.memory = Memory(settings, self.flows)
 
     def load(self, flows: Iterable[Flow]) -> None:
         self.flows.load(flows)
         self.derivations.reload(self.flows)
+        self.memory.reload(self.flows)
 
     def reads(self, event_type: str) -> bool:
         """Whether anything would read an event of this type: a flow, a kept derivation, consent."""
         tracking = self.derivations.tracking
         listens = self.flows.listens_to(event_type) or tracking.reads(event_type) or event_type in CONSENT_TYPES
-        return listens or tie.reads(event_type, self.flows.current.values())
+        return listens or tie.reads(event_type, self.flows.current.values()) or self.memory.reads(event_type)
 
     def apply(self, uow: UnitOfWork, unit: i.Input, now: datetime) -> Applied:
+        with self.memory.facts(uow, now):  # `profile`, `orders`, `segment(…)` for conditions and templates
+            return self._apply_input(uow, unit, now)
+
+    def _apply_input(self, uow: UnitOfWork, unit: i.Input, now: datetime) -> Applied:
         step = _Pass(uow, now)
         if isinstance(unit, i.EventIn):
             self._event(step, unit.event, unit.reach_only)
@@ -93,7 +100,7 @@ class Runtime:
             if flow is not None:
                 self._start(step, flow, schedule_tick(flow, unit.at))
         elif isinstance(unit, i.CheckDue):
-            for derived in self.derivations.fire(uow, unit.check, now):
+            for derived in (*self.derivations.fire(uow, unit.check, now), *self.memory.fire(uow, unit.check, now)):
                 self._event(step, derived)
         elif isinstance(unit, i.SendDue):
             self._redecide(step, unit.key)
@@ -136,7 +143,7 @@ class Runtime:
                 return
             event = tied
             step.applied.engaged.append(bool((event.data.get("message") or {}).get("run")))
-        derived = [] if reach_only else self.derivations.observe(uow, event, now)
+        derived = [] if reach_only else self.derivations.observe(uow, event, now) + self.memory.observe(uow, event, now)
         if not reach_only:
             tie.order(uow, event, self.settings.attribution)
         candidates: dict[str, RunState] = {}

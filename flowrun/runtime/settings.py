@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from flowrun.attribution.windows import Attribution
 from flowrun.guardrails import Guardrails
+from flowrun.segments.model import Segment
 
 INACTIVE_AFTER = (timedelta(days=30), timedelta(days=60), timedelta(days=90))
 
@@ -20,3 +21,5 @@ class Settings:
     action_attempts: int = 5
     attribution: Attribution = field(default_factory=Attribution)
     inactivity: bool = True  # dry-run without a horizon: one order would stretch it by months
+    segments: tuple[Segment, ...] = ()  # from segments/*.yaml beside the flows
+    timezone: str = "UTC"  # the shop's: periods of `orders.count(since='yesterday')`

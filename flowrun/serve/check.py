@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
+from flowrun.segments.loader import segments_for
 from flowrun.state.database import make_engine
 from flowrun.state.storage import disk_warning
 
@@ -16,11 +17,14 @@ from flowrun.state.storage import disk_warning
 def check(config: Config) -> list[str]:
     """What `serve --check` reports: flows load, the database answers, channels exist."""
     flows = load_all_flows([config.flows], locale=config.locale)
+    segments = segments_for([config.flows])  # SegmentError with every problem, as validate reports them
     engine = make_engine(config.database)
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     engine.dispose()
     notes = [f"{len(flows)} flows valid in {config.flows}", f"database reachable: {config.database.split('://')[0]}"]
+    if segments:
+        notes.insert(1, f"{len(segments)} segment(s) valid: {', '.join(s.name for s in segments)}")
     low = disk_warning(config.database)
     if low:
         notes.append(low)

@@ -18,10 +18,13 @@ from flowrun.state.schema import (
     loyalty_ledger,
     messages,
     metadata,
+    order_history,
     partitions,
+    profiles,
     prunes,
     runs,
     schema_version,
+    segment_members,
     sends,
     suppressions,
 )
@@ -80,7 +83,21 @@ def _v8_attribution(conn: Connection) -> None:
     metadata.create_all(conn, tables=[messages, engagements, attributions, figures])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2, _v3, _v4, _v5, _v6, _v7_retention, _v8_attribution]
+def _v9_memory(conn: Connection) -> None:
+    """Customer memory: profiles, the order history, segment members."""
+    metadata.create_all(conn, tables=[profiles, order_history, segment_members])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7_retention,
+    _v8_attribution,
+    _v9_memory,
+]
 NEWEST = len(MIGRATIONS) + 1
 MIGRATION_LOCK = 0x6D696772  # "migr": an advisory lock key apart from the leader's
 

@@ -308,3 +308,34 @@ figures = Table(
         )
     ),
 )
+
+# -- customer memory (issue 16 items 1-2: profiles, order history, segments) ----------------
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("customer_key", Text, primary_key=True),
+    Column("value", Text, nullable=False),  # flowrun.profile.record.Profile, as flowrun.state.codec JSON
+    Column("part", Integer, nullable=False, default=0),
+    Column("updated_at", TZ, nullable=False),
+)
+
+order_history = Table(  # one row per order: what `orders.count(…)` / `orders.revenue(…)` read
+    "order_history",
+    metadata,
+    Column("order_id", Text, primary_key=True),  # source:id
+    Column("customer_key", Text),
+    Column("at", TZ, nullable=False),  # when flowrun learnt of it (a backfill: the store's order time)
+    Column("currency", String(8), nullable=False),
+    Column("total_e4", BigInteger, nullable=False),  # the total in ten-thousandths: sums stay exact in SQL
+    Column("products", Text, nullable=False),  # JSON list of line titles
+)
+Index("order_history_at", order_history.c.at)
+Index("order_history_customer", order_history.c.customer_key, order_history.c.at)
+
+segment_members = Table(  # who is in which segment now (kept from each profile's segments)
+    "segment_members",
+    metadata,
+    Column("segment", String(64), primary_key=True),
+    Column("customer_key", Text, primary_key=True),
+    Column("since", TZ, nullable=False),
+)

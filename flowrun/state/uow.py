@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from flowrun.engine.state import RunState
 from flowrun.events import Event
+from flowrun.runtime.records import partition_of
 from flowrun.runtime.sending import run_part
 from flowrun.state import codec
 from flowrun.state.checks import SqlChecks
@@ -26,6 +27,7 @@ from flowrun.state.customers import SqlConsent, SqlLedger, SqlSendLog
 from flowrun.state.database import insert_many_ignore, upsert_many
 from flowrun.state.messages import SqlMessages
 from flowrun.state.outbox import SqlOutbox
+from flowrun.state.profiles import SqlOrders, SqlProfiles
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import entries, inbox, runs
 
@@ -54,6 +56,8 @@ class SqlUnitOfWork:
         self.consent = SqlConsent(reader)
         self.checks = SqlChecks(reader)
         self.ledger = SqlLedger(reader)
+        self.profiles = SqlProfiles(reader)
+        self.orders = SqlOrders(reader)
         self.messages = SqlMessages(reader)
         self.marks: list[dict[str, Any]] = []
         self.handed: list[dict[str, Any]] = []
@@ -87,6 +91,7 @@ class SqlUnitOfWork:
         found.update(s.part for s in self.outbox.added.values())
         found.update(s.part for s, _ in self.outbox.changed.values())
         found.update(c.part for c in self.checks.changed.values() if c is not None)
+        found.update(partition_of(k) for k in self.profiles.changed)
         found.update(m.part for m in self.messages.changed.values())
         return found
 
@@ -98,6 +103,8 @@ class SqlUnitOfWork:
         self.consent.flush(conn)
         self.checks.flush(conn)
         self.ledger.flush(conn)
+        self.profiles.flush(conn, self.now)
+        self.orders.flush(conn)
         self.messages.flush(conn)
         if self.marks:
             conn.execute(_MARK, self.marks)

@@ -1,0 +1,1 @@
+"""Segments: files in the flows repository (segments/*.yaml), their rules, and membership."""
