@@ -33,6 +33,7 @@ from serve_ingest import free_port, pct, start_app, wait_up
 
 RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+BATCH = int(os.environ.get("BENCH_BATCH", "500"))  # rows per prune transaction (retention.batch)
 PROBE_SECONDS = float(os.environ.get("BENCH_PROBE_SECONDS", "6"))
 CONCURRENCY, PROBE_CONCURRENCY = 32, 8
 SECRET = "bench-secret"
@@ -155,7 +156,7 @@ def main() -> None:
             f"database: sqlite:///{db}\nlisten: {{host: 127.0.0.1, port: {port}}}\nflows: flows\n"
             "sources:\n  shopify:\n    webhook_secret: {env: BENCH_SECRET}\nlimits: {dispatch_concurrency: 64}\n"
             "channels: {http: {allow_hosts: [127.0.0.1]}}\n"
-            "retention: {runs: 48h, inbox: 1h, ignored: 1h, every: 2s}\n"
+            f"retention: {{runs: 48h, inbox: 1h, ignored: 1h, every: 2s, batch: {BATCH}}}\n"
         )
         env = {**os.environ, "BENCH_SECRET": SECRET, "FLOWRUN_TEST_CLOCK_FILE": str(clock)}
         serve = subprocess.Popen(

@@ -204,7 +204,7 @@ def record(
     set_cursor(conn, LAST, {**this, "worked": worked})  # `worked`: the last pass that removed rows
 
 
-def vacuum(db: Engine, pause: float = 0.0, pages: int = 2000) -> int:
+def vacuum(db: Engine, pause: float = 0.0, pages: int = 500) -> int:
     """SQLite: give free pages back to the file system, `pages` at a time (each a short write)."""
     if db.dialect.name != "sqlite":
         return 0
