@@ -117,28 +117,45 @@ def _rid(conn: Connection) -> Any:
     return literal_column("ctid" if conn.dialect.name == "postgresql" else "rowid")
 
 
-def _batch(conn: Connection, step: Step, size: int) -> int:
-    rid = _rid(conn)
-    chosen = select(rid).select_from(step.table).where(step.where).limit(size).scalar_subquery()
-    query: Any
-    if step.slim:
-        query = update(inbox).where(rid.in_(chosen)).values(body=b"", facts=None)
-    else:
-        query = delete(step.table).where(rid.in_(chosen))
-    return int(conn.execute(query).rowcount or 0)
+def _batch(db: Engine, step: Step, size: int) -> tuple[int, float]:
+    """One batch of a step: rows removed, and how long the write transaction took."""
+    picked: Any = select(literal_column("rowid")).select_from(step.table).where(step.where).limit(size)
+    if db.dialect.name == "sqlite":  # picked in a read: the writer lock is held for the writes alone
+        with db.connect() as conn:
+            picked = list(conn.execute(picked).scalars())
+        if not picked:
+            return 0, 0.0
+    held = time.perf_counter()
+    with db.begin() as conn:
+        rid = _rid(conn)
+        if conn.dialect.name == "postgresql":
+            picked = select(rid).select_from(step.table).where(step.where).limit(size).scalar_subquery()
+        query: Any
+        if step.slim:
+            query = update(inbox).where(rid.in_(picked), step.where).values(body=b"", facts=None)
+        else:
+            query = delete(step.table).where(rid.in_(picked), step.where)
+        n = int(conn.execute(query).rowcount or 0)
+    return n, time.perf_counter() - held
 
 
-def _runs_batch(conn: Connection, cut: datetime, statuses: list[str], size: int) -> tuple[int, int, int]:
-    ids = list(conn.execute(_old_runs(cut, statuses).limit(size)).scalars())
+def _runs_batch(db: Engine, cut: datetime, statuses: list[str], size: int) -> tuple[int, int, int, float]:
+    """One batch of finished runs with their outbox rows and attempts, picked in a read (no
+    writer lock: final runs and settled rows do not change back) and deleted in one short write."""
+    with db.connect() as conn:
+        ids = list(conn.execute(_old_runs(cut, statuses).limit(size)).scalars())
+        keys = list(conn.execute(select(outbox.c.key).where(outbox.c.run_id.in_(ids))).scalars()) if ids else []
     if not ids:
-        return 0, 0, 0
-    keys = list(conn.execute(select(outbox.c.key).where(outbox.c.run_id.in_(ids))).scalars())
-    n_att = 0
-    for at in range(0, len(keys), 500):
-        n_att += int(conn.execute(delete(attempts).where(attempts.c.key.in_(keys[at : at + 500]))).rowcount or 0)
-    n_out = int(conn.execute(delete(outbox).where(outbox.c.run_id.in_(ids))).rowcount or 0)
-    n_runs = int(conn.execute(delete(runs).where(runs.c.id.in_(ids))).rowcount or 0)
-    return n_runs, n_out, n_att
+        return 0, 0, 0, 0.0
+    held = time.perf_counter()
+    with db.begin() as conn:
+        n_att = 0
+        for at in range(0, len(keys), 500):
+            n_att += int(conn.execute(delete(attempts).where(attempts.c.key.in_(keys[at : at + 500]))).rowcount or 0)
+        settled = outbox.c.status.in_(SETTLED)
+        n_out = int(conn.execute(delete(outbox).where(outbox.c.run_id.in_(ids), settled)).rowcount or 0)
+        n_runs = int(conn.execute(delete(runs).where(runs.c.id.in_(ids))).rowcount or 0)
+    return n_runs, n_out, n_att, time.perf_counter() - held
 
 
 def prune(
@@ -156,23 +173,19 @@ def prune(
     for family, cut, statuses in run_cutoffs(retention, now):
         cuts[family] = cut
         while not stopping():
-            held = time.perf_counter()
-            with db.begin() as conn:
-                n_runs, n_out, n_att = _runs_batch(conn, cut, statuses, retention.batch)
+            n_runs, n_out, n_att, took_s = _runs_batch(db, cut, statuses, retention.batch)
             removed[family] += n_runs + n_out + n_att
             if n_runs < retention.batch:
                 break
-            _rest(pause, held)
+            _rest(pause, took_s)
     for step in steps(retention, now, longest_cap):
         cuts.setdefault(step.family, step.cutoff)
         while not stopping():
-            held = time.perf_counter()
-            with db.begin() as conn:
-                n = _batch(conn, step, retention.batch)
+            n, took_s = _batch(db, step, retention.batch)
             removed[step.family] += n
             if n < retention.batch:
                 break
-            _rest(pause, held)
+            _rest(pause, took_s)
     removed["pages"] = vacuum(db, pause)
     took = {"wall_started": wall, "seconds": time.perf_counter() - started}
     with db.begin() as conn:
@@ -180,11 +193,11 @@ def prune(
     return removed
 
 
-def _rest(pause: float, since: float) -> None:
-    """The writers' turn between two batches: as long as the batch took (at most half of the
-    writer lock's time goes to pruning), at least `pause`; nothing when `pause` is 0 (the CLI)."""
+def _rest(pause: float, took: float) -> None:
+    """The writers' turn between two batches: as long as the batch's write took (at most half of
+    the writer lock's time goes to pruning), at least `pause`; nothing when `pause` is 0 (the CLI)."""
     if pause > 0:
-        time.sleep(max(pause, time.perf_counter() - since))
+        time.sleep(max(pause, took))
 
 
 def record(
@@ -226,7 +239,7 @@ def vacuum(db: Engine, pause: float = 0.0, pages: int = 500) -> int:
             raw.close()
         if before <= pages:
             break
-        _rest(pause, held)
+        _rest(pause, time.perf_counter() - held)
     return freed
 
 
