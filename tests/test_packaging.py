@@ -53,7 +53,7 @@ def test_a_built_wheel_installs_into_a_clean_venv_and_runs_flowrun_help(tmp_path
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    assert "flowrun/cli.py" in names and not any(n.startswith("tests/") for n in names)
+    assert "flowrun/cli/__init__.py" in names and not any(n.startswith("tests/") for n in names)
     assert "Name: flowrun-store" in metadata and "Requires-Dist: prometheus-client" in metadata
 
     venv = tmp_path / "venv"
