@@ -17,19 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from flowrun.attribution.records import COUNTS
 from flowrun.attribution.windows import Z_THRESHOLD
 
-COUNTS = (
-    "recipients",
-    "delivered",
-    "opened",
-    "opened_human",
-    "clicked",
-    "unsubscribed",
-    "bounced",
-    "complained",
-    "converted",
-)
 MICROS = Decimal(1_000_000)
 CENT = Decimal("0.01")
 

@@ -18,7 +18,7 @@ KIND_COLUMNS = {  # message.<kind> -> the first time of it kept on the message
 }
 
 
-FIGURES = (  # the report's counters, per FigureKey
+COUNTS = (  # message counters, per FigureKey
     "recipients",
     "delivered",
     "opened",
@@ -28,11 +28,10 @@ FIGURES = (  # the report's counters, per FigureKey
     "bounced",
     "complained",
     "converted",
-    "orders",
-    "revenue_micros",
-    "arm_runs",
-    "arm_converted",
 )
+# the report's counters (the figures table's columns): the message counts, the attributed orders
+# and revenue, and per split arm the runs that sent their first message in it and those converted
+FIGURES = (*COUNTS, "orders", "revenue_micros", "arm_runs", "arm_converted")
 
 
 @dataclass(frozen=True, order=True)

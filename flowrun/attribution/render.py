@@ -8,7 +8,8 @@ import io
 from decimal import Decimal
 from typing import Any
 
-from flowrun.attribution.figures import COUNTS, Figures, Report
+from flowrun.attribution.figures import Figures, Report
+from flowrun.attribution.records import COUNTS
 from flowrun.jsonout import iso
 
 CSV_HEAD = ["flow", "step", "split", "arm", "channel", *COUNTS, "orders", "revenue"]

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from flowrun.attribution.figures import COUNTS, Key, Report, Unknown, build
-from flowrun.attribution.records import FIGURES, FigureKey
+from flowrun.attribution.figures import Key, Report, Unknown, build
+from flowrun.attribution.records import COUNTS, FIGURES, FigureKey
 from flowrun.runtime.memory_messages import MemoryMessages
 from flowrun.state.schema import engagements, figures
 

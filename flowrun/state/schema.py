@@ -18,6 +18,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from flowrun.attribution.records import FIGURES
+
 metadata = MetaData()
 TZ = DateTime(timezone=True)
 SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite's rowid alias must be INTEGER
@@ -289,24 +291,7 @@ figures = Table(
     Column("channel", String(16), primary_key=True),
     Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
     Column("currency", String(8), primary_key=True),  # "" on the message-count rows
-    *(
-        Column(name, BigInteger, nullable=False, default=0)
-        for name in (
-            "recipients",
-            "delivered",
-            "opened",
-            "opened_human",
-            "clicked",
-            "unsubscribed",
-            "bounced",
-            "complained",
-            "converted",
-            "orders",
-            "revenue_micros",
-            "arm_runs",  # runs that sent their first message in this arm that day
-            "arm_converted",  # of those, runs converted
-        )
-    ),
+    *(Column(name, BigInteger, nullable=False, default=0) for name in FIGURES),
 )
 
 # -- customer memory (issue 16 items 1-2: profiles, order history, segments) ----------------
