@@ -15,10 +15,6 @@ Target (issue 3): ingest >= 0.5 x bare. The same asyncio load generator drives e
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import os
 import socket
 import statistics
@@ -29,12 +25,10 @@ from pathlib import Path
 
 import httpx
 from common import ROOT, family, report
+from loadgen import CONCURRENCY, SECRET, Load, pct
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-CONCURRENCY = 32
-SECRET = "bench-secret"
-BODY = (ROOT / "examples/events/shopify/orders/create.json").read_bytes()
 PYTHON = str(ROOT / ".venv/bin/python")
 
 BARE_APP = """
@@ -77,49 +71,10 @@ def wait_up(url: str) -> None:
 
 
 async def load(port: int, seconds: float) -> tuple[int, list[float]]:
-    """Raw asyncio HTTP/1.1 keep-alive connections: httpx's async pool tops out near 200 req/s
-    under 32 concurrent tasks here (encode/httpx#3215), which would measure the client."""
-    order = json.loads(BODY)
-    latencies: list[float] = []
-    done = 0
-    deadline = time.perf_counter() + seconds
-    counter = iter(range(10**9))
-
-    async def connection() -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while time.perf_counter() < deadline:
-            n = next(counter)
-            # A distinct order per request: Shopify's orders/create is keyed on the order, so
-            # the same body twice is one event (and one run), however many deliveries.
-            body = json.dumps({**order, "id": 10**12 + n, "order_number": 10**6 + n}).encode()
-            signature = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
-            head = (
-                f"POST /webhooks/shopify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"X-Shopify-Topic: orders/create\r\nX-Shopify-Hmac-Sha256: {signature}\r\n"
-                f"X-Shopify-Webhook-Id: bench-{n}\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            start = time.perf_counter()
-            writer.write(head.encode() + body)
-            await writer.drain()
-            status_and_headers = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in status_and_headers.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            if status_and_headers.startswith(b"HTTP/1.1 200"):
-                done += 1
-        writer.close()
-
-    await asyncio.gather(*(connection() for _ in range(CONCURRENCY)))
-    return done, latencies
-
-
-def pct(values: list[float], p: float) -> float:
-    return statistics.quantiles(values, n=100)[int(p) - 1] * 1000 if len(values) > 100 else float("nan")
+    """Signed orders over keep-alive connections (loadgen.Load): accepted, latencies."""
+    sent = Load([port])
+    await sent.run(seconds)
+    return sent.accepted, sent.latencies
 
 
 def start_app(source: str, port: int, folder: Path, name: str) -> subprocess.Popen[bytes]:
