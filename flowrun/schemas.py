@@ -14,7 +14,7 @@ def _text(schema: object) -> str:
 
 
 def render_all() -> dict[str, str]:
-    from flowrun.config import config_schema
+    from flowrun.config_schema import config_schema
     from flowrun.testfile import test_file_schema
 
     files = {

@@ -27,7 +27,7 @@ from flowrun.actions.base import (
     revealed,
     stable_token,
 )
-from flowrun.config import SECRET
+from flowrun.config_schema import SECRET
 
 _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"[ \t]+")

@@ -27,7 +27,7 @@ from flowrun.actions.base import (
 from flowrun.actions.http_exchange import exchange
 from flowrun.actions.provider import refusal
 from flowrun.actions.transport_errors import describe_aiohttp
-from flowrun.config import SECRET
+from flowrun.config_schema import SECRET
 from flowrun.durations import parse_duration
 from flowrun.netpolicy import NetPolicy, Refused, guarded_session
 

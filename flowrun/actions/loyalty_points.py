@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, obj, result
 from flowrun.actions.provider import call
-from flowrun.config import SECRET
+from flowrun.config_schema import SECRET
 from flowrun.events import Event, customer_key
 from flowrun.loyalty import Ledger, change_points, earned_event
 

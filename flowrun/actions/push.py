@@ -19,7 +19,7 @@ from flowrun.actions.base import (
     stable_token,
 )
 from flowrun.actions.provider import call
-from flowrun.config import SECRET
+from flowrun.config_schema import SECRET
 
 
 class Push(ActionType):

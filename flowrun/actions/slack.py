@@ -7,7 +7,7 @@ from typing import Any
 
 from flowrun.actions.base import TEMPLATED, ActionType, DeliveryContext, PermanentError, obj, revealed
 from flowrun.actions.provider import call
-from flowrun.config import SECRET
+from flowrun.config_schema import SECRET
 
 
 class Slack(ActionType):

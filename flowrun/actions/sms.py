@@ -18,7 +18,7 @@ from flowrun.actions.base import (
     stable_token,
 )
 from flowrun.actions.provider import call
-from flowrun.config import SECRET
+from flowrun.config_schema import SECRET
 from flowrun.phones import E164, international, literal_problem, sendable
 from flowrun.templating import Template
 

@@ -47,7 +47,7 @@ HARD_BOUNCES = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"
 
 
 def config_schema() -> dict[str, Any]:
-    from flowrun.config import SECRET
+    from flowrun.config_schema import SECRET
 
     return {
         "type": "object",

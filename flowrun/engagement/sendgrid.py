@@ -78,7 +78,7 @@ FIELDS = frozenset(
 
 
 def config_schema() -> dict[str, Any]:
-    from flowrun.config import DURATION, SECRET
+    from flowrun.config_schema import DURATION, SECRET
 
     return {
         "type": "object",

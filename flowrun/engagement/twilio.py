@@ -54,7 +54,7 @@ HARD_ERRORS = frozenset({"30005", "30006", "21211", "21614"})
 
 
 def config_schema() -> dict[str, Any]:
-    from flowrun.config import SECRET
+    from flowrun.config_schema import SECRET
 
     return {
         "type": "object",
