@@ -35,6 +35,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 BATCH = int(os.environ.get("BENCH_BATCH", "500"))  # rows per prune transaction (retention.batch)
 PROBE_SECONDS = float(os.environ.get("BENCH_PROBE_SECONDS", "6"))
+SNAPSHOT = os.environ.get("BENCH_SNAPSHOT")  # a file: the database before the first prune, to profile one offline
 CONCURRENCY, PROBE_CONCURRENCY = 32, 8
 SECRET = "bench-secret"
 ORDER = json.loads((ROOT / "examples/events/shopify/orders/create.json").read_bytes())
@@ -180,6 +181,9 @@ def main() -> None:
                 drain(sink_port, load.next)
                 if n == 0:
                     payload = payload_per_run(db)
+                    if SNAPSHOT:
+                        with sqlite3.connect(db) as src, sqlite3.connect(SNAPSHOT) as dst:
+                            src.backup(dst)
                 before, before_runs = db_bytes(db), int(query(db, "SELECT count(*) FROM runs")[0][0])  # type: ignore[call-overload]
                 now += timedelta(hours=50)
                 clock.write_text(now.isoformat())
