@@ -32,12 +32,13 @@ def longest_cap(config: Config, flows: Sequence[Flow]) -> timedelta:
 def prune_now(
     db: Engine,
     config: Config,
-    flows: Sequence[Flow],
+    cap: timedelta,
     now: datetime,
-    pause: float = 0.0,
+    pace: pruner.Pace = pruner.UNPACED,
     stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, int]:
-    removed = pruner.prune(db, config.retention, now, longest_cap(config, flows), pause, stopping)
+    """A prune pass; `cap` is `longest_cap(config, flows)` (the send log is kept that long)."""
+    removed = pruner.prune(db, config.retention, now, cap, pace, stopping)
     if any(n for family, n in removed.items() if family != "pages"):
         log.info("retention pruned %s", ", ".join(f"{k} {v}" for k, v in removed.items() if v))
     return removed
@@ -56,7 +57,7 @@ def prune_command(db: Engine, config: Config, flows: Sequence[Flow], dry_run: bo
         head.append(f"last prune {codec.utc(last['at']).replace(microsecond=0).isoformat()}")  # type: ignore[union-attr]
     if dry_run:
         return [*head, "would prune (--dry-run: nothing changed):", *("  " + line for line in lines)]
-    removed = prune_now(db, config, flows, now)
+    removed = prune_now(db, config, cap, now)
     done = [f"  {family}: {n} rows" for family, n in removed.items() if family != "pages"]
     if removed.get("pages"):
         done.append(f"  {removed['pages']} free pages given back to the file system")

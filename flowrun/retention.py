@@ -48,7 +48,11 @@ SCHEMA: dict[str, Any] = {
             "retries for 48 hours)",
         },
         "sends": _window("the send log caps and reports read (default keep; never shorter than the longest cap)"),
-        "every": {"type": "string", "pattern": DURATION_PATTERN, "description": "how often the leader prunes (10m)"},
+        "every": {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "the leader prunes again this long after a prune ends (10m)",
+        },
         "batch": {"type": "integer", "minimum": 1, "maximum": 100000, "description": "rows per transaction (500)"},
     },
 }

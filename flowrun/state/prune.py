@@ -2,8 +2,10 @@
 
 Each batch is one short transaction of at most `Retention.batch` rows (on SQLite it takes the
 shared writer lock once, briefly; the webhook port and the engine get their turn between
-batches). Rows are picked by their row id (`rowid` on SQLite, `ctid` on PostgreSQL) in a
-subquery with LIMIT. Afterwards SQLite gives the freed pages back with `PRAGMA
+batches). Under serve a `Pace` sizes each batch so its write holds the lock about as long as the
+pace allows (the size follows the time per row the last batch measured) and rests in between.
+Rows are picked by their row id (`rowid` on SQLite, `ctid` on PostgreSQL) in a subquery with
+LIMIT. Afterwards SQLite gives the freed pages back with `PRAGMA
 incremental_vacuum` (databases created by this flowrun have auto_vacuum=INCREMENTAL; an older
 file reuses its free pages instead of shrinking); PostgreSQL's autovacuum does the rest.
 
@@ -45,6 +47,14 @@ class Step:
     where: Any
     table: Any
     slim: bool = False  # drop the body, keep the row (a dedupe key)
+    statuses: tuple[str, ...] = ()  # what a picked row's status must still be when it is written
+
+
+def _unindexed(column: Any) -> Any:
+    """The column's value in a form SQLite's planner does not look up in an index. A batch's
+    write finds its rows by key; given `status IN (...)` as well, the planner chose the index on
+    status and scanned every row of that status, once per batch."""
+    return column.concat("")
 
 
 def _utc(value: datetime) -> datetime:
@@ -59,19 +69,20 @@ def steps(retention: Retention, now: datetime, longest_cap: timedelta = timedelt
     for family, window, status in (("inbox", retention.inbox, "done"), ("ignored", retention.ignored, "ignored")):
         if window is None:
             continue
-        if window < keys:  # the body goes now, the key row once the retry window is over
-            cut = now - window
-            yield Step(family, "bodies", cut, _aged(status, cut) & (func.length(inbox.c.body) > 0), inbox, slim=True)
         cut = now - max(window, keys)
-        yield Step(family, "deliveries", cut, _aged(status, cut), inbox)
+        yield Step(family, "deliveries", cut, _aged(status, cut), inbox, statuses=(status,))
+        if window < keys:  # the body goes now, the key row once the retry window is over (deleted first: not slimmed)
+            cut = now - window
+            aged = _aged(status, cut) & (func.length(inbox.c.body) > 0)
+            yield Step(family, "bodies", cut, aged, inbox, slim=True, statuses=(status,))
     if retention.failed is not None:
         cut = now - max(retention.failed, keys)
-        yield Step(
-            "failed", "deliveries", cut, inbox.c.status.in_(["rejected", "failed"]) & (inbox.c.received_at < cut), inbox
-        )
+        problems = ("rejected", "failed")
+        where = inbox.c.status.in_(problems) & (inbox.c.received_at < cut)
+        yield Step("failed", "deliveries", cut, where, inbox, statuses=problems)
     if retention.sends is not None:
         cut = now - max(retention.sends, longest_cap)
-        yield Step("sends", "sends", cut, sends.c.at < cut, sends)
+        yield Step("sends", "sends", cut, sends.c.at < cut, sends)  # a send log row never changes
 
 
 def run_cutoffs(retention: Retention, now: datetime) -> Iterator[tuple[str, datetime, list[str]]]:
@@ -117,6 +128,31 @@ def _rid(conn: Connection) -> Any:
     return literal_column("ctid" if conn.dialect.name == "postgresql" else "rowid")
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How a prune shares SQLite's one writer. `hold`: the longest a batch's write should keep
+    the lock (None: full batches, the CLI's way); `rest`: seconds of rest per second held."""
+
+    hold: float | None = None
+    rest: float = 0.0
+
+    def first(self, most: int) -> int:
+        return most if self.hold is None else min(most, 8)
+
+    def next(self, size: int, took: float, most: int) -> int:
+        """The next batch's size from what this one took: at most doubling, at least one row."""
+        if self.hold is None or took <= 0:
+            return most
+        return max(1, min(most, 2 * size, int(size * self.hold / took)))
+
+    def pause(self, took: float) -> None:
+        if self.rest > 0:
+            time.sleep(took * self.rest)
+
+
+UNPACED = Pace()  # the CLI's: full batches, no rest
+
+
 def _batch(db: Engine, step: Step, size: int) -> tuple[int, float]:
     """One batch of a step: rows removed, and how long the write transaction took."""
     picked: Any = select(literal_column("rowid")).select_from(step.table).where(step.where).limit(size)
@@ -125,18 +161,27 @@ def _batch(db: Engine, step: Step, size: int) -> tuple[int, float]:
             picked = list(conn.execute(picked).scalars())
         if not picked:
             return 0, 0.0
-    held = time.perf_counter()
-    with db.begin() as conn:
+    with db.begin() as conn:  # the lock is held from here (the wait for it is not the batch's doing)
+        held = time.perf_counter()
         rid = _rid(conn)
         if conn.dialect.name == "postgresql":
             picked = select(rid).select_from(step.table).where(step.where).limit(size).scalar_subquery()
-        query: Any
-        if step.slim:
-            query = update(inbox).where(rid.in_(picked), step.where).values(body=b"", facts=None)
-        else:
-            query = delete(step.table).where(rid.in_(picked), step.where)
-        n = int(conn.execute(query).rowcount or 0)
+        n = int(conn.execute(step_write(step, rid, picked)).rowcount or 0)
     return n, time.perf_counter() - held
+
+
+def step_write(step: Step, rid: Any, picked: Any) -> Any:
+    """The write of a batch of `step`: the picked rows, found by their row id."""
+    query: Any = update(inbox).values(body=b"", facts=None) if step.slim else delete(step.table)
+    query = query.where(rid.in_(picked))
+    if step.statuses:  # set aside, replayed: a row's status may have moved since it was picked
+        query = query.where(_unindexed(step.table.c.status).in_(step.statuses))
+    return query
+
+
+def settled_outbox(run_ids: list[str]) -> Any:
+    """The outbox rows of finished runs, found by run (each is settled: nothing sends it again)."""
+    return delete(outbox).where(outbox.c.run_id.in_(run_ids), _unindexed(outbox.c.status).in_(SETTLED))
 
 
 def _runs_batch(db: Engine, cut: datetime, statuses: list[str], size: int) -> tuple[int, int, int, float]:
@@ -147,13 +192,12 @@ def _runs_batch(db: Engine, cut: datetime, statuses: list[str], size: int) -> tu
         keys = list(conn.execute(select(outbox.c.key).where(outbox.c.run_id.in_(ids))).scalars()) if ids else []
     if not ids:
         return 0, 0, 0, 0.0
-    held = time.perf_counter()
     with db.begin() as conn:
+        held = time.perf_counter()
         n_att = 0
         for at in range(0, len(keys), 500):
             n_att += int(conn.execute(delete(attempts).where(attempts.c.key.in_(keys[at : at + 500]))).rowcount or 0)
-        settled = outbox.c.status.in_(SETTLED)
-        n_out = int(conn.execute(delete(outbox).where(outbox.c.run_id.in_(ids), settled)).rowcount or 0)
+        n_out = int(conn.execute(settled_outbox(ids)).rowcount or 0)
         n_runs = int(conn.execute(delete(runs).where(runs.c.id.in_(ids))).rowcount or 0)
     return n_runs, n_out, n_att, time.perf_counter() - held
 
@@ -163,41 +207,39 @@ def prune(
     retention: Retention,
     now: datetime,
     longest_cap: timedelta = timedelta(0),
-    pause: float = 0.0,
+    pace: Pace = UNPACED,
     stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, int]:
     """Everything past its window, batch by batch; rows removed per family (and `pages` freed)."""
     started, wall = time.perf_counter(), time.time()
     removed = {family: 0 for family in FAMILIES}
     cuts: dict[str, datetime] = {}
+    most = retention.batch
     for family, cut, statuses in run_cutoffs(retention, now):
         cuts[family] = cut
+        size = pace.first(most)
         while not stopping():
-            n_runs, n_out, n_att, took_s = _runs_batch(db, cut, statuses, retention.batch)
+            n_runs, n_out, n_att, took = _runs_batch(db, cut, statuses, size)
             removed[family] += n_runs + n_out + n_att
-            if n_runs < retention.batch:
+            if n_runs < size:
                 break
-            _rest(pause, took_s)
+            pace.pause(took)
+            size = pace.next(size, took, most)
     for step in steps(retention, now, longest_cap):
         cuts.setdefault(step.family, step.cutoff)
+        size = pace.first(most)
         while not stopping():
-            n, took_s = _batch(db, step, retention.batch)
+            n, took = _batch(db, step, size)
             removed[step.family] += n
-            if n < retention.batch:
+            if n < size:
                 break
-            _rest(pause, took_s)
-    removed["pages"] = vacuum(db, pause)
-    took = {"wall_started": wall, "seconds": time.perf_counter() - started}
+            pace.pause(took)
+            size = pace.next(size, took, most)
+    removed["pages"] = vacuum(db, pace)
+    took_s = {"wall_started": wall, "seconds": time.perf_counter() - started}
     with db.begin() as conn:
-        record(conn, now, removed, cuts, took)
+        record(conn, now, removed, cuts, took_s)
     return removed
-
-
-def _rest(pause: float, took: float) -> None:
-    """The writers' turn between two batches: as long as the batch's write took (at most half of
-    the writer lock's time goes to pruning), at least `pause`; nothing when `pause` is 0 (the CLI)."""
-    if pause > 0:
-        time.sleep(max(pause, took))
 
 
 def record(
@@ -217,29 +259,31 @@ def record(
     set_cursor(conn, LAST, {**this, "worked": worked})  # `worked`: the last pass that removed rows
 
 
-def vacuum(db: Engine, pause: float = 0.0, pages: int = 500) -> int:
-    """SQLite: give free pages back to the file system, `pages` at a time (each a short write)."""
+def vacuum(db: Engine, pace: Pace = UNPACED, most: int = 500) -> int:
+    """SQLite: give free pages back to the file system, at most `most` pages per short write."""
     if db.dialect.name != "sqlite":
         return 0
     with db.connect() as conn:
         if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() != 2:  # 2: INCREMENTAL
             return 0
-    freed = 0
-    for _ in range(10_000):
-        held = time.perf_counter()
+    freed, pages = 0, pace.first(most)
+    for _ in range(100_000):
         raw: Any = db.raw_connection()
         try:
             raw.begin_immediate()  # flowrun's writer lock, then BEGIN IMMEDIATE
+            held = time.perf_counter()
             before = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
             # sqlite3_exec steps the pragma to its end (a cursor frees one page per step)
             raw.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
             freed += before - int(raw.execute("PRAGMA freelist_count").fetchone()[0])
             raw.commit()
+            took = time.perf_counter() - held
         finally:
             raw.close()
         if before <= pages:
             break
-        _rest(pause, time.perf_counter() - held)
+        pace.pause(took)
+        pages = pace.next(pages, took, most)
     return freed
 
 

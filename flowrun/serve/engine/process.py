@@ -11,20 +11,21 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
+from flowrun.durations import format_duration
 from flowrun.errors import FlowrunError
-from flowrun.pruning import prune_now
+from flowrun.pruning import longest_cap
 from flowrun.runtime.records import Applied
 from flowrun.serve import messages as m
 from flowrun.serve.cluster import Cluster
 from flowrun.serve.engine.leader import poll_once, pollers, tick_schedules
 from flowrun.serve.engine.lookups import Lookups
 from flowrun.serve.engine.loop import EngineLoop
+from flowrun.serve.engine.retention import Pruner
 from flowrun.serve.health import Heartbeat
 from flowrun.serve.ingest import SetAside
 from flowrun.serve.metrics import Metrics
@@ -34,8 +35,7 @@ from flowrun.state.database import make_engine, reading
 from flowrun.state.sqlite_writer import LockLike
 
 log = logging.getLogger("flowrun.engine")
-PRUNE_FIRST_AFTER_S = 30.0  # the first prune after start, then every `retention.every`
-PRUNE_PAUSE_S = 0.005  # between two batches: the webhook port's and the engine's turn at the lock
+PRUNE_FIRST_AFTER_S = 30.0  # the first prune after start (then `retention.every` after each)
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class EngineProcess:
             on_applied=self._count,
             lookups=Lookups(self.db, config.sources, lambda: self.loop.wake.set()),
         )
+        self.retention = Pruner(config, writer_lock)
         self.heartbeat = Heartbeat("engine", config.lease)  # /healthz: rounds fail, or stop coming
         self.stopping = threading.Event()
         self.reloading = threading.Event()
@@ -88,6 +89,7 @@ class EngineProcess:
             m.listen(end, lambda _msg: self.loop.wake.set(), f"engine-wake-{n}")
         self.control.send(SetAside(self.loop.sources.unread_topics()))
         threading.Thread(target=self._poll_forever, name="pollers", daemon=True).start()
+        threading.Thread(target=self._retain_forever, name="retention", daemon=True).start()
         log.info("engine %s: %d flows", self.cluster.id, len(self.loop.runtime.flows.current))
         beat_at = 0.0
         while not self.stopping.is_set():
@@ -159,19 +161,20 @@ class EngineProcess:
 
     def _stop(self) -> None:
         self.stopping.set()
+        self.retention.close()
         self.loop.wake.set()
 
     def _finish(self) -> None:
         with contextlib.suppress(Exception):
             self.loop.round()  # the answers the dispatcher wrote while draining
+        self.retention.wait()
         with contextlib.suppress(Exception):
             self.cluster.leave()
         self.db.dispose()
         log.info("engine stopped")
 
     def _poll_forever(self) -> None:
-        """Pollers and retention on their own event loop, each on its interval, only while this
-        instance leads."""
+        """Pollers on their own event loop, each on its interval, only while this instance leads."""
         asyncio.run(self._polls())
 
     async def _polls(self) -> None:
@@ -194,16 +197,6 @@ class EngineProcess:
                 max_instances=1,
                 misfire_grace_time=None,
             )
-        scheduler.add_job(
-            self._prune,
-            "interval",
-            seconds=self.config.retention.every.total_seconds(),
-            id="retention",
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=None,
-            next_run_time=datetime.now(UTC) + min(timedelta(seconds=PRUNE_FIRST_AFTER_S), self.config.retention.every),
-        )
         scheduler.start()
         try:
             await asyncio.to_thread(self.stopping.wait)
@@ -211,17 +204,21 @@ class EngineProcess:
             scheduler.shutdown(wait=False)
             await http.aclose()
 
-    async def _prune(self) -> None:
-        """Retention, in short batches on a thread (the engine's rounds go on meanwhile)."""
-        if not self.leading:
-            return
-        flows = list(self.loop.runtime.flows.current.values())
-        try:
-            await asyncio.to_thread(
-                prune_now, self.db, self.config, flows, self.clock(), PRUNE_PAUSE_S, self.stopping.is_set
-            )
-        except Exception:
-            log.exception("retention failed; it runs again at its next interval")
+    def _retain_forever(self) -> None:
+        """Retention on its own thread while this instance leads, in short paced batches (the
+        engine's rounds go on meanwhile): soon after start, then `retention.every` after each
+        pass ends, so a long pass is never overlapped or skipped."""
+        every = self.config.retention.every.total_seconds()
+        wait = min(PRUNE_FIRST_AFTER_S, every)
+        while not self.stopping.wait(wait):
+            wait = every
+            if not self.leading:
+                continue
+            cap = longest_cap(self.config, list(self.loop.runtime.flows.current.values()))
+            try:
+                self.retention.prune(self.clock(), cap)
+            except Exception:
+                log.exception("retention failed; it runs again in %s", format_duration(self.config.retention.every))
 
     async def _poll(self, name: str, poll: Any) -> None:
         if not self.leading:  # only the leader polls
