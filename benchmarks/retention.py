@@ -38,9 +38,10 @@ BATCH = int(os.environ.get("BENCH_BATCH", "500"))  # rows per prune transaction 
 PROBE_SECONDS = float(os.environ.get("BENCH_PROBE_SECONDS", "15"))
 SNAPSHOT = os.environ.get("BENCH_SNAPSHOT")  # a file: the database before the first prune, to profile one offline
 # the probes come at this share of the rate serve sustained in round 1 (orders in, actions
-# out at the sink), in an open loop: the
-# question is what a prune does to a webhook's wait, not how throughput is shared at saturation
+# out at the sink), in an open loop: the question is what a prune does to a webhook's wait,
+# not how throughput is shared at saturation
 PROBE_SHARE = float(os.environ.get("BENCH_PROBE_SHARE", "0.5"))
+PROBE_RATE = float(os.environ.get("BENCH_PROBE_RATE", "0"))  # requests/s instead: runs compared like for like
 CONCURRENCY = 32
 SECRET = "bench-secret"
 ORDER = json.loads((ROOT / "examples/events/shopify/orders/create.json").read_bytes())
@@ -194,7 +195,7 @@ def main() -> None:
                 drain(sink_port, load.next)
                 if n == 0:  # webhook to the sink's answer: what serve sustains end to end
                     sustained = per_round / (time.perf_counter() - took)
-                    rate = sustained * PROBE_SHARE
+                    rate = PROBE_RATE or sustained * PROBE_SHARE
                 quiet += [lat for _, lat in asyncio.run(load.play(None, PROBE_SECONDS, CONCURRENCY, rate))]
                 drain(sink_port, load.next)
                 if n == 0:
@@ -235,7 +236,7 @@ def main() -> None:
     print(f"{load.next:,} webhooks ({ROUNDS} rounds of {per_round:,} + probes) through flowrun serve, {elapsed:.0f} s;")
     print("retention runs 48h, inbox 1h; the test clock moves 50 h between rounds")
     print(
-        f"probes: {rate:,.0f} webhooks/s, open loop ({PROBE_SHARE:.0%} of the {sustained:,.0f}/s sustained in round 1)"
+        f"probes: {rate:,.0f} webhooks/s, open loop ({rate / sustained:.0%} of {sustained:,.0f}/s sustained in round 1)"
     )
     for n, (runs_before, before, after, kept, seconds, pruned) in enumerate(rows, start=1):
         report(f"round {n}: database before prune ({runs_before:,} runs)", before / 1e6, "MB")
