@@ -215,12 +215,6 @@ def main() -> None:
                 assert done is not None
                 begin, end = float(done["wall_started"]), float(done["wall_started"]) + float(done["seconds"])  # type: ignore[arg-type]
                 during += [lat for at, lat in probe if begin <= at <= end]
-                if os.environ.get("BENCH_TRACE"):
-                    buckets: dict[int, list[float]] = {}
-                    for at, lat in probe:
-                        buckets.setdefault(int(at) // 2 * 2, []).append(lat)
-                    for sec in sorted(buckets):
-                        print(f"TRACE {sec} n={len(buckets[sec])} p99={pct(buckets[sec], 99):.1f}", flush=True)
                 drain(sink_port, load.next)
                 kept = int(query(db, "SELECT count(*) FROM runs")[0][0])  # type: ignore[call-overload]
                 pruned = sum(int(v) for k, v in done["rows"].items() if k != "pages")  # type: ignore[union-attr]

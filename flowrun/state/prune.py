@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, literal_column, select, update
@@ -141,33 +142,48 @@ class Pace:
 
     def next(self, size: int, took: float, most: int) -> int:
         """The next batch's size from what this one took: at most doubling, at least one row."""
-        if self.hold is None or took <= 0:
+        if self.hold is None:
             return most
+        if took <= 0:
+            return min(most, 2 * size)
         return max(1, min(most, 2 * size, int(size * self.hold / took)))
 
     def pause(self, took: float) -> None:
         if self.rest > 0:
             time.sleep(took * self.rest)
 
+    def drain(self, batch: Callable[[int], tuple[int, int, float]], most: int, stopping: Callable[[], bool]) -> int:
+        """Batches until one comes back short: `batch(size)` gives (rows picked, rows removed,
+        seconds its write held the lock); the rows removed in all."""
+        removed, size = 0, self.first(most)
+        while not stopping():
+            picked, gone, took = batch(size)
+            removed += gone
+            if picked < size:
+                break
+            self.pause(took)
+            size = self.next(size, took, most)
+        return removed
+
 
 UNPACED = Pace()  # the CLI's: full batches, no rest
 
 
-def _batch(db: Engine, step: Step, size: int) -> tuple[int, float]:
-    """One batch of a step: rows removed, and how long the write transaction took."""
+def _batch(db: Engine, step: Step, size: int) -> tuple[int, int, float]:
+    """One batch of a step: rows picked, rows removed, and how long the write held the lock."""
     picked: Any = select(literal_column("rowid")).select_from(step.table).where(step.where).limit(size)
     if db.dialect.name == "sqlite":  # picked in a read: the writer lock is held for the writes alone
         with db.connect() as conn:
             picked = list(conn.execute(picked).scalars())
         if not picked:
-            return 0, 0.0
+            return 0, 0, 0.0
     with db.begin() as conn:  # the lock is held from here (the wait for it is not the batch's doing)
         held = time.perf_counter()
         rid = _rid(conn)
         if conn.dialect.name == "postgresql":
             picked = select(rid).select_from(step.table).where(step.where).limit(size).scalar_subquery()
         n = int(conn.execute(step_write(step, rid, picked)).rowcount or 0)
-    return n, time.perf_counter() - held
+    return n, n, time.perf_counter() - held  # PostgreSQL picks in the write: what it removed
 
 
 def step_write(step: Step, rid: Any, picked: Any) -> Any:
@@ -184,14 +200,15 @@ def settled_outbox(run_ids: list[str]) -> Any:
     return delete(outbox).where(outbox.c.run_id.in_(run_ids), _unindexed(outbox.c.status).in_(SETTLED))
 
 
-def _runs_batch(db: Engine, cut: datetime, statuses: list[str], size: int) -> tuple[int, int, int, float]:
+def _runs_batch(db: Engine, cut: datetime, statuses: list[str], size: int) -> tuple[int, int, float]:
     """One batch of finished runs with their outbox rows and attempts, picked in a read (no
-    writer lock: final runs and settled rows do not change back) and deleted in one short write."""
+    writer lock: final runs and settled rows do not change back) and deleted in one short write:
+    runs removed, rows removed, seconds the write held the lock."""
     with db.connect() as conn:
         ids = list(conn.execute(_old_runs(cut, statuses).limit(size)).scalars())
         keys = list(conn.execute(select(outbox.c.key).where(outbox.c.run_id.in_(ids))).scalars()) if ids else []
     if not ids:
-        return 0, 0, 0, 0.0
+        return 0, 0, 0.0
     with db.begin() as conn:
         held = time.perf_counter()
         n_att = 0
@@ -199,7 +216,7 @@ def _runs_batch(db: Engine, cut: datetime, statuses: list[str], size: int) -> tu
             n_att += int(conn.execute(delete(attempts).where(attempts.c.key.in_(keys[at : at + 500]))).rowcount or 0)
         n_out = int(conn.execute(settled_outbox(ids)).rowcount or 0)
         n_runs = int(conn.execute(delete(runs).where(runs.c.id.in_(ids))).rowcount or 0)
-    return n_runs, n_out, n_att, time.perf_counter() - held
+    return n_runs, n_runs + n_out + n_att, time.perf_counter() - held
 
 
 def prune(
@@ -217,24 +234,10 @@ def prune(
     most = retention.batch
     for family, cut, statuses in run_cutoffs(retention, now):
         cuts[family] = cut
-        size = pace.first(most)
-        while not stopping():
-            n_runs, n_out, n_att, took = _runs_batch(db, cut, statuses, size)
-            removed[family] += n_runs + n_out + n_att
-            if n_runs < size:
-                break
-            pace.pause(took)
-            size = pace.next(size, took, most)
+        removed[family] += pace.drain(partial(_runs_batch, db, cut, statuses), most, stopping)
     for step in steps(retention, now, longest_cap):
         cuts.setdefault(step.family, step.cutoff)
-        size = pace.first(most)
-        while not stopping():
-            n, took = _batch(db, step, size)
-            removed[step.family] += n
-            if n < size:
-                break
-            pace.pause(took)
-            size = pace.next(size, took, most)
+        removed[step.family] += pace.drain(partial(_batch, db, step), most, stopping)
     removed["pages"] = vacuum(db, pace)
     took_s = {"wall_started": wall, "seconds": time.perf_counter() - started}
     with db.begin() as conn:
@@ -266,25 +269,25 @@ def vacuum(db: Engine, pace: Pace = UNPACED, most: int = 500) -> int:
     with db.connect() as conn:
         if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() != 2:  # 2: INCREMENTAL
             return 0
-    freed, pages = 0, pace.first(most)
-    for _ in range(100_000):
-        raw: Any = db.raw_connection()
-        try:
-            raw.begin_immediate()  # flowrun's writer lock, then BEGIN IMMEDIATE
-            held = time.perf_counter()
-            before = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
-            # sqlite3_exec steps the pragma to its end (a cursor frees one page per step)
-            raw.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
-            freed += before - int(raw.execute("PRAGMA freelist_count").fetchone()[0])
-            raw.commit()
-            took = time.perf_counter() - held
-        finally:
-            raw.close()
-        if before <= pages:
-            break
-        pace.pause(took)
-        pages = pace.next(pages, took, most)
-    return freed
+    return pace.drain(partial(_vacuum_step, db), most, lambda: False)
+
+
+def _vacuum_step(db: Engine, pages: int) -> tuple[int, int, float]:
+    """Up to `pages` free pages given back in one write: (pages asked for while more were free,
+    pages freed, seconds the write held the lock)."""
+    raw: Any = db.raw_connection()
+    try:
+        raw.begin_immediate()  # flowrun's writer lock, then BEGIN IMMEDIATE
+        held = time.perf_counter()
+        before = int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+        # sqlite3_exec steps the pragma to its end (a cursor frees one page per step)
+        raw.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+        freed = before - int(raw.execute("PRAGMA freelist_count").fetchone()[0])
+        raw.commit()
+        took = time.perf_counter() - held
+    finally:
+        raw.close()
+    return (pages if before > pages else 0), freed, took
 
 
 def watermark(conn: Connection, kinds: tuple[str, ...] = ("runs", "failed")) -> tuple[datetime, datetime] | None:

@@ -74,7 +74,7 @@ class EngineProcess:
             on_applied=self._count,
             lookups=Lookups(self.db, config.sources, lambda: self.loop.wake.set()),
         )
-        self.retention = Pruner(config, writer_lock)
+        self.pruner = Pruner(config, writer_lock)
         self.heartbeat = Heartbeat("engine", config.lease)  # /healthz: rounds fail, or stop coming
         self.stopping = threading.Event()
         self.reloading = threading.Event()
@@ -161,13 +161,13 @@ class EngineProcess:
 
     def _stop(self) -> None:
         self.stopping.set()
-        self.retention.close()
+        self.pruner.close()
         self.loop.wake.set()
 
     def _finish(self) -> None:
         with contextlib.suppress(Exception):
             self.loop.round()  # the answers the dispatcher wrote while draining
-        self.retention.wait()
+        self.pruner.wait()
         with contextlib.suppress(Exception):
             self.cluster.leave()
         self.db.dispose()
@@ -205,9 +205,9 @@ class EngineProcess:
             await http.aclose()
 
     def _retain_forever(self) -> None:
-        """Retention on its own thread while this instance leads, in short paced batches (the
-        engine's rounds go on meanwhile): soon after start, then `retention.every` after each
-        pass ends, so a long pass is never overlapped or skipped."""
+        """Retention while this instance leads, each pass handed to the prune process and waited
+        for on this thread: soon after start, then `retention.every` after each pass ends, so a
+        long pass is never overlapped or skipped."""
         every = self.config.retention.every.total_seconds()
         wait = min(PRUNE_FIRST_AFTER_S, every)
         while not self.stopping.wait(wait):
@@ -216,7 +216,7 @@ class EngineProcess:
                 continue
             cap = longest_cap(self.config, list(self.loop.runtime.flows.current.values()))
             try:
-                self.retention.prune(self.clock(), cap)
+                self.pruner.prune(self.clock(), cap)
             except Exception:
                 log.exception("retention failed; it runs again in %s", format_duration(self.config.retention.every))
 
