@@ -16,11 +16,12 @@ from flowrun.jsonout import iso, plain
 from flowrun.state import admin, codec
 from flowrun.state import inbox as inbox_rows
 from flowrun.state.customers import SqlLedger, balances, history
-from flowrun.state.database import reading
+from flowrun.state.database import reading, sqlite_path
 from flowrun.state.prune import watermark
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import attempts, outbox, runs
 from flowrun.state.schema_check import open_current
+from flowrun.state.spool import spool_path, waiting
 
 
 def state_engine(config: Config) -> Engine:
@@ -164,6 +165,13 @@ def inbox_problems(config: Config) -> list[str]:
             f"  received {_short(row['received_at'])}"
         )
         lines.append(f"          {row['error']}")
+    path = sqlite_path(config.database)
+    spooled = waiting(path, _engine(config)) if path is not None else 0
+    if path is not None and spooled:
+        lines.append(
+            f"{spooled} accepted deliver{'y waits' if spooled == 1 else 'ies wait'} in {spool_path(path)}"
+            " (the webhook port stopped before moving them): `flowrun serve` moves them into the inbox when it starts"
+        )
     return lines
 
 

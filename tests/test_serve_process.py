@@ -3,9 +3,11 @@ Time inside the process comes from a clock file the test moves forward."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -312,6 +314,37 @@ steps:
   - http: {url: "SINK/confirm", json: {order: "{{ order.id }}"}}
     retry: {attempts: 5, backoff: 1s}
 """
+
+
+def test_a_webhook_acknowledged_while_another_writer_holds_the_database_survives_a_kill_9_and_is_sent_once(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """The acknowledgement waits for the spool only; a kill -9 before the row reached the inbox
+    leaves it in the spool, listed by `flowrun inbox`, and the next start moves and sends it."""
+    service = Service(tmp_path, SEND_AT_ONCE, sink.url)
+    service.start()
+    assert service.process is not None
+    blocker = sqlite3.connect(service.db, timeout=0, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer (`flowrun prune`, say) holds the state database
+    try:
+        assert service.post(order(7), "d-7") == 200
+        listed = subprocess.run(
+            [FLOWRUN, "inbox", "-c", str(tmp_path / "flowrun.yaml")], capture_output=True, text=True
+        )
+        assert "1 accepted delivery waits in" in listed.stdout and "state.spool.db" in listed.stdout
+        service.process.kill()
+        service.process.wait(timeout=30)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert service.count(inbox) == 0 and sink.requests == []
+    service.start()
+    service.wait_for(lambda: service.count(outbox, outbox.c.status == "delivered") == 1, "the send")
+    assert [r["path"] for r in sink.requests] == ["/confirm"]
+    assert json.loads(sink.requests[0]["body"]) == {"order": "7"}
+    assert service.post(order(7), "d-7") == 200  # the store's retry: a duplicate, not a second run
+    assert service.stop() == 0
+    assert service.count(runs) == 1 and len(sink.requests) == 1
 
 
 def test_kill_9_between_a_providers_answer_and_its_commit_doubles_at_most_the_sends_in_flight(

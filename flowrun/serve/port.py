@@ -39,8 +39,9 @@ from flowrun.serve.metrics import Labels, Metrics
 from flowrun.serve.process import clock_from_env, die_with_parent, loop_factory, setup_logging
 from flowrun.serve.webhooks import build_app
 from flowrun.state import storage
-from flowrun.state.database import make_engine, reading
+from flowrun.state.database import make_engine, reading, sqlite_path
 from flowrun.state.schema import inbox, outbox, runs, schema_version
+from flowrun.state.spool import Spool, spool_path, waiting
 from flowrun.state.sqlite_writer import LockLike
 
 log = logging.getLogger("flowrun.port")
@@ -96,8 +97,11 @@ async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None)
         health.set_peer(message.part, message.beats)
         metrics.set_peer(message.part, message.metrics or {})
 
+    path = sqlite_path(config.database)
+    spool = Spool(spool_path(path)) if path is not None else None
     writer = InboxWriter(
         engine,
+        spool=spool,
         on_commit=committed,
         clock=clock,
         heartbeat=health.heartbeat("inbox_writer", config.stall_after),
@@ -130,6 +134,8 @@ async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     await server.serve()
     await asyncio.to_thread(writer.stop)  # in-flight webhooks were answered: their rows are committed
+    if spool is not None:
+        spool.close()
     engine.dispose()
     if exit_code:
         log.error("the webhook port stopped because its inbox writer failed")
@@ -154,10 +160,13 @@ def _gauges(engine: Engine, url: str) -> dict[str, dict[Labels, float]]:
         backlog = conn.execute(select(func.count()).where(inbox.c.status == "pending")).scalar()
         size, counts = storage.database_bytes(conn, url), storage.rows(conn)
         last, pruned = storage.last_prune(conn), storage.pruned_total(conn)
+    path = sqlite_path(url)
+    spooled = waiting(path, engine) if path is not None else 0
     gauges: dict[str, dict[Labels, float]] = {
         "flowrun_runs": {(("status", s),): float(n) for s, n in by_status},
         "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
         "flowrun_inbox_backlog": {(): float(backlog or 0)},
+        "flowrun_inbox_spooled": {(): float(spooled)},
         "flowrun_database_bytes": {(): float(size)},
         "flowrun_table_rows": {(("family", name),): float(n) for name, n in counts.items()},
         "flowrun_pruned_rows": {(("family", name),): float(n) for name, n in pruned.items()},

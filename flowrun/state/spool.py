@@ -1,0 +1,193 @@
+"""The webhook port's spool on SQLite: a file of its own beside the state database, where an
+accepted delivery is made durable before it is acknowledged.
+
+The state database has one writer at a time. Under load the engine, the dispatcher and
+retention hold its lock about three quarters of the time, and a webhook that had to be in the
+inbox before its answer waited behind all of them (and behind every prune batch). The spool's
+only writer is the port's event loop, so an acknowledgement waits for nobody but its own
+commit. The port's writer thread then moves spooled rows into the inbox (`drain`), in order.
+
+The inbox rows and the spool's high-water mark (a cursor in the state database named after
+this spool file's id) are committed in one transaction of the state database, so a crash
+between the two files neither loses nor repeats a row: rows above the mark are moved again,
+and the inbox's (source, delivery_id) key would make a second move a no-op anyway. Rows at or
+below the mark are deleted by the next `put`. A new spool file has a new id, so a mark left by
+a deleted spool never hides a row.
+
+A duplicate is recognised against both files: the spool, and the inbox as of one snapshot that
+also gives the mark (a row is in the spool, above the mark, or in the inbox at or below it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+
+from flowrun.state.cursors import get_cursor, set_cursor
+from flowrun.state.database import reading
+from flowrun.state.schema import inbox
+
+FIELDS = ("source", "delivery_id", "topic", "received_at", "triggered_at", "body", "part")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS spool_id (id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,"
+    " delivery_id TEXT NOT NULL, topic TEXT, received_at TEXT NOT NULL, triggered_at TEXT, body BLOB NOT NULL,"
+    " part INTEGER NOT NULL DEFAULT 0, UNIQUE (source, delivery_id))",
+)
+
+
+def spool_path(database: Path) -> Path:
+    """`state.db` -> `state.spool.db` (with its own -wal and -shm files)."""
+    return database.with_name(f"{database.stem}.spool{database.suffix}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # an acknowledged webhook survives power loss
+    return conn
+
+
+def _spool_id(conn: sqlite3.Connection) -> str:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        found = conn.execute("SELECT id FROM spool_id").fetchone()
+        if found is None:
+            found = (uuid.uuid4().hex,)
+            conn.execute("INSERT INTO spool_id VALUES (?)", found)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return str(found[0])
+
+
+class Spool:
+    """`put` on one thread (the port's event loop), `take` and `drain` on another."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = _connect(path)
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the drain checkpoints, off the loop
+        self.id = _spool_id(self._writer)
+        self.cursor = _cursor(self.id)
+        self._reader = _connect(path)
+        self._deleted = 0  # rows up to this seq are gone from the file
+
+    def close(self) -> None:
+        self._writer.close()
+        self._reader.close()
+
+    def put(self, state: Engine, rows: list[dict[str, Any]]) -> list[bool]:
+        """Store deliveries durably; False for one stored before (here or in the inbox)."""
+        with reading(state) as conn, conn.begin():
+            mark = self.mark(conn)
+            known = _in_inbox(conn, rows)
+        writer = self._writer
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            if mark > self._deleted:
+                writer.execute("DELETE FROM spool WHERE seq <= ?", (mark,))
+            fresh = []
+            for row in rows:
+                key = (row["source"], row["delivery_id"])
+                new = key not in known and _insert(writer, row)
+                known.add(key)
+                fresh.append(new)
+            writer.execute("COMMIT")
+        except BaseException:
+            writer.execute("ROLLBACK")
+            raise
+        self._deleted = max(self._deleted, mark)
+        return fresh
+
+    def mark(self, conn: Connection) -> int:
+        """The last spooled row the inbox holds, as of `conn`'s snapshot."""
+        return int(get_cursor(conn, self.cursor) or 0)
+
+    def take(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Spooled rows after `after`, oldest first."""
+        names = ", ".join(FIELDS)
+        found = self._reader.execute(
+            f"SELECT seq, {names} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        ).fetchall()
+        out = []
+        for seq, *values in found:
+            row = dict(zip(FIELDS, values, strict=True))
+            row["received_at"] = datetime.fromisoformat(row["received_at"])
+            out.append((seq, row))
+        return out
+
+    def checkpoint(self) -> None:
+        self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _cursor(spool_id: str) -> str:
+    return f"inbox-spool:{spool_id}"
+
+
+def _insert(writer: sqlite3.Connection, row: dict[str, Any]) -> bool:
+    values = [row.get(name) for name in FIELDS]
+    values[FIELDS.index("received_at")] = row["received_at"].isoformat()
+    values[FIELDS.index("part")] = row.get("part") or 0
+    marks = ", ".join("?" * len(FIELDS))
+    cursor = writer.execute(f"INSERT OR IGNORE INTO spool ({', '.join(FIELDS)}) VALUES ({marks})", values)
+    return cursor.rowcount == 1
+
+
+def _in_inbox(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for source in {r["source"] for r in rows}:
+        ids = sorted({r["delivery_id"] for r in rows if r["source"] == source})
+        for at in range(0, len(ids), 900):
+            query = select(inbox.c.delivery_id).where(
+                inbox.c.source == source, inbox.c.delivery_id.in_(ids[at : at + 900])
+            )
+            found.update((source, d) for d in conn.execute(query).scalars())
+    return found
+
+
+def drain(spool: Spool, state: Engine, write: Callable[[Connection, list[dict[str, Any]]], None], limit: int) -> int:
+    """Move spooled rows into the inbox, `limit` a transaction, until none is left; how many.
+    `write` inserts a batch inside the state database's transaction."""
+    moved = 0
+    with reading(state) as conn, conn.begin():
+        after = spool.mark(conn)
+    while batch := spool.take(after, limit):
+        last = batch[-1][0]
+        with state.begin() as conn:
+            if spool.mark(conn) < last:  # another drain (a CLI) may have moved them meanwhile
+                write(conn, [row for _, row in batch])
+                set_cursor(conn, spool.cursor, last)
+        after = last
+        moved += len(batch)
+    return moved
+
+
+def waiting(database: Path, state: Engine) -> int:
+    """Accepted deliveries still in the spool beside `database` (read only; 0 without one):
+    after a crash of the webhook port they wait there until serve starts again."""
+    path = spool_path(database)
+    if not path.is_file():
+        return 0
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        found = conn.execute("SELECT id FROM spool_id").fetchone()
+        if found is None:
+            return 0
+        with reading(state) as db, db.begin():
+            mark = int(get_cursor(db, _cursor(found[0])) or 0)
+        return int(conn.execute("SELECT count(*) FROM spool WHERE seq > ?", (mark,)).fetchone()[0])
+    except sqlite3.OperationalError:  # not a spool (yet)
+        return 0
+    finally:
+        conn.close()

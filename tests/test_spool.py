@@ -1,0 +1,167 @@
+"""The webhook port's spool (flowrun.state.spool): an acknowledgement that waits for nobody
+holding the state database, and a move into the inbox that neither loses nor repeats a row when
+the port dies between the two files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from flowrun.inspect import inbox_problems
+from flowrun.serve.ingest import InboxWriter, SetAside
+from flowrun.state.database import make_engine, reading
+from flowrun.state.inbox import insert_rows
+from flowrun.state.migrations import migrate
+from flowrun.state.schema import inbox
+from flowrun.state.spool import Spool, drain, spool_path, waiting
+from tests.conftest import ROOT
+from tests.servekit import config
+
+ORDER = (ROOT / "examples/events/shopify/orders/create.json").read_bytes()
+
+
+def _row(delivery: str, topic: str = "orders/create") -> dict[str, Any]:
+    return {
+        "source": "shopify",
+        "topic": topic,
+        "body": ORDER,
+        "delivery_id": delivery,
+        "received_at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+        "triggered_at": None,
+    }
+
+
+def _state(tmp_path: Path, lock: Any = None) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}", lock)
+    migrate(engine)
+    return engine
+
+
+def _inbox(engine: Engine) -> dict[str, str]:
+    with reading(engine) as conn:
+        return {d: s for d, s in conn.execute(select(inbox.c.delivery_id, inbox.c.status))}
+
+
+def _spooled_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM spool").fetchone()[0])
+
+
+def _store(writer: InboxWriter, *rows: dict[str, Any]) -> list[bool]:
+    async def turn() -> list[bool]:
+        return list(await asyncio.wait_for(asyncio.gather(*(writer.store(r) for r in rows)), timeout=10))
+
+    return asyncio.run(turn())
+
+
+def _move(spool: Spool, engine: Engine) -> int:
+    return drain(spool, engine, lambda conn, rows: insert_rows(conn, rows) and None, 2)
+
+
+def test_a_webhook_is_acknowledged_while_another_process_holds_the_state_databases_write_lock(
+    tmp_path: Path,
+) -> None:
+    lock = threading.Lock()  # serve's processes share one: the engine, the dispatcher, the prune
+    engine = _state(tmp_path, lock)
+    spool = Spool(spool_path(tmp_path / "state.db"))
+    writer = InboxWriter(engine, spool=spool)
+    with lock:  # a prune batch, say, that does not end while the webhooks are answered
+        assert _store(writer, _row("d-1"), _row("d-2")) == [True, True]
+        assert _store(writer, _row("d-1")) == [False]  # a replay, recognised in the spool
+        assert waiting(tmp_path / "state.db", engine) == 2
+        assert _inbox(engine) == {}
+    writer.start()
+    writer.stop()  # the thread moves what is spooled before it ends
+    assert _inbox(engine) == {"d-1": "pending", "d-2": "pending"}
+    assert waiting(tmp_path / "state.db", engine) == 0
+    assert _store(writer, _row("d-2")) == [False]  # a replay, recognised in the inbox
+    spool.close()
+    engine.dispose()
+
+
+def test_rows_moved_before_a_crash_are_not_moved_again_and_the_next_put_deletes_them(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    path = spool_path(tmp_path / "state.db")
+    spool = Spool(path)
+    assert spool.put(engine, [_row("a"), _row("b"), _row("c")]) == [True, True, True]
+    assert _move(spool, engine) == 3
+    spool.close()  # the port dies here: the inbox has the rows, the spool still holds them
+    assert _spooled_rows(path) == 3
+    again = Spool(path)  # the next start
+    assert again.id == spool.id
+    assert _move(again, engine) == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(inbox)).scalar() == 3
+    assert again.put(engine, [_row("a"), _row("d")]) == [False, True]
+    assert _spooled_rows(path) == 1  # a, b and c are in the inbox: gone from the spool
+    assert _move(again, engine) == 1
+    assert sorted(_inbox(engine)) == ["a", "b", "c", "d"]
+    again.close()
+    engine.dispose()
+
+
+def test_a_crash_between_the_inbox_insert_and_its_mark_moves_the_rows_once(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    spool = Spool(spool_path(tmp_path / "state.db"))
+    spool.put(engine, [_row("a"), _row("b")])
+
+    def dies_before_commit(conn: Any, rows: list[dict[str, Any]]) -> None:
+        insert_rows(conn, rows)
+        raise RuntimeError("killed before the commit")
+
+    with contextlib.suppress(RuntimeError):
+        drain(spool, engine, dies_before_commit, 10)
+    assert _inbox(engine) == {}  # the inbox rows and the mark: one transaction, neither committed
+    assert _move(spool, engine) == 2
+    assert _inbox(engine) == {"a": "pending", "b": "pending"}
+    spool.close()
+    engine.dispose()
+
+
+def test_a_new_spool_file_has_a_new_id_so_an_old_mark_hides_none_of_its_rows(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    path = spool_path(tmp_path / "state.db")
+    first = Spool(path)
+    first.put(engine, [_row("a"), _row("b"), _row("c")])
+    assert _move(first, engine) == 3
+    first.close()
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        name.unlink(missing_ok=True)
+    second = Spool(path)
+    assert second.id != first.id
+    assert second.put(engine, [_row("x")]) == [True]  # seq 1 again, below the first spool's mark of 3
+    assert _move(second, engine) == 1
+    assert sorted(_inbox(engine)) == ["a", "b", "c", "x"]
+    second.close()
+    engine.dispose()
+
+
+def test_what_a_dead_port_left_in_the_spool_is_listed_then_moved_and_set_aside_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    engine = _state(tmp_path)
+    cfg = config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", ROOT / "flows")
+    spool = Spool(spool_path(tmp_path / "state.db"))
+    dead = InboxWriter(engine, spool=spool)  # its thread never runs: the port is killed
+    assert _store(dead, _row("o-1"), _row("c-1", "customers/create")) == [True, True]
+    spool.close()
+    listed = inbox_problems(cfg)
+    assert listed[-1].startswith("2 accepted deliveries wait in ") and "state.spool.db" in listed[-1]
+
+    woken = threading.Event()
+    unread = SetAside(frozenset({("shopify", "orders/create")}))  # what the flows of the new start read
+    restarted = InboxWriter(engine, on_commit=woken.set, aside=unread, spool=Spool(spool_path(tmp_path / "state.db")))
+    restarted.start()
+    assert woken.wait(timeout=10)  # moved without a new webhook, and the engine told
+    restarted.stop()
+    assert _inbox(engine) == {"o-1": "ignored", "c-1": "pending"}  # stamped when it reached the inbox
+    assert not any("accepted deliver" in line for line in inbox_problems(cfg))
+    engine.dispose()
