@@ -165,3 +165,18 @@ def test_what_a_dead_port_left_in_the_spool_is_listed_then_moved_and_set_aside_a
     assert _inbox(engine) == {"o-1": "ignored", "c-1": "pending"}  # stamped when it reached the inbox
     assert not any("accepted deliver" in line for line in inbox_problems(cfg))
     engine.dispose()
+
+
+def test_when_the_spool_cannot_be_written_the_batch_goes_straight_to_the_inbox(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    path = spool_path(tmp_path / "state.db")
+    spool = Spool(path)
+    spool.close()  # every write to it now fails, like a spool on a broken disk
+    writer = InboxWriter(engine, spool=spool)
+    writer.start()
+    assert _store(writer, _row("d-1"), _row("d-2")) == [True, True]
+    assert _inbox(engine) == {"d-1": "pending", "d-2": "pending"}  # committed before the answer
+    assert _store(writer, _row("d-1")) == [False]
+    writer.stop()
+    assert writer.died is None  # the thread went on: the next start opens a new spool
+    engine.dispose()

@@ -58,6 +58,7 @@ from flowrun.state.sqlite_writer import WriterTimeout
 
 log = logging.getLogger("flowrun.ingest")
 MAX_BATCH = 512
+RETRY_CAP_S = 5.0  # the longest wait between two attempts to move spooled rows
 CHECKPOINT_ROWS = 1000  # about SQLite's own autocheckpoint (1,000 pages) for 4 KB bodies
 
 
@@ -109,6 +110,7 @@ class InboxWriter:
         self._fast: Any = None  # the loop's own connection, which never waits for the lock
         self._pending: deque[_Item] = deque()
         self._signal = threading.Event()
+        self._retry_in: float | None = None  # after a failed move out of the spool: the wait before the next
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self.batches = 0
@@ -230,7 +232,7 @@ class InboxWriter:
 
     def _loop(self) -> None:
         while True:
-            self._signal.wait()
+            self._signal.wait(self._retry_in)
             self._signal.clear()
             while self._asides:
                 aside = self._asides.popleft()
@@ -259,12 +261,12 @@ class InboxWriter:
 
         try:
             moved = drain(spool, self.engine, write, MAX_BATCH)
-        except (OperationalError, sqlite3.OperationalError, WriterTimeout) as exc:  # webhooks are still taken
-            log.warning("moving spooled deliveries into the inbox failed; trying again: %s", exc)
+        except (OperationalError, sqlite3.Error, WriterTimeout) as exc:  # webhooks are still taken meanwhile
+            self._retry_in = min(2 * (self._retry_in or 0.025), RETRY_CAP_S)
+            log.warning("moving spooled deliveries into the inbox failed; again in %.2f s: %s", self._retry_in, exc)
             self.heartbeat.failed(f"spooled deliveries wait for the database: {exc}"[:300])
-            time.sleep(0.05)
-            self._signal.set()
             return
+        self._retry_in = None
         self.heartbeat.progressed(self.clock(), more=bool(self._pending))
         if moved:
             self.batches += 1

@@ -140,7 +140,9 @@ def _insert(writer: sqlite3.Connection, row: dict[str, Any]) -> bool:
     values[FIELDS.index("received_at")] = row["received_at"].isoformat()
     values[FIELDS.index("part")] = row.get("part") or 0
     marks = ", ".join("?" * len(FIELDS))
-    cursor = writer.execute(f"INSERT OR IGNORE INTO spool ({', '.join(FIELDS)}) VALUES ({marks})", values)
+    # not OR IGNORE: that would also skip a row breaking NOT NULL, silently
+    statement = f"INSERT INTO spool ({', '.join(FIELDS)}) VALUES ({marks}) ON CONFLICT (source, delivery_id) DO NOTHING"
+    cursor = writer.execute(statement, values)
     return cursor.rowcount == 1
 
 
