@@ -331,6 +331,7 @@ def test_a_webhook_acknowledged_while_another_writer_holds_the_database_survives
         listed = subprocess.run(
             [FLOWRUN, "inbox", "-c", str(tmp_path / "flowrun.yaml")], capture_output=True, text=True
         )
+        assert listed.returncode == 0, listed.stderr
         assert "1 accepted delivery waits in" in listed.stdout and "state.spool.db" in listed.stdout
         service.process.kill()
         service.process.wait(timeout=30)
