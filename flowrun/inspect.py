@@ -170,7 +170,7 @@ def inbox_problems(config: Config) -> list[str]:
     if path is not None and spooled:
         lines.append(
             f"{spooled} accepted deliver{'y waits' if spooled == 1 else 'ies wait'} in {spool_path(path)}"
-            " (the webhook port stopped before moving them): `flowrun serve` moves them into the inbox when it starts"
+            " (not in the inbox yet): a running serve moves them in order, a stopped one when it starts"
         )
     return lines
 

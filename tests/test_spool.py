@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
@@ -63,7 +65,12 @@ def _store(writer: InboxWriter, *rows: dict[str, Any]) -> list[bool]:
 
 
 def _move(spool: Spool, engine: Engine) -> int:
-    return drain(spool, engine, lambda conn, rows: insert_rows(conn, rows) and None, 2)
+    """Everything spooled into the inbox, two rows a transaction."""
+    moved, more = 0, True
+    while more:
+        done, more = drain(spool, lambda conn, rows: insert_rows(conn, rows) and None, 2)
+        moved += done
+    return moved
 
 
 def test_a_webhook_is_acknowledged_while_another_process_holds_the_state_databases_write_lock(
@@ -71,7 +78,7 @@ def test_a_webhook_is_acknowledged_while_another_process_holds_the_state_databas
 ) -> None:
     lock = threading.Lock()  # serve's processes share one: the engine, the dispatcher, the prune
     engine = _state(tmp_path, lock)
-    spool = Spool(spool_path(tmp_path / "state.db"))
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
     writer = InboxWriter(engine, spool=spool)
     with lock:  # a prune batch, say, that does not end while the webhooks are answered
         assert _store(writer, _row("d-1"), _row("d-2")) == [True, True]
@@ -90,17 +97,17 @@ def test_a_webhook_is_acknowledged_while_another_process_holds_the_state_databas
 def test_rows_moved_before_a_crash_are_not_moved_again_and_the_next_put_deletes_them(tmp_path: Path) -> None:
     engine = _state(tmp_path)
     path = spool_path(tmp_path / "state.db")
-    spool = Spool(path)
-    assert spool.put(engine, [_row("a"), _row("b"), _row("c")]) == [True, True, True]
+    spool = Spool(path, engine)
+    assert spool.put([_row("a"), _row("b"), _row("c")]) == [True, True, True]
     assert _move(spool, engine) == 3
     spool.close()  # the port dies here: the inbox has the rows, the spool still holds them
     assert _spooled_rows(path) == 3
-    again = Spool(path)  # the next start
+    again = Spool(path, engine)  # the next start
     assert again.id == spool.id
     assert _move(again, engine) == 0
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(inbox)).scalar() == 3
-    assert again.put(engine, [_row("a"), _row("d")]) == [False, True]
+    assert again.put([_row("a"), _row("d")]) == [False, True]
     assert _spooled_rows(path) == 1  # a, b and c are in the inbox: gone from the spool
     assert _move(again, engine) == 1
     assert sorted(_inbox(engine)) == ["a", "b", "c", "d"]
@@ -110,15 +117,15 @@ def test_rows_moved_before_a_crash_are_not_moved_again_and_the_next_put_deletes_
 
 def test_a_crash_between_the_inbox_insert_and_its_mark_moves_the_rows_once(tmp_path: Path) -> None:
     engine = _state(tmp_path)
-    spool = Spool(spool_path(tmp_path / "state.db"))
-    spool.put(engine, [_row("a"), _row("b")])
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    spool.put([_row("a"), _row("b")])
 
     def dies_before_commit(conn: Any, rows: list[dict[str, Any]]) -> None:
         insert_rows(conn, rows)
         raise RuntimeError("killed before the commit")
 
     with contextlib.suppress(RuntimeError):
-        drain(spool, engine, dies_before_commit, 10)
+        drain(spool, dies_before_commit, 10)
     assert _inbox(engine) == {}  # the inbox rows and the mark: one transaction, neither committed
     assert _move(spool, engine) == 2
     assert _inbox(engine) == {"a": "pending", "b": "pending"}
@@ -129,15 +136,15 @@ def test_a_crash_between_the_inbox_insert_and_its_mark_moves_the_rows_once(tmp_p
 def test_a_new_spool_file_has_a_new_id_so_an_old_mark_hides_none_of_its_rows(tmp_path: Path) -> None:
     engine = _state(tmp_path)
     path = spool_path(tmp_path / "state.db")
-    first = Spool(path)
-    first.put(engine, [_row("a"), _row("b"), _row("c")])
+    first = Spool(path, engine)
+    first.put([_row("a"), _row("b"), _row("c")])
     assert _move(first, engine) == 3
     first.close()
     for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         name.unlink(missing_ok=True)
-    second = Spool(path)
+    second = Spool(path, engine)
     assert second.id != first.id
-    assert second.put(engine, [_row("x")]) == [True]  # seq 1 again, below the first spool's mark of 3
+    assert second.put([_row("x")]) == [True]  # seq 1 again, below the first spool's mark of 3
     assert _move(second, engine) == 1
     assert sorted(_inbox(engine)) == ["a", "b", "c", "x"]
     second.close()
@@ -149,7 +156,7 @@ def test_what_a_dead_port_left_in_the_spool_is_listed_then_moved_and_set_aside_a
 ) -> None:
     engine = _state(tmp_path)
     cfg = config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", ROOT / "flows")
-    spool = Spool(spool_path(tmp_path / "state.db"))
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
     dead = InboxWriter(engine, spool=spool)  # its thread never runs: the port is killed
     assert _store(dead, _row("o-1"), _row("c-1", "customers/create")) == [True, True]
     spool.close()
@@ -158,7 +165,9 @@ def test_what_a_dead_port_left_in_the_spool_is_listed_then_moved_and_set_aside_a
 
     woken = threading.Event()
     unread = SetAside(frozenset({("shopify", "orders/create")}))  # what the flows of the new start read
-    restarted = InboxWriter(engine, on_commit=woken.set, aside=unread, spool=Spool(spool_path(tmp_path / "state.db")))
+    restarted = InboxWriter(
+        engine, on_commit=woken.set, aside=unread, spool=Spool(spool_path(tmp_path / "state.db"), engine)
+    )
     restarted.start()
     assert woken.wait(timeout=10)  # moved without a new webhook, and the engine told
     restarted.stop()
@@ -167,16 +176,57 @@ def test_what_a_dead_port_left_in_the_spool_is_listed_then_moved_and_set_aside_a
     engine.dispose()
 
 
-def test_when_the_spool_cannot_be_written_the_batch_goes_straight_to_the_inbox(tmp_path: Path) -> None:
+def test_when_the_spool_cannot_be_written_the_webhooks_are_not_acknowledged(tmp_path: Path) -> None:
+    """Not written to the inbox instead: it would overtake, and miss the duplicates of, what
+    the spool still holds."""
     engine = _state(tmp_path)
-    path = spool_path(tmp_path / "state.db")
-    spool = Spool(path)
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
     spool.close()  # every write to it now fails, like a spool on a broken disk
     writer = InboxWriter(engine, spool=spool)
     writer.start()
-    assert _store(writer, _row("d-1"), _row("d-2")) == [True, True]
-    assert _inbox(engine) == {"d-1": "pending", "d-2": "pending"}  # committed before the answer
-    assert _store(writer, _row("d-1")) == [False]
+    with pytest.raises(RuntimeError, match="did not accept"):  # the port answers 503
+        _store(writer, _row("d-1"))
+    assert writer.heartbeat.failure is not None and "spool refused" in writer.heartbeat.failure
     writer.stop()
-    assert writer.died is None  # the thread went on: the next start opens a new spool
+    assert _inbox(engine) == {}
+    engine.dispose()
+
+
+def test_a_spool_restored_from_an_older_copy_numbers_new_rows_above_the_mark(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    path = spool_path(tmp_path / "state.db")
+    spool = Spool(path, engine)
+    spool.close()
+    copy = tmp_path / "copy.db"
+    shutil.copy(path, copy)  # the spool as it was, empty
+    spool = Spool(path, engine)
+    spool.put([_row("a"), _row("b"), _row("c")])
+    assert _move(spool, engine) == 3
+    spool.close()
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    shutil.copy(copy, path)  # same id, its sequence back at 0, the mark at 3
+    restored = Spool(path, engine)
+    assert restored.put([_row("x")]) == [True]
+    assert waiting(tmp_path / "state.db", engine) == 1
+    assert _move(restored, engine) == 1
+    assert sorted(_inbox(engine)) == ["a", "b", "c", "x"]
+    restored.close()
+    engine.dispose()
+
+
+def test_a_long_backlog_moves_one_batch_a_turn_and_reports_progress_each(tmp_path: Path, monkeypatch: Any) -> None:
+    from flowrun.serve import ingest
+
+    monkeypatch.setattr(ingest, "MAX_BATCH", 2)
+    engine = _state(tmp_path)
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    spool.put([_row(f"d-{n}") for n in range(5)])
+    wakes: list[int] = []
+    writer = InboxWriter(engine, on_commit=lambda: wakes.append(1), spool=spool)
+    writer.start()
+    writer.stop()  # a stopping writer still moves everything spooled
+    assert len(_inbox(engine)) == 5
+    assert (writer.batches, writer.rows, len(wakes)) == (3, 5, 3)  # the engine told after each transaction
+    spool.close()
     engine.dispose()

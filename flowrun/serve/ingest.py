@@ -6,8 +6,9 @@ serve on a SQLite file commits them to the port's spool (flowrun.state.spool), a
 only writer is this event loop, and the writer thread moves them into the inbox. A webhook
 then waits for no other process: at 300 webhooks/s the engine, the dispatcher and a prune held
 the state database's write lock about 75 % of the time, and webhook p99 was 44-83 ms without a
-prune (22.7 ms with the spool). What follows describes the direct write, which PostgreSQL,
-an in-memory database and a failing spool use.
+prune (22.7 ms with the spool). A spool that refuses a write answers those webhooks 503: a
+direct write would overtake the rows it still holds. What follows describes the direct write,
+which PostgreSQL and an in-memory database use.
 
 When SQLite's write lock is free, the batch is written right there on the event loop: a
 commit of a few dozen rows takes about a millisecond. When the lock is held (the engine's
@@ -47,8 +48,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from flowrun.serve.health import Heartbeat
 from flowrun.serve.partition import delivery_part
@@ -58,7 +59,7 @@ from flowrun.state.sqlite_writer import WriterTimeout
 
 log = logging.getLogger("flowrun.ingest")
 MAX_BATCH = 512
-RETRY_CAP_S = 5.0  # the longest wait between two attempts to move spooled rows
+FIRST_RETRY_S, RETRY_CAP_S = 0.05, 5.0  # the waits after failed moves out of the spool: doubling, up to the cap
 CHECKPOINT_ROWS = 1000  # about SQLite's own autocheckpoint (1,000 pages) for 4 KB bodies
 
 
@@ -110,7 +111,8 @@ class InboxWriter:
         self._fast: Any = None  # the loop's own connection, which never waits for the lock
         self._pending: deque[_Item] = deque()
         self._signal = threading.Event()
-        self._retry_in: float | None = None  # after a failed move out of the spool: the wait before the next
+        self._retry_in = 0.0  # after failed moves out of the spool: the wait before the next (doubling)
+        self._retry_at: float | None = None  # time.monotonic() of the next attempt
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self.batches = 0
@@ -163,7 +165,12 @@ class InboxWriter:
             return
         try:
             stored = self._write_now([item.row for item in batch])
-        except Exception:
+        except Exception as exc:
+            if self.spool is not None:  # not acknowledged: a write past the spool would overtake its rows
+                log.exception("the spool refused %d webhooks; answered 503, the store sends them again", len(batch))
+                self.heartbeat.failed(f"the spool refused a write: {exc}"[:300])
+                _settle([(item.future, None) for item in batch])
+                return
             log.exception("inbox write on the event loop failed; the writer thread takes the batch")
             stored = None
         if stored is None:
@@ -193,7 +200,7 @@ class InboxWriter:
         """The batch written without waiting, or None when the write lock is taken (or the
         database says busy): then the thread waits for it instead of the event loop."""
         if self.spool is not None:
-            return self.spool.put(self.engine, rows)
+            return self.spool.put(rows)
         if self.engine.dialect.name != "sqlite":
             return None
         if self._fast is None:
@@ -232,7 +239,7 @@ class InboxWriter:
 
     def _loop(self) -> None:
         while True:
-            self._signal.wait(self._retry_in)
+            self._signal.wait(None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic()))
             self._signal.clear()
             while self._asides:
                 aside = self._asides.popleft()
@@ -242,40 +249,50 @@ class InboxWriter:
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
                 self._write(batch)
-            if self.spool is not None:
-                self._drain(self.spool)
+            more = False
+            if self.spool is not None and (self._retry_at is None or time.monotonic() >= self._retry_at):
+                more = self._drain(self.spool)
             if self._unchecked >= CHECKPOINT_ROWS:
                 self._unchecked = 0
                 self._checkpoint()
-            if self._stopping:
+                if self.spool is not None:
+                    try:
+                        self.spool.checkpoint()
+                    except sqlite3.Error as exc:
+                        log.warning("spool WAL checkpoint failed, the next one will copy more: %s", exc)
+            if more:
+                self._signal.set()  # one batch a turn: a reload, the heartbeat and the checkpoints come between
+            elif self._stopping:
                 return
 
-    def _drain(self, spool: Spool) -> None:
-        """Spooled rows into the inbox (flowrun.state.spool), the engine woken if it reads any."""
+    def _drain(self, spool: Spool) -> bool:
+        """One batch of spooled rows into the inbox (flowrun.state.spool), the engine woken if
+        it reads any; True if more are waiting. A failure (the state database locked, full,
+        refusing a row) leaves them spooled and tries again after a doubling wait; webhooks are
+        still acknowledged meanwhile, and /healthz says the part is failing."""
         woken = False
 
-        def write(conn: Any, rows: list[dict[str, Any]]) -> None:
+        def write(conn: Connection, rows: list[dict[str, Any]]) -> None:
             nonlocal woken
             insert_rows(conn, self._stamp(rows))
             woken = woken or any((row["source"], row["topic"]) not in self._unread for row in rows)
 
         try:
-            moved = drain(spool, self.engine, write, MAX_BATCH)
-        except (OperationalError, sqlite3.Error, WriterTimeout) as exc:  # webhooks are still taken meanwhile
-            self._retry_in = min(2 * (self._retry_in or 0.025), RETRY_CAP_S)
+            moved, more = drain(spool, write, MAX_BATCH)
+        except (SQLAlchemyError, sqlite3.Error, WriterTimeout) as exc:
+            self._retry_in = min(2 * self._retry_in or FIRST_RETRY_S, RETRY_CAP_S)
+            self._retry_at = time.monotonic() + self._retry_in
             log.warning("moving spooled deliveries into the inbox failed; again in %.2f s: %s", self._retry_in, exc)
             self.heartbeat.failed(f"spooled deliveries wait for the database: {exc}"[:300])
-            return
-        self._retry_in = None
-        self.heartbeat.progressed(self.clock(), more=bool(self._pending))
-        if moved:
-            self.batches += 1
-            self.rows += moved
-            self._unchecked += moved
-            if self._unchecked >= CHECKPOINT_ROWS:
-                spool.checkpoint()
+            return False
+        self._retry_in, self._retry_at = 0.0, None
+        self.heartbeat.progressed(self.clock(), more=more)
+        self.batches += bool(moved)
+        self.rows += moved
+        self._unchecked += moved
         if woken and self.on_commit is not None:
             self.on_commit()
+        return more
 
     def _checkpoint(self) -> None:
         """PASSIVE: copies what it can and waits for nobody (no writer lock, no reader)."""

@@ -98,7 +98,7 @@ async def _serve(config: Config, pipes: PortPipes, writer_lock: LockLike | None)
         metrics.set_peer(message.part, message.metrics or {})
 
     path = sqlite_path(config.database)
-    spool = Spool(spool_path(path)) if path is not None else None
+    spool = Spool(spool_path(path), engine) if path is not None else None
     writer = InboxWriter(
         engine,
         spool=spool,

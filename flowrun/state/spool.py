@@ -34,6 +34,7 @@ from flowrun.state.cursors import get_cursor, set_cursor
 from flowrun.state.database import reading
 from flowrun.state.schema import inbox
 
+DELETE_ROWS = 1024  # rows of the spool a put deletes at most: the event loop never waits for a long DELETE
 FIELDS = ("source", "delivery_id", "topic", "received_at", "triggered_at", "body", "part")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS spool_id (id TEXT NOT NULL)",
@@ -55,7 +56,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _spool_id(conn: sqlite3.Connection) -> str:
+def _open(conn: sqlite3.Connection, state: Engine) -> str:
+    """The spool's id; its next seq above the mark the state database holds for it. A spool
+    restored from a copy, or one whose WAL was lost, would otherwise number new rows at or
+    below the mark: never moved, and deleted by the next put."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for statement in _SCHEMA:
@@ -64,6 +68,13 @@ def _spool_id(conn: sqlite3.Connection) -> str:
         if found is None:
             found = (uuid.uuid4().hex,)
             conn.execute("INSERT INTO spool_id VALUES (?)", found)
+        with reading(state) as db, db.begin():
+            mark = int(get_cursor(db, _cursor(found[0])) or 0)
+        sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+        if sequence is None:
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)", (mark,))
+        elif sequence[0] < mark:
+            conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'spool'", (mark,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -74,29 +85,34 @@ def _spool_id(conn: sqlite3.Connection) -> str:
 class Spool:
     """`put` on one thread (the port's event loop), `take` and `drain` on another."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, state: Engine) -> None:
+        self.path, self.state = path, state
         self._writer = _connect(path)
         self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the drain checkpoints, off the loop
-        self.id = _spool_id(self._writer)
+        self.id = _open(self._writer, state)
         self.cursor = _cursor(self.id)
         self._reader = _connect(path)
-        self._deleted = 0  # rows up to this seq are gone from the file
+        first = self._writer.execute("SELECT min(seq) FROM spool").fetchone()[0]
+        if first is None:
+            first = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0] + 1
+        self._deleted = int(first) - 1  # rows up to this seq are gone from the file
 
     def close(self) -> None:
         self._writer.close()
         self._reader.close()
 
-    def put(self, state: Engine, rows: list[dict[str, Any]]) -> list[bool]:
+    def put(self, rows: list[dict[str, Any]]) -> list[bool]:
         """Store deliveries durably; False for one stored before (here or in the inbox)."""
-        with reading(state) as conn, conn.begin():
+        with reading(self.state) as conn, conn.begin():
             mark = self.mark(conn)
             known = _in_inbox(conn, rows)
         writer = self._writer
         writer.execute("BEGIN IMMEDIATE")
         try:
-            if mark > self._deleted:
-                writer.execute("DELETE FROM spool WHERE seq <= ?", (mark,))
+            if mark > self._deleted:  # what the inbox took, a batch's worth at most per turn
+                upto = min(mark, self._deleted + DELETE_ROWS)
+                writer.execute("DELETE FROM spool WHERE seq > ? AND seq <= ?", (self._deleted, upto))
+                mark = upto
             fresh = []
             for row in rows:
                 key = (row["source"], row["delivery_id"])
@@ -158,21 +174,18 @@ def _in_inbox(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, st
     return found
 
 
-def drain(spool: Spool, state: Engine, write: Callable[[Connection, list[dict[str, Any]]], None], limit: int) -> int:
-    """Move spooled rows into the inbox, `limit` a transaction, until none is left; how many.
-    `write` inserts a batch inside the state database's transaction."""
-    moved = 0
-    with reading(state) as conn, conn.begin():
+def drain(spool: Spool, write: Callable[[Connection, list[dict[str, Any]]], None], limit: int) -> tuple[int, bool]:
+    """Move the oldest `limit` spooled rows into the inbox in one transaction of the state
+    database (`write` inserts them in it); how many, and whether more are waiting."""
+    with reading(spool.state) as conn, conn.begin():
         after = spool.mark(conn)
-    while batch := spool.take(after, limit):
-        last = batch[-1][0]
-        with state.begin() as conn:
-            if spool.mark(conn) < last:  # another drain (a CLI) may have moved them meanwhile
-                write(conn, [row for _, row in batch])
-                set_cursor(conn, spool.cursor, last)
-        after = last
-        moved += len(batch)
-    return moved
+    batch = spool.take(after, limit + 1)
+    more, batch = len(batch) > limit, batch[:limit]
+    if batch:
+        with spool.state.begin() as conn:
+            write(conn, [row for _, row in batch])
+            set_cursor(conn, spool.cursor, batch[-1][0])
+    return len(batch), more
 
 
 def waiting(database: Path, state: Engine) -> int:
