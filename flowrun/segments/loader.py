@@ -89,6 +89,16 @@ def segments_for(flow_paths: Iterable[Path]) -> tuple[m.Segment, ...]:
     return tuple(segments)
 
 
+def project_segments(flow_paths: Iterable[Path], flows: Iterable[Flow]) -> tuple[m.Segment, ...]:
+    """`segments_for`, and every flow's segment names defined (what serve starts or reloads
+    with); SegmentError with every problem otherwise."""
+    segments = segments_for(flow_paths)
+    problems = unknown_segments(flows, {s.name for s in segments})
+    if problems:
+        raise SegmentError(problems)
+    return segments
+
+
 def unknown_segments(flows: Iterable[Flow], names: set[str]) -> list[Problem]:
     """Flows that start on a segment no file defines (`on: {event: segment.entered, segment: x}`),
     or ask `in_segment('x')` of one (always false)."""
