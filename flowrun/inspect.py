@@ -21,7 +21,8 @@ from flowrun.state.prune import watermark
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import attempts, outbox, runs
 from flowrun.state.schema_check import open_current
-from flowrun.state.spool import spool_path, waiting
+from flowrun.state.spool import spool_path
+from flowrun.state.spool_admin import refused, respool, waiting
 
 
 def state_engine(config: Config) -> Engine:
@@ -166,8 +167,16 @@ def inbox_problems(config: Config) -> list[str]:
         )
         lines.append(f"          {row['error']}")
     path = sqlite_path(config.database)
-    spooled = waiting(path, _engine(config)) if path is not None else 0
-    if path is not None and spooled:
+    if path is None:
+        return lines
+    for row in refused(path):
+        lines.append(
+            f"{'spool ' + str(row['seq']):>8}  refused  {row['source']}/{row['topic']} {row['delivery_id']}"
+            f"  received {_short(datetime.fromisoformat(row['received_at']))}"
+        )
+        lines.append(f"          the inbox refused it; kept in {spool_path(path)}: {row['error']}")
+    spooled = waiting(path, _engine(config))
+    if spooled:
         lines.append(
             f"{spooled} accepted deliver{'y waits' if spooled == 1 else 'ies wait'} in {spool_path(path)}"
             " (not in the inbox yet): a running serve moves them in order, a stopped one when it starts"
@@ -176,8 +185,12 @@ def inbox_problems(config: Config) -> list[str]:
 
 
 def replay_inbox(config: Config, seqs: list[int] | None) -> int:
+    """Rejected or failed rows pending again; with every one (no `seqs`), also the spool's
+    refused rows spooled again."""
     with _engine(config).begin() as conn:
-        return inbox_rows.replay(conn, seqs)
+        count = inbox_rows.replay(conn, seqs)
+    path = sqlite_path(config.database)
+    return count + (respool(path) if seqs is None and path is not None else 0)
 
 
 def report_since(text: str | None, now: datetime | None = None) -> datetime | None:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from flowrun.state.database import make_engine
 from flowrun.state.schema import inbox
+from flowrun.state.spool_admin import waiting
 from tests.engagementkit import (
     MAILGUN_KEY,
     POSTMARK_PASSWORD,
@@ -103,10 +104,12 @@ class EngagementService:
             engine.dispose()
 
     def count(self) -> int:
+        """Deliveries stored: in the inbox, or acknowledged and still in the port's spool."""
         engine = make_engine(f"sqlite:///{self.db}")
         try:
             with engine.connect() as conn:
-                return int(conn.execute(select(func.count()).select_from(inbox)).scalar() or 0)
+                in_inbox = int(conn.execute(select(func.count()).select_from(inbox)).scalar() or 0)
+            return in_inbox + waiting(self.db, engine)
         finally:
             engine.dispose()
 
@@ -150,6 +153,8 @@ def test_postmark_through_serve(service: tuple[EngagementService, Sink]) -> None
     assert running.post("postmark", body, {"Content-Type": "application/json"}).status_code == 401
     assert running.count() == before
     assert running.post("postmark", body, postmark_headers()).json()["accepted"] == 1
+    assert running.count() == before + 1  # stored before the answer (in the spool, if not in the inbox yet)
+    running.wait_for(lambda: running.stored("postmark"), "the click in the inbox")
     [(topic, _, _)] = running.stored("postmark")
     assert topic == "Click"
     running.wait_for(lambda: reported(sink, "postmark"), "the click to reach its flow")

@@ -151,6 +151,25 @@ def test_a_flow_on_a_segment_nobody_defines_fails_validate(tmp_path: Path, cli: 
     assert "did you mean 'high-value'?" in result.stdout
 
 
+def test_in_segment_of_a_segment_nobody_defines_fails_validate_at_its_place(tmp_path: Path, cli: Any) -> None:
+    _file(tmp_path, "segment: high-value\nrule: {spent: {over: 500, currency: USD, within: 90d}}\n")
+    flow = tmp_path / "flows" / "p.yaml"
+    flow.write_text(
+        "flow: p\non: order.created\nif: \"in_segment('high-valeu')\"\nsteps:\n"
+        "  - log: {message: \"{{ 'VIP' if in_segment('high-value') else 'new' }}\"}\n"
+        "  - log: {message: \"{{ in_segment('nobody') }}\"}\n"
+    )
+    result = cli("validate", str(tmp_path / "flows"))
+    assert result.exit_code == 1
+    assert f"{flow}:3:5: no segment 'high-valeu' is defined" in result.stdout, result.stdout
+    assert "in_segment('high-valeu') would always be false; did you mean 'high-value'?" in result.stdout
+    assert f"{flow}:6:" in result.stdout and "no segment 'nobody' is defined" in result.stdout
+    assert "segments here: high-value" in result.stdout
+    assert result.stdout.count("no segment") == 2  # the defined one is fine
+    flow.write_text("flow: p\non: order.created\nif: \"in_segment('high-value')\"\nsteps:\n  - log: {message: hi}\n")
+    assert cli("validate", str(tmp_path / "flows")).exit_code == 0
+
+
 def test_serve_and_its_check_refuse_a_broken_segment_file_with_its_place(tmp_path: Path, cli: Any) -> None:
     file = _file(tmp_path, "segment: x\nrule: {spnt: 1}\n")
     (tmp_path / "flowrun.yaml").write_text(f"database: sqlite:///{tmp_path / 's.db'}\nflows: flows\n")

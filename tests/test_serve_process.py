@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from flowrun.runtime.runtime import run_id_for
 from flowrun.state.database import make_engine
 from flowrun.state.schema import attempts, inbox, outbox, runs
+from flowrun.state.spool_admin import waiting
 from tests.servekit import Sink, shopify_headers
 
 FLOWRUN = str(Path(sys.executable).parent / "flowrun")
@@ -82,13 +83,27 @@ class Service:
             return False
 
     def post(self, body: bytes, delivery: str, topic: str = "orders/create") -> int:
-        response = httpx.post(
+        return self.reply(body, delivery, topic).status_code
+
+    def reply(self, body: bytes, delivery: str, topic: str = "orders/create") -> httpx.Response:
+        return httpx.post(
             f"http://127.0.0.1:{self.port}/webhooks/shopify",
             content=body,
             headers=shopify_headers(body, topic, delivery),
             timeout=10,
         )
-        return response.status_code
+
+    def spooled(self) -> int:
+        """Acknowledged deliveries still in the port's spool, not in the inbox yet."""
+        engine = make_engine(f"sqlite:///{self.db}")
+        try:
+            return waiting(self.db, engine)
+        finally:
+            engine.dispose()
+
+    def stored(self) -> int:
+        """Every delivery stored: in the inbox or in the spool."""
+        return self.count(inbox) + self.spooled()
 
     def count(self, table: Any, *where: Any) -> int:
         engine = make_engine(f"sqlite:///{self.db}")
@@ -236,6 +251,41 @@ def test_sighup_reloads_valid_flows_and_refuses_invalid_ones(tmp_path: Path, sin
     assert service.stop() == 0
 
 
+TELL_ENTERED = """
+flow: tell
+on: {event: segment.entered, segment: repeat}
+steps:
+  - http: {url: "SINK/segment", json: {who: "{{ customer.email }}", orders: "{{ profile.orders_count }}"}}
+"""
+
+
+def test_sighup_reloads_segments_and_keeps_the_running_ones_when_the_new_are_invalid(
+    tmp_path: Path, sink: Sink
+) -> None:
+    def ada(n: int) -> bytes:
+        return order(n).replace(b"c%d@" % n, b"ada@").replace(b'"id": %d}' % n, b'"id": 1}')
+
+    service = Service(tmp_path, TELL_ENTERED, sink.url)
+    (tmp_path / "flows" / "segments").mkdir()
+    rule = tmp_path / "flows" / "segments" / "repeat.yaml"
+    rule.write_text("segment: repeat\nrule: {orders: {at_least: 3}}\n")
+    service.start()
+    assert service.post(ada(1), "d-1") == 200
+    rule.write_text("segment: repeat\nrule: {ordrs: {at_least: 2}}\n")
+    service.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    service.wait_for(lambda: "keeping the running set" in service.log.read_text(), "the refusal")
+    assert "unknown rule 'ordrs'" in service.log.read_text()
+    rule.write_text("segment: repeat\nrule: {orders: {at_least: 2}}\n")
+    service.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    service.wait_for(lambda: "reloaded 1 flows and 1 segments" in service.log.read_text(), "the reload")
+    assert service.post(ada(2), "d-2") == 200  # a second order: in `repeat` only by the new rule
+    service.wait_for(lambda: len(sink.requests) == 1, "the segment.entered run's request")
+    assert [(r["path"], json.loads(r["body"])) for r in sink.requests] == [
+        ("/segment", {"who": "ada@example.com", "orders": 2})
+    ]
+    assert service.stop() == 0
+
+
 def test_orders_nothing_read_are_set_aside_by_the_port_until_a_reload_adds_a_flow_on_them(
     tmp_path: Path, sink: Sink
 ) -> None:
@@ -278,12 +328,13 @@ def test_kill_9_loses_nothing_and_sends_nothing_twice(tmp_path: Path, sink: Sink
     service.process.kill()  # SIGKILL while webhooks are arriving
     service.process.wait()
     sender.join()
-    stored = service.count(inbox)
+    stored = service.stored()
     assert stored >= 200 + len(acknowledged)
 
     service.start()  # restart on the same database
     for n in range(600, 620):  # the store retries what we never acknowledged; new ones keep coming
         assert service.post(order(n), f"d-{n}") == 200
+    service.wait_for(lambda: service.spooled() == 0, "the spool moved into the inbox")
     total = service.count(inbox)
     service.wait_for(lambda: service.count(runs) == total, "a run for every stored event")
     service.set_time(T0 + timedelta(hours=2))  # every wait is now due
@@ -327,7 +378,8 @@ def test_a_webhook_acknowledged_while_another_writer_holds_the_database_survives
     blocker = sqlite3.connect(service.db, timeout=0, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer (`flowrun prune`, say) holds the state database
     try:
-        assert service.post(order(7), "d-7") == 200
+        first = service.reply(order(7), "d-7")
+        assert (first.status_code, first.json()["status"]) == (200, "accepted")
         listed = subprocess.run(
             [FLOWRUN, "inbox", "-c", str(tmp_path / "flowrun.yaml")], capture_output=True, text=True
         )
@@ -343,7 +395,8 @@ def test_a_webhook_acknowledged_while_another_writer_holds_the_database_survives
     service.wait_for(lambda: service.count(outbox, outbox.c.status == "delivered") == 1, "the send")
     assert [r["path"] for r in sink.requests] == ["/confirm"]
     assert json.loads(sink.requests[0]["body"]) == {"order": "7"}
-    assert service.post(order(7), "d-7") == 200  # the store's retry: a duplicate, not a second run
+    retry = service.reply(order(7), "d-7")  # the store's retry: a duplicate, not a second run
+    assert (retry.status_code, retry.json()["status"]) == (200, "duplicate")
     assert service.stop() == 0
     assert service.count(runs) == 1 and len(sink.requests) == 1
 
@@ -375,7 +428,7 @@ def test_kill_9_between_a_providers_answer_and_its_commit_doubles_at_most_the_se
             break
     assert supervisor.wait(timeout=60) == 1  # the supervisor saw its dispatcher die
     sink.after_answer = None
-    stored = service.count(inbox)
+    stored = service.stored()
     service.start()
     service.wait_for(lambda: service.count(runs, runs.c.status == "completed") == stored, "every run to complete")
     keys = Counter(r["headers"]["Idempotency-Key"] for r in sink.requests)

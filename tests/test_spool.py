@@ -17,13 +17,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from flowrun.inspect import inbox_problems
+from flowrun.inspect import inbox_problems, replay_inbox
 from flowrun.serve.ingest import InboxWriter, SetAside
 from flowrun.state.database import make_engine, reading
 from flowrun.state.inbox import insert_rows
 from flowrun.state.migrations import migrate
 from flowrun.state.schema import inbox
-from flowrun.state.spool import Spool, drain, spool_path, waiting
+from flowrun.state.spool import Spool, drain, spool_path
+from flowrun.state.spool_admin import waiting
 from tests.conftest import ROOT
 from tests.servekit import config
 
@@ -176,7 +177,9 @@ def test_what_a_dead_port_left_in_the_spool_is_listed_then_moved_and_set_aside_a
     engine.dispose()
 
 
-def test_when_the_spool_cannot_be_written_the_webhooks_are_not_acknowledged(tmp_path: Path) -> None:
+def test_when_the_spool_cannot_be_written_the_webhooks_are_not_acknowledged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Not written to the inbox instead: it would overtake, and miss the duplicates of, what
     the spool still holds."""
     engine = _state(tmp_path)
@@ -186,7 +189,8 @@ def test_when_the_spool_cannot_be_written_the_webhooks_are_not_acknowledged(tmp_
     writer.start()
     with pytest.raises(RuntimeError, match="did not accept"):  # the port answers 503
         _store(writer, _row("d-1"))
-    assert writer.heartbeat.failure is not None and "spool refused" in writer.heartbeat.failure
+    assert "the spool refused 1 webhooks; answered 503" in caplog.text
+    assert writer.heartbeat.failure is not None  # this one, or the drain's (it cannot read the spool either)
     writer.stop()
     assert _inbox(engine) == {}
     engine.dispose()
@@ -228,5 +232,46 @@ def test_a_long_backlog_moves_one_batch_a_turn_and_reports_progress_each(tmp_pat
     writer.stop()  # a stopping writer still moves everything spooled
     assert len(_inbox(engine)) == 5
     assert (writer.batches, writer.rows, len(wakes)) == (3, 5, 3)  # the engine told after each transaction
+    spool.close()
+    engine.dispose()
+
+
+def test_a_row_the_inbox_refuses_is_kept_aside_listed_and_does_not_hold_back_the_rows_after_it(
+    tmp_path: Path,
+) -> None:
+    engine = _state(tmp_path)
+    cfg = config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", ROOT / "flows")
+    with engine.begin() as conn:  # the database itself refuses one row, for good
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON inbox WHEN NEW.delivery_id = 'd-1'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    assert spool.put([_row("d-0"), _row("d-1"), _row("d-2")]) == [True, True, True]
+    assert _move(spool, engine) == 3
+    assert _inbox(engine) == {"d-0": "pending", "d-2": "pending"}
+    assert waiting(tmp_path / "state.db", engine) == 0
+    spool.put([_row("d-3")])  # deletes what was moved: the refused row stays kept
+    listed = inbox_problems(cfg)
+    assert "refused  shopify/orders/create d-1" in listed[0]
+    assert "refused by the test" in listed[1] and "state.spool.db" in listed[1]
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")  # the fix
+    assert replay_inbox(cfg, None) == 1
+    assert _move(spool, engine) == 2
+    assert _inbox(engine) == {f"d-{n}": "pending" for n in range(4)}
+    assert inbox_problems(cfg) == []
+    spool.close()
+    engine.dispose()
+
+
+def test_a_move_holds_a_bounded_number_of_body_bytes(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    spool.put([{**_row(f"d-{n}"), "body": b"x" * 1000} for n in range(5)])
+    assert [seq for seq, _ in spool.take(0, 10, max_bytes=2500)] == [1, 2, 3]  # the row crossing it, then stop
+    assert [seq for seq, _ in spool.take(0, 10, max_bytes=10)] == [1]  # one row, however large
+    assert [seq for seq, _ in spool.take(3, 10)] == [4, 5]
     spool.close()
     engine.dispose()

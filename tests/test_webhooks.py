@@ -215,7 +215,7 @@ def test_a_bug_behind_the_webhook_is_a_logged_500_and_other_methods_a_405(tmp_pa
 def test_the_writer_thread_checkpoints_the_wal_the_event_loop_fills(tmp_path: Path, monkeypatch) -> None:
     from flowrun.serve import ingest
 
-    monkeypatch.setattr(ingest, "CHECKPOINT_ROWS", 5)
+    monkeypatch.setattr(ingest, "CHECKPOINT_BYTES", 5 * len(ORDER))
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     migrate(engine)
     writer = InboxWriter(engine)
@@ -274,7 +274,7 @@ def test_after_a_reload_what_was_set_aside_since_is_pending_again_and_new_rows_a
 
 def _statuses(engine: Any) -> dict[str, str]:
     with engine.connect() as conn:
-        return dict(conn.execute(select(inbox.c.delivery_id, inbox.c.status)).tuples().all())
+        return {d: s for d, s in conn.execute(select(inbox.c.delivery_id, inbox.c.status))}
 
 
 def _row(delivery: str, topic: str = "orders/create") -> dict[str, Any]:

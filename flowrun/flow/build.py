@@ -67,6 +67,7 @@ class Builder(StepBuilder):
             warnings=tuple(self.fields.warnings),
             notes=tuple(self.fields.notes),
             memory=self.fields.memory,
+            segments_read=tuple(self.fields.segments_read),
         )
         object.__setattr__(flow, "program", compile_program(steps))
         return flow

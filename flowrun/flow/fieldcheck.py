@@ -46,6 +46,7 @@ class FieldChecker:
     notes: list[Problem] = field(default_factory=list)
     _noted: set[FieldPath] = field(default_factory=set)
     memory: bool = False  # something here reads `profile`, `orders` or `in_segment(…)`
+    segments_read: list[tuple[str, Problem]] = field(default_factory=list)  # `in_segment('x')`: x, and where
 
     def check(
         self, path: YamlPath, item: Template | Condition, scope: Scope, *, param: Any = None, label: str = ""
@@ -55,6 +56,9 @@ class FieldChecker:
         optional: dict[FieldPath, bool] = {}
         for use in item.uses:
             self.memory = self.memory or use.path[0] in MEMORY
+            if use.path[0] == "in_segment" and len(use.path) == 2 and use.path not in first:
+                where = self._at(path, item, use, f"no segment {use.path[1]!r} is defined", "")
+                self.segments_read.append((use.path[1], where))
             first.setdefault(use.path, use)
             optional[use.path] = optional.get(use.path, True) and use.optional
         failed: set[FieldPath] = set()

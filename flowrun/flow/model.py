@@ -198,6 +198,7 @@ class Flow:
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     notes: tuple[Problem, ...] = field(default=(), compare=False)
     memory: bool = field(default=False, compare=False)  # reads `profile`, `orders` or `in_segment(…)`
+    segments_read: tuple[tuple[str, Problem], ...] = field(default=(), compare=False)  # `in_segment('x')`, where
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from flowrun.runtime.flows import FlowSet
 from flowrun.runtime.protocols import UnitOfWork
 from flowrun.runtime.records import Check, partition_of
 from flowrun.runtime.settings import Settings
-from flowrun.segments.model import membership
+from flowrun.segments.model import Segment, membership
 
 SEGMENT_TYPES = ("segment.entered", "segment.exited")
 READS = frozenset(
@@ -47,7 +47,9 @@ class Memory:
         self.settings, self.segments = settings, settings.segments
         self.reload(flows)
 
-    def reload(self, flows: FlowSet) -> None:
+    def reload(self, flows: FlowSet, segments: tuple[Segment, ...] | None = None) -> None:
+        if segments is not None:
+            self.segments = segments
         self.flows = flows
         reading = any(getattr(f, "memory", False) for f in flows.current.values())
         self.active = bool(self.segments) or reading or any(flows.listens_to(t) for t in SEGMENT_TYPES)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from flowrun.actions import REGISTRY
@@ -42,6 +43,7 @@ from flowrun.runtime.protocols import UnitOfWork
 from flowrun.runtime.records import PARTITIONS, Applied, Send, SendStatus, event_key, partition_of
 from flowrun.runtime.sending import apply_decision, cancel_sends, decision_for, new_send, rules_for
 from flowrun.runtime.settings import Settings
+from flowrun.segments.model import Segment
 
 
 def run_id_for(flow_id: str, event_id: str) -> str:
@@ -74,10 +76,14 @@ class Runtime:
         self.derivations = Derivations(settings, self.flows)
         self.memory = Memory(settings, self.flows)
 
-    def load(self, flows: Iterable[Flow]) -> None:
+    def load(self, flows: Iterable[Flow], segments: tuple[Segment, ...] | None = None) -> None:
+        """New flows (and segments, if given): runs in flight keep their version; a customer's
+        membership follows changed segments at their next event or due check."""
+        if segments is not None:
+            self.settings = replace(self.settings, segments=segments)
         self.flows.load(flows)
         self.derivations.reload(self.flows)
-        self.memory.reload(self.flows)
+        self.memory.reload(self.flows, self.settings.segments)
 
     def reads(self, event_type: str) -> bool:
         """Whether anything would read an event of this type: a flow, a kept derivation, consent."""

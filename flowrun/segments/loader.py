@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -88,20 +89,35 @@ def segments_for(flow_paths: Iterable[Path]) -> tuple[m.Segment, ...]:
     return tuple(segments)
 
 
+def project_segments(flow_paths: Iterable[Path], flows: Iterable[Flow]) -> tuple[m.Segment, ...]:
+    """`segments_for`, and every flow's segment names defined (what serve starts or reloads
+    with); SegmentError with every problem otherwise."""
+    segments = segments_for(flow_paths)
+    problems = unknown_segments(flows, {s.name for s in segments})
+    if problems:
+        raise SegmentError(problems)
+    return segments
+
+
 def unknown_segments(flows: Iterable[Flow], names: set[str]) -> list[Problem]:
-    """Flows that start on a segment no file defines (`on: {event: segment.entered, segment: x}`)."""
+    """Flows that start on a segment no file defines (`on: {event: segment.entered, segment: x}`),
+    or ask `in_segment('x')` of one (always false)."""
     found = []
     for flow in flows:
         wanted = getattr(flow.trigger, "segment", None)
-        if wanted is None or wanted in names:
-            continue
-        doc = read_document(flow.file, "flow file", SegmentError)
-        hint = (
-            suggest(wanted, sorted(names))
-            or f"segments here: {', '.join(sorted(names)) or f'none (add {FOLDER}/{wanted}.yaml)'}"
-        )
-        found.append(doc.problem(("on", "segment"), f"no segment {wanted!r} is defined", hint))
+        if wanted is not None and wanted not in names:
+            doc = read_document(flow.file, "flow file", SegmentError)
+            found.append(doc.problem(("on", "segment"), f"no segment {wanted!r} is defined", _known(wanted, names)))
+        for name, where in flow.segments_read:
+            if name not in names:
+                found.append(replace(where, hint=f"in_segment({name!r}) would always be false; {_known(name, names)}"))
     return found
+
+
+def _known(wanted: str, names: set[str]) -> str:
+    return suggest(wanted, sorted(names)) or (
+        f"segments here: {', '.join(sorted(names)) or f'none (add {FOLDER}/{wanted}.yaml)'}"
+    )
 
 
 def load_segment(file: Path) -> m.Segment:

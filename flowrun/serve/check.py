@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from flowrun.config import Config
 from flowrun.dryrun.session import load_all_flows
-from flowrun.segments.loader import segments_for
+from flowrun.segments.loader import project_segments
 from flowrun.state.database import make_engine
 from flowrun.state.storage import disk_warning
 
@@ -17,7 +17,7 @@ from flowrun.state.storage import disk_warning
 def check(config: Config) -> list[str]:
     """What `serve --check` reports: flows load, the database answers, channels exist."""
     flows = load_all_flows([config.flows], locale=config.locale)
-    segments = segments_for([config.flows])  # SegmentError with every problem, as validate reports them
+    segments = project_segments([config.flows], flows)  # SegmentError with every problem, as validate has them
     engine = make_engine(config.database)
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))

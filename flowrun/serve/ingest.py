@@ -17,7 +17,7 @@ which queues for the lock. Handing every batch to the thread cost about 120 µs 
 webhook more on this machine (the thread and the loop trading the GIL at each SQLite call),
 and ingest with the engine stopped went from about 2,200 to 2,800-3,000 requests/s. The
 loop's connection leaves WAL checkpoints (megabytes copied, then an fsync) to the writer
-thread, which runs a passive one every CHECKPOINT_ROWS rows the loop commits: the engine's
+thread, which runs a passive one every CHECKPOINT_BYTES of bodies the loop commits: the engine's
 commits checkpoint too, but a store sending only topics nothing reads gives it none.
 
 A row the database refuses takes only itself down: a batch that fails for a reason other
@@ -60,7 +60,7 @@ from flowrun.state.sqlite_writer import WriterTimeout
 log = logging.getLogger("flowrun.ingest")
 MAX_BATCH = 512
 FIRST_RETRY_S, RETRY_CAP_S = 0.05, 5.0  # the waits after failed moves out of the spool: doubling, up to the cap
-CHECKPOINT_ROWS = 1000  # about SQLite's own autocheckpoint (1,000 pages) for 4 KB bodies
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own autocheckpoint: 1,000 pages of 4 KiB
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class InboxWriter:
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         self.batches = 0
         self.rows = 0
-        self._unchecked = 0  # rows the loop committed since the last checkpoint
+        self._unchecked = 0  # body bytes committed since the last checkpoint
         self.checkpoints = 0
 
     def start(self) -> None:
@@ -187,8 +187,8 @@ class InboxWriter:
             return
         self.heartbeat.progressed(self.clock(), more=bool(self._pending))
         self._done(batch, stored)
-        self._unchecked += len(batch)
-        if self._unchecked >= CHECKPOINT_ROWS:
+        self._unchecked += sum(len(item.row["body"]) for item in batch)
+        if self._unchecked >= CHECKPOINT_BYTES:
             self._signal.set()
 
     def _stamp(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -252,7 +252,7 @@ class InboxWriter:
             more = False
             if self.spool is not None and (self._retry_at is None or time.monotonic() >= self._retry_at):
                 more = self._drain(self.spool)
-            if self._unchecked >= CHECKPOINT_ROWS:
+            if self._unchecked >= CHECKPOINT_BYTES:
                 self._unchecked = 0
                 self._checkpoint()
                 if self.spool is not None:
@@ -270,12 +270,13 @@ class InboxWriter:
         it reads any; True if more are waiting. A failure (the state database locked, full,
         refusing a row) leaves them spooled and tries again after a doubling wait; webhooks are
         still acknowledged meanwhile, and /healthz says the part is failing."""
-        woken = False
+        woken, size = False, 0
 
         def write(conn: Connection, rows: list[dict[str, Any]]) -> None:
-            nonlocal woken
+            nonlocal woken, size
             insert_rows(conn, self._stamp(rows))
             woken = woken or any((row["source"], row["topic"]) not in self._unread for row in rows)
+            size += sum(len(row["body"]) for row in rows)
 
         try:
             moved, more = drain(spool, write, MAX_BATCH)
@@ -289,7 +290,7 @@ class InboxWriter:
         self.heartbeat.progressed(self.clock(), more=more)
         self.batches += bool(moved)
         self.rows += moved
-        self._unchecked += moved
+        self._unchecked += size
         if woken and self.on_commit is not None:
             self.on_commit()
         return more

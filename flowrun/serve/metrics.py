@@ -218,6 +218,8 @@ _GAUGE_HELP = {
     "flowrun_runs": "runs in the database, by status",
     "flowrun_actions": "outbox rows, by status",
     "flowrun_inbox_backlog": "inbox deliveries not yet read by the engine",
+    "flowrun_inbox_spooled": "accepted deliveries in the port's spool, not in the inbox yet (SQLite)",
+    "flowrun_inbox_refused": "accepted deliveries the inbox refused, kept in the spool (flowrun inbox lists them)",
     "flowrun_database_bytes": "the state database's size (SQLite: file and WAL; PostgreSQL: pg_database_size)",
     "flowrun_table_rows": "rows per table family",
     "flowrun_pruned_rows": "rows retention removed (every recorded prune), per family",

@@ -41,7 +41,8 @@ from flowrun.serve.webhooks import build_app
 from flowrun.state import storage
 from flowrun.state.database import make_engine, reading, sqlite_path
 from flowrun.state.schema import inbox, outbox, runs, schema_version
-from flowrun.state.spool import Spool, spool_path, waiting
+from flowrun.state.spool import Spool, spool_path
+from flowrun.state.spool_admin import refused_count, waiting
 from flowrun.state.sqlite_writer import LockLike
 
 log = logging.getLogger("flowrun.port")
@@ -162,11 +163,13 @@ def _gauges(engine: Engine, url: str) -> dict[str, dict[Labels, float]]:
         last, pruned = storage.last_prune(conn), storage.pruned_total(conn)
     path = sqlite_path(url)
     spooled = waiting(path, engine) if path is not None else 0
+    refused = refused_count(path) if path is not None else 0
     gauges: dict[str, dict[Labels, float]] = {
         "flowrun_runs": {(("status", s),): float(n) for s, n in by_status},
         "flowrun_actions": {(("status", s),): float(n) for s, n in actions},
         "flowrun_inbox_backlog": {(): float(backlog or 0)},
         "flowrun_inbox_spooled": {(): float(spooled)},
+        "flowrun_inbox_refused": {(): float(refused)},
         "flowrun_database_bytes": {(): float(size)},
         "flowrun_table_rows": {(("family", name),): float(n) for name, n in counts.items()},
         "flowrun_pruned_rows": {(("family", name),): float(n) for name, n in pruned.items()},

@@ -16,24 +16,39 @@ a deleted spool never hides a row.
 
 A duplicate is recognised against both files: the spool, and the inbox as of one snapshot that
 also gives the mark (a row is in the spool, above the mark, or in the inbox at or below it).
+
+A row the database refuses for a reason that will not pass (a constraint, a value its driver
+cannot bind) would hold every later row back. A batch refused that way is moved again row by row, and a
+row still refused is copied to the spool's `refused` table and passed by the mark: it is
+acknowledged, so it stays there, listed by `flowrun inbox`, until `flowrun inbox --replay-all`
+spools it again. A locked, busy or full database is passing: the caller waits and tries again.
+Any other exception is a bug, and ends the writer thread (and the port, which systemd restarts).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from flowrun.state.cursors import get_cursor, set_cursor
 from flowrun.state.database import reading
 from flowrun.state.schema import inbox
+from flowrun.state.sqlite_writer import WriterTimeout
 
+log = logging.getLogger("flowrun.spool")
+PASSING = (OperationalError, sqlite3.OperationalError, WriterTimeout)  # locked, busy, full: tried again later
+REFUSING = (SQLAlchemyError, sqlite3.Error)  # what the database says is wrong with a row, unless PASSING
+BATCH_BYTES = 8 * 1024 * 1024  # bodies a move holds in memory at most (a row more if the first is larger)
+WAL_KEEP_BYTES = 16 * 1024 * 1024  # a WAL a burst grew past this is cut back when it restarts
 DELETE_ROWS = 1024  # rows of the spool a put deletes at most: the event loop never waits for a long DELETE
 FIELDS = ("source", "delivery_id", "topic", "received_at", "triggered_at", "body", "part")
 _SCHEMA = (
@@ -41,6 +56,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,"
     " delivery_id TEXT NOT NULL, topic TEXT, received_at TEXT NOT NULL, triggered_at TEXT, body BLOB NOT NULL,"
     " part INTEGER NOT NULL DEFAULT 0, UNIQUE (source, delivery_id))",
+    "CREATE TABLE IF NOT EXISTS refused (seq INTEGER PRIMARY KEY, source TEXT, delivery_id TEXT, topic TEXT,"
+    " received_at TEXT, triggered_at TEXT, body BLOB, part INTEGER, error TEXT NOT NULL, refused_at TEXT NOT NULL)",
 )
 
 
@@ -49,10 +66,11 @@ def spool_path(database: Path) -> Path:
     return database.with_name(f"{database.stem}.spool{database.suffix}")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged webhook survives power loss
+    conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
     return conn
 
 
@@ -69,7 +87,7 @@ def _open(conn: sqlite3.Connection, state: Engine) -> str:
             found = (uuid.uuid4().hex,)
             conn.execute("INSERT INTO spool_id VALUES (?)", found)
         with reading(state) as db, db.begin():
-            mark = int(get_cursor(db, _cursor(found[0])) or 0)
+            mark = int(get_cursor(db, spool_cursor(found[0])) or 0)
         sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
         if sequence is None:
             conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)", (mark,))
@@ -87,11 +105,11 @@ class Spool:
 
     def __init__(self, path: Path, state: Engine) -> None:
         self.path, self.state = path, state
-        self._writer = _connect(path)
+        self._writer = connect(path)
         self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the drain checkpoints, off the loop
         self.id = _open(self._writer, state)
-        self.cursor = _cursor(self.id)
-        self._reader = _connect(path)
+        self.cursor = spool_cursor(self.id)
+        self._reader = connect(path)
         first = self._writer.execute("SELECT min(seq) FROM spool").fetchone()[0]
         if first is None:
             first = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0] + 1
@@ -130,24 +148,44 @@ class Spool:
         """The last spooled row the inbox holds, as of `conn`'s snapshot."""
         return int(get_cursor(conn, self.cursor) or 0)
 
-    def take(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """Spooled rows after `after`, oldest first."""
+    def take(self, after: int, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[int, dict[str, Any]]]:
+        """Spooled rows after `after`, oldest first: `limit` of them, or fewer whose bodies
+        add up to `max_bytes`."""
         names = ", ".join(FIELDS)
-        found = self._reader.execute(
-            f"SELECT seq, {names} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        ).fetchall()
-        out = []
-        for seq, *values in found:
+        query = f"SELECT seq, {names} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
+        found = self._reader.execute(query, (after, limit))
+        out, size = [], 0
+        for seq, *values in found:  # stepped one row at a time: the rest are not read
             row = dict(zip(FIELDS, values, strict=True))
             row["received_at"] = datetime.fromisoformat(row["received_at"])
             out.append((seq, row))
+            size += len(row["body"])
+            if size >= max_bytes:
+                break
+        found.close()
         return out
+
+    def refuse(self, seq: int, error: str, at: datetime) -> None:
+        """Keep a spooled row the inbox will not take, before the mark passes it."""
+        names = ", ".join(FIELDS)
+        conn = self._reader
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"INSERT OR REPLACE INTO refused (seq, {names}, error, refused_at)"
+                f" SELECT seq, {names}, ?, ? FROM spool WHERE seq = ?",
+                (error, at.isoformat(), seq),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def checkpoint(self) -> None:
         self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _cursor(spool_id: str) -> str:
+def spool_cursor(spool_id: str) -> str:
     return f"inbox-spool:{spool_id}"
 
 
@@ -174,35 +212,43 @@ def _in_inbox(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, st
     return found
 
 
-def drain(spool: Spool, write: Callable[[Connection, list[dict[str, Any]]], None], limit: int) -> tuple[int, bool]:
+Write = Callable[[Connection, list[dict[str, Any]]], None]
+
+
+def drain(spool: Spool, write: Write, limit: int) -> tuple[int, bool]:
     """Move the oldest `limit` spooled rows into the inbox in one transaction of the state
-    database (`write` inserts them in it); how many, and whether more are waiting."""
+    database (`write` inserts them in it); how many were handled (moved or refused), and
+    whether more are waiting. Raises what is `PASSING`, having moved nothing."""
     with reading(spool.state) as conn, conn.begin():
         after = spool.mark(conn)
     batch = spool.take(after, limit + 1)
     more, batch = len(batch) > limit, batch[:limit]
     if batch:
-        with spool.state.begin() as conn:
-            write(conn, [row for _, row in batch])
-            set_cursor(conn, spool.cursor, batch[-1][0])
+        try:
+            _move(spool, write, batch)
+        except PASSING:
+            raise
+        except REFUSING as exc:
+            log.warning("the inbox refused a batch of %d spooled rows (%s); moving them one by one", len(batch), exc)
+            for one in batch:
+                _move_or_refuse(spool, write, one)
     return len(batch), more
 
 
-def waiting(database: Path, state: Engine) -> int:
-    """Accepted deliveries still in the spool beside `database` (read only; 0 without one):
-    after a crash of the webhook port they wait there until serve starts again."""
-    path = spool_path(database)
-    if not path.is_file():
-        return 0
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+def _move(spool: Spool, write: Write, batch: list[tuple[int, dict[str, Any]]]) -> None:
+    with spool.state.begin() as conn:
+        write(conn, [row for _, row in batch])
+        set_cursor(conn, spool.cursor, batch[-1][0])
+
+
+def _move_or_refuse(spool: Spool, write: Write, one: tuple[int, dict[str, Any]]) -> None:
+    seq, row = one
     try:
-        found = conn.execute("SELECT id FROM spool_id").fetchone()
-        if found is None:
-            return 0
-        with reading(state) as db, db.begin():
-            mark = int(get_cursor(db, _cursor(found[0])) or 0)
-        return int(conn.execute("SELECT count(*) FROM spool WHERE seq > ?", (mark,)).fetchone()[0])
-    except sqlite3.OperationalError:  # not a spool (yet)
-        return 0
-    finally:
-        conn.close()
+        _move(spool, write, [one])
+    except PASSING:
+        raise
+    except REFUSING as exc:
+        log.error("the inbox refused %s/%r, kept in the spool: %s", row["source"], row["delivery_id"][:80], exc)
+        spool.refuse(seq, f"{type(exc).__name__}: {exc}"[:2000], datetime.now(UTC))
+        with spool.state.begin() as conn:
+            set_cursor(conn, spool.cursor, seq)

@@ -114,6 +114,8 @@ class _Walker:
         elif isinstance(node, nodes.Concat):
             for part in node.nodes:
                 self.visit(part, optional, exposed, guards)
+        elif isinstance(node, nodes.Call) and (named := _segment_named(node)):
+            self.uses.append(FieldUse(("in_segment", named), node.lineno))  # validate checks the name exists
         elif isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Name)) and (chain := chain_of(node)):
             if chain[0] not in self.bound:
                 self.uses.append(FieldUse(chain, node.lineno, optional, exposed, _is_guarded(chain, guards)))
@@ -131,6 +133,14 @@ class _Walker:
                 self.visit(node.node, optional, exposed and node.name in PASS_THROUGH, guards)
         for arg in (*node.args, *(k.value for k in node.kwargs)):
             self.visit(arg, optional, exposed and node.name in FALLBACK_FILTERS, guards)
+
+
+def _segment_named(call: nodes.Call) -> str | None:
+    """`in_segment('vip')` -> "vip"; None for any other call, or a name that is not a literal."""
+    if not (isinstance(call.node, nodes.Name) and call.node.name == "in_segment" and len(call.args) == 1):
+        return None
+    arg = call.args[0]
+    return arg.value if isinstance(arg, nodes.Const) and isinstance(arg.value, str) else None
 
 
 def field_uses(tree: nodes.Node) -> tuple[FieldUse, ...]:

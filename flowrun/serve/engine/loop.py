@@ -25,6 +25,7 @@ from flowrun.flow.model import Flow
 from flowrun.runtime.records import Applied
 from flowrun.runtime.runtime import Runtime
 from flowrun.runtime.settings import Settings
+from flowrun.segments.model import Segment
 from flowrun.serve.cluster import Cluster
 from flowrun.serve.engine.lookups import Lookups
 from flowrun.serve.engine.sources import Sources
@@ -60,9 +61,9 @@ class EngineLoop:
         self.wake = threading.Event()
         self.lock = threading.Lock()  # a reload waits for the round in progress
 
-    def reload(self, flows: Sequence[Flow]) -> None:
+    def reload(self, flows: Sequence[Flow], segments: tuple[Segment, ...] | None = None) -> None:
         with self.lock:
-            self.runtime.load(flows)
+            self.runtime.load(flows, segments)
             self.sources.reloaded()
 
     def round(self) -> bool:

@@ -20,6 +20,7 @@ from flowrun.durations import format_duration
 from flowrun.errors import FlowrunError
 from flowrun.pruning import longest_cap
 from flowrun.runtime.records import Applied
+from flowrun.segments.loader import project_segments
 from flowrun.serve import messages as m
 from flowrun.serve.cluster import Cluster
 from flowrun.serve.engine.leader import poll_once, pollers, tick_schedules
@@ -150,14 +151,19 @@ class EngineProcess:
     def _apply_reload(self) -> None:
         try:
             flows = load_all_flows([self.config.flows], locale=self.config.locale)
+            segments = project_segments([self.config.flows], flows)
         except FlowrunError as exc:
-            log.error("SIGHUP: the new flows are invalid, keeping the running set:\n%s", exc)
+            log.error("SIGHUP: the new flows or segments are invalid, keeping the running set:\n%s", exc)
             return
         with reading(self.db) as conn:
             since = inbox_rows.last_seq(conn)
-        self.loop.reload(flows)
+        self.loop.reload(flows, segments)
         self.control.send(SetAside(self.loop.sources.unread_topics(), since))
-        log.info("SIGHUP: reloaded %d flows (runs in flight finish on their own version)", len(flows))
+        log.info(
+            "SIGHUP: reloaded %d flows and %d segments (runs in flight finish on their own version)",
+            len(flows),
+            len(segments),
+        )
 
     def _stop(self) -> None:
         self.stopping.set()
