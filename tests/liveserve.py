@@ -103,6 +103,23 @@ class LiveServe:
         finally:
             engine.dispose()
 
+    def stored(self) -> int:
+        """Deliveries stored: in the inbox, or acknowledged and still in the port's spool (SQLite)."""
+        from sqlalchemy import select
+
+        from flowrun.state.database import make_engine, sqlite_path
+        from flowrun.state.schema import inbox
+        from flowrun.state.spool_admin import waiting
+
+        path = sqlite_path(self.database)
+        if path is None:
+            return self.count(select(inbox))
+        engine = make_engine(self.database)
+        try:
+            return self.count(select(inbox)) + waiting(path, engine)
+        finally:
+            engine.dispose()
+
     def rows(self, query: Any) -> list[dict[str, Any]]:
         from flowrun.state.database import make_engine
 
