@@ -47,10 +47,11 @@ def validate_paths(paths: Sequence[Path], config_files: Sequence[Path], *, local
     report.warnings.extend(loaded.warnings)
     report.notes.extend(loaded.notes)
     report.files, report.flows = loaded.files, len(loaded.flows)
-    segments, segment_problems = load_segments(paths, beside_files=False)
+    _, segment_problems = load_segments(paths, beside_files=False)
     report.problems.extend(segment_problems)
     if not segment_problems:
-        report.problems.extend(unknown_segments(loaded.flows, {s.name for s in segments}))
+        known, _ = load_segments(paths)  # a single flow file's names: the segments beside it too
+        report.problems.extend(unknown_segments(loaded.flows, {s.name for s in known}))
     report.files += len(segment_files(paths, beside_files=False))
     for timeline in timelines:  # dry-run's event timelines: their entries, event files and stubs
         report.files += 1

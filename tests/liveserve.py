@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.servekit import shopify_headers
+from tests.servekit import shopify_headers, stored_deliveries
 
 FLOWRUN = str(Path(sys.executable).parent / "flowrun")
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -104,21 +104,7 @@ class LiveServe:
             engine.dispose()
 
     def stored(self) -> int:
-        """Deliveries stored: in the inbox, or acknowledged and still in the port's spool (SQLite)."""
-        from sqlalchemy import select
-
-        from flowrun.state.database import make_engine, sqlite_path
-        from flowrun.state.schema import inbox
-        from flowrun.state.spool_admin import waiting
-
-        path = sqlite_path(self.database)
-        if path is None:
-            return self.count(select(inbox))
-        engine = make_engine(self.database)
-        try:
-            return self.count(select(inbox)) + waiting(path, engine)
-        finally:
-            engine.dispose()
+        return stored_deliveries(self.database)
 
     def rows(self, query: Any) -> list[dict[str, Any]]:
         from flowrun.state.database import make_engine

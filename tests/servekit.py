@@ -4,6 +4,7 @@ configs, signed requests, a controllable clock, and a real HTTP sink on 127.0.0.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -70,6 +71,31 @@ def config(tmp_path: Path, url: str, flows: Path, **overrides: Any) -> Config:
     }
     values.update(overrides)
     return Config(**values)
+
+
+def stored_deliveries(url: str) -> int:
+    """Deliveries stored: in the inbox, or acknowledged and still in the port's spool (SQLite).
+    The spool is read first: a row moved meanwhile is then in both reads, and counted once."""
+    import sqlite3
+
+    from sqlalchemy import select
+
+    from flowrun.state.database import sqlite_path
+    from flowrun.state.schema import inbox
+    from flowrun.state.spool import spool_path
+
+    found: set[tuple[str, str]] = set()
+    path = sqlite_path(url)
+    if path is not None and spool_path(path).is_file():
+        with contextlib.closing(sqlite3.connect(f"{spool_path(path).as_uri()}?mode=ro", uri=True)) as spool:
+            found.update(spool.execute("SELECT source, delivery_id FROM spool"))
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            found.update((s, d) for s, d in conn.execute(select(inbox.c.source, inbox.c.delivery_id)))
+    finally:
+        engine.dispose()
+    return len(found)
 
 
 def shopify_headers(body: bytes, topic: str, delivery: str, secret: str = "shpss_test") -> dict[str, str]:

@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flowrun.state.database import make_engine
 from flowrun.state.schema import inbox
-from flowrun.state.spool_admin import waiting
 from tests.engagementkit import (
     MAILGUN_KEY,
     POSTMARK_PASSWORD,
@@ -34,7 +33,7 @@ from tests.engagementkit import (
     twilio_form,
     twilio_headers,
 )
-from tests.servekit import Sink
+from tests.servekit import Sink, stored_deliveries
 from tests.test_serve_process import FLOWRUN, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -104,14 +103,7 @@ class EngagementService:
             engine.dispose()
 
     def count(self) -> int:
-        """Deliveries stored: in the inbox, or acknowledged and still in the port's spool."""
-        engine = make_engine(f"sqlite:///{self.db}")
-        try:
-            with engine.connect() as conn:
-                in_inbox = int(conn.execute(select(func.count()).select_from(inbox)).scalar() or 0)
-            return in_inbox + waiting(self.db, engine)
-        finally:
-            engine.dispose()
+        return stored_deliveries(f"sqlite:///{self.db}")
 
     def wait_for(self, condition: Any, what: str, timeout: float = 60) -> None:
         """Wait for the other process to do its work (not for a flow's delay)."""

@@ -14,6 +14,7 @@ from flowrun.errors import SegmentError
 from flowrun.profile.record import OrderRow, Profile, ordered
 from flowrun.segments.loader import load_segment
 from flowrun.segments.model import membership
+from flowrun.templating.condition import parse_condition
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 IDLE = timedelta(hours=1)
@@ -168,6 +169,14 @@ def test_in_segment_of_a_segment_nobody_defines_fails_validate_at_its_place(tmp_
     assert result.stdout.count("no segment") == 2  # the defined one is fine
     flow.write_text("flow: p\non: order.created\nif: \"in_segment('high-value')\"\nsteps:\n  - log: {message: hi}\n")
     assert cli("validate", str(tmp_path / "flows")).exit_code == 0
+    alone = cli("validate", str(flow))  # one flow file: the segments beside it count
+    assert alone.exit_code == 0, alone.stdout
+
+
+def test_a_false_conditions_trace_says_what_in_segment_answered() -> None:
+    condition = parse_condition("in_segment('vip') or in_segment(name)", "if")
+    seen = condition.observed({"in_segment": lambda n: n == "regular", "name": "gold"})
+    assert seen == {"in_segment('vip')": False, "name": "gold"}  # no function in a stored trace
 
 
 def test_serve_and_its_check_refuse_a_broken_segment_file_with_its_place(tmp_path: Path, cli: Any) -> None:

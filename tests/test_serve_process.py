@@ -25,7 +25,7 @@ from flowrun.runtime.runtime import run_id_for
 from flowrun.state.database import make_engine
 from flowrun.state.schema import attempts, inbox, outbox, runs
 from flowrun.state.spool_admin import waiting
-from tests.servekit import Sink, shopify_headers
+from tests.servekit import Sink, shopify_headers, stored_deliveries
 
 FLOWRUN = str(Path(sys.executable).parent / "flowrun")
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -102,8 +102,7 @@ class Service:
             engine.dispose()
 
     def stored(self) -> int:
-        """Every delivery stored: in the inbox or in the spool."""
-        return self.count(inbox) + self.spooled()
+        return stored_deliveries(f"sqlite:///{self.db}")
 
     def count(self, table: Any, *where: Any) -> int:
         engine = make_engine(f"sqlite:///{self.db}")

@@ -275,3 +275,64 @@ def test_a_move_holds_a_bounded_number_of_body_bytes(tmp_path: Path) -> None:
     assert [seq for seq, _ in spool.take(3, 10)] == [4, 5]
     spool.close()
     engine.dispose()
+
+
+def test_refused_rows_replayed_before_any_new_webhook_reach_the_inbox(tmp_path: Path) -> None:
+    """The stop, fix, replay case: the refused row's original is still in the spool, at or below
+    the mark, when it is spooled again."""
+    engine = _state(tmp_path)
+    cfg = config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", ROOT / "flows")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON inbox WHEN NEW.delivery_id = 'd-1'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    spool.put([_row("d-0"), _row("d-1")])
+    assert _move(spool, engine) == 2
+    spool.close()  # serve stops
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    assert replay_inbox(cfg, None) == 1
+    assert replay_inbox(cfg, None) == 0  # nothing refused is left to replay
+    restarted = Spool(spool_path(tmp_path / "state.db"), engine)
+    assert _move(restarted, engine) == 1
+    assert _inbox(engine) == {"d-0": "pending", "d-1": "pending"}
+    restarted.put([_row("d-2")])  # the next put deletes what was moved: d-1 is in the inbox, not lost
+    assert _move(restarted, engine) == 1 and len(_inbox(engine)) == 3
+    restarted.close()
+    engine.dispose()
+
+
+def test_a_database_error_that_is_not_about_the_row_refuses_nothing(tmp_path: Path) -> None:
+    engine = _state(tmp_path)
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    spool.put([_row("d-0"), _row("d-1")])
+
+    def broken(conn: Any, rows: list[dict[str, Any]]) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.raises(sqlite3.DatabaseError):
+        drain(spool, broken, 10)
+    assert waiting(tmp_path / "state.db", engine) == 2  # still spooled, to be moved again
+    with sqlite3.connect(spool.path) as conn:
+        assert conn.execute("SELECT count(*) FROM refused").fetchone()[0] == 0
+    spool.close()
+    engine.dispose()
+
+
+def test_a_move_stopped_by_its_byte_budget_says_more_is_waiting(tmp_path: Path, monkeypatch: Any) -> None:
+    from flowrun.state import spool as spool_module
+
+    monkeypatch.setattr(spool_module, "BATCH_BYTES", 2500)
+    engine = _state(tmp_path)
+    spool = Spool(spool_path(tmp_path / "state.db"), engine)
+    spool.put([{**_row(f"d-{n}"), "body": b"x" * 1000} for n in range(5)])
+
+    def write(conn: Any, rows: list[dict[str, Any]]) -> None:
+        insert_rows(conn, rows)
+
+    assert drain(spool, write, 100) == (3, True)
+    assert drain(spool, write, 100) == (2, False)
+    spool.close()
+    engine.dispose()

@@ -46,9 +46,12 @@ def _serve(config_path: Path | None, check: bool, port: int | None = None) -> No
         for line in notes:
             print(line)
         raise typer.Exit(EXIT_PROBLEMS if any(n.startswith("error:") for n in notes) else EXIT_OK)
-    from flowrun.segments.loader import segments_for
+    from flowrun.dryrun.session import load_all_flows
+    from flowrun.segments.loader import project_segments
 
-    segments_for([config.flows])  # a broken segment file stops serve here, with its place, not in the engine
+    # a broken segment file, or a flow naming a segment none defines, stops serve here with its
+    # place (as `serve --check` and a SIGHUP refuse them), not in the engine
+    project_segments([config.flows], load_all_flows([config.flows], locale=config.locale))
     raise typer.Exit(run_service(config))
 
 

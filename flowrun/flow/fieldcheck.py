@@ -135,7 +135,8 @@ class FieldChecker:
     def _at(self, path: YamlPath, item: Template | Condition, use: FieldUse, message: str, hint: str) -> Problem:
         where = item.where
         if isinstance(item, Template) and not where.startswith(f"{self.file}:"):
-            column = column_of(item.source, use.line, ".".join(use.path))
+            needle = "in_segment(" if use.path[0] == "in_segment" else ".".join(use.path)
+            column = column_of(item.source, use.line, needle)
             used_by = f" (in the template of {self.file} {format_path(path)})"
             return Problem(where, use.line, column, path, message + used_by, hint)
         return self.doc.problem(path, message, hint)

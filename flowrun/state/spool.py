@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 
 from flowrun.state.cursors import get_cursor, set_cursor
 from flowrun.state.database import reading
@@ -46,8 +46,16 @@ from flowrun.state.sqlite_writer import WriterTimeout
 
 log = logging.getLogger("flowrun.spool")
 PASSING = (OperationalError, sqlite3.OperationalError, WriterTimeout)  # locked, busy, full: tried again later
-REFUSING = (SQLAlchemyError, sqlite3.Error)  # what the database says is wrong with a row, unless PASSING
-BATCH_BYTES = 8 * 1024 * 1024  # bodies a move holds in memory at most (a row more if the first is larger)
+# what the database says is wrong with a row itself; any other error is retried, never refused
+REFUSING = (
+    IntegrityError,
+    DataError,
+    InterfaceError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+)
+BATCH_BYTES = 8 * 1024 * 1024  # bodies a move holds in memory at most (one row, if it alone is larger)
 WAL_KEEP_BYTES = 16 * 1024 * 1024  # a WAL a burst grew past this is cut back when it restarts
 DELETE_ROWS = 1024  # rows of the spool a put deletes at most: the event loop never waits for a long DELETE
 FIELDS = ("source", "delivery_id", "topic", "received_at", "triggered_at", "body", "part")
@@ -148,19 +156,19 @@ class Spool:
         """The last spooled row the inbox holds, as of `conn`'s snapshot."""
         return int(get_cursor(conn, self.cursor) or 0)
 
-    def take(self, after: int, limit: int, max_bytes: int = BATCH_BYTES) -> list[tuple[int, dict[str, Any]]]:
+    def take(self, after: int, limit: int, max_bytes: int | None = None) -> list[tuple[int, dict[str, Any]]]:
         """Spooled rows after `after`, oldest first: `limit` of them, or fewer whose bodies
-        add up to `max_bytes`."""
+        add up to `max_bytes` (then the last one is the row that reached it)."""
         names = ", ".join(FIELDS)
         query = f"SELECT seq, {names} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
         found = self._reader.execute(query, (after, limit))
-        out, size = [], 0
+        out, size, budget = [], 0, BATCH_BYTES if max_bytes is None else max_bytes
         for seq, *values in found:  # stepped one row at a time: the rest are not read
             row = dict(zip(FIELDS, values, strict=True))
             row["received_at"] = datetime.fromisoformat(row["received_at"])
             out.append((seq, row))
             size += len(row["body"])
-            if size >= max_bytes:
+            if size >= budget:
                 break
         found.close()
         return out
@@ -218,11 +226,13 @@ Write = Callable[[Connection, list[dict[str, Any]]], None]
 def drain(spool: Spool, write: Write, limit: int) -> tuple[int, bool]:
     """Move the oldest `limit` spooled rows into the inbox in one transaction of the state
     database (`write` inserts them in it); how many were handled (moved or refused), and
-    whether more are waiting. Raises what is `PASSING`, having moved nothing."""
+    whether more may be waiting. Raises what is `PASSING`, having moved nothing, and any error
+    that is not `REFUSING`."""
     with reading(spool.state) as conn, conn.begin():
         after = spool.mark(conn)
     batch = spool.take(after, limit + 1)
-    more, batch = len(batch) > limit, batch[:limit]
+    more = len(batch) > limit or sum(len(row["body"]) for _, row in batch) >= BATCH_BYTES  # stopped by bytes
+    batch = batch[:limit]
     if batch:
         try:
             _move(spool, write, batch)

@@ -68,12 +68,14 @@ def respool(database: Path) -> int:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            count = conn.execute("SELECT count(*) FROM refused").fetchone()[0]
+            # the originals, at or below the mark, may still be there (a put deletes them): their
+            # (source, delivery_id) would make the copies a conflict, and the put delete them after
+            conn.execute("DELETE FROM spool WHERE seq IN (SELECT seq FROM refused)")
             # WHERE 1: without it SQLite would read ON CONFLICT as part of the SELECT's join
-            conn.execute(
+            count = conn.execute(
                 f"INSERT INTO spool ({names}) SELECT {names} FROM refused WHERE 1 ORDER BY seq"
                 " ON CONFLICT (source, delivery_id) DO NOTHING"
-            )
+            ).rowcount
             conn.execute("DELETE FROM refused")
             conn.execute("COMMIT")
         except BaseException:

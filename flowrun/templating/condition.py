@@ -52,8 +52,19 @@ class Condition:
             raise RenderError(self.where, f"condition {self.source!r} failed: {exc}") from None
 
     def observed(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        """The values the condition saw, for explaining a false result."""
-        return {".".join(path): lookup(context, path) for path in sorted(self.fields)}
+        """The values the condition saw, for explaining a false result (what `in_segment('x')`
+        answered; no function itself: a trace is stored)."""
+        found: dict[str, Any] = {}
+        ask = context.get("in_segment")
+        for path in sorted(self.fields):
+            if path[0] == "in_segment":
+                if len(path) == 2 and callable(ask):
+                    found[f"in_segment({path[1]!r})"] = bool(ask(path[1]))
+                continue
+            value = lookup(context, path)
+            if not callable(value):
+                found[".".join(path)] = value
+        return found
 
 
 _MISSING = "<missing>"
