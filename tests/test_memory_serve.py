@@ -16,7 +16,7 @@ from flowrun.dryrun.session import play
 from flowrun.profile.record import from_dict
 from flowrun.state import codec
 from flowrun.state.runs import SqlRuns
-from flowrun.state.schema import cursors, order_history, profiles, runs, segment_members
+from flowrun.state.schema import cursors, order_history, profiles, refund_history, runs, segment_members
 from tests.conftest import ROOT
 from tests.node import Node
 from tests.servekit import Clock, Sink, config, database_params, database_url
@@ -121,3 +121,60 @@ def test_serve_keeps_profiles_history_and_segment_changes_as_dry_run_predicts(tm
 
 def _event(event: Any) -> dict[str, Any]:
     return {"type": event.type, "data": event.data, "customer_key": event.customer_key}
+
+
+REFUND = json.loads((ROOT / "examples/events/shopify/refunds/create.json").read_bytes())  # 66.95 of order 121.74
+SMALL_SPENDER = "segment: high-value\nrule:\n  spent: {over: 100, currency: USD, within: 90d}\n"
+# the order, its refund a day later (it names no customer: no API token to look the order up),
+# and the store's retry of the refund under a new delivery id
+REFUNDED = [(timedelta(0), "orders/create", ORDER, "d-order"),
+            (timedelta(days=1), "refunds/create", REFUND, "d-refund"),
+            (timedelta(days=2), "refunds/create", REFUND, "d-refund-again")]  # fmt: skip
+
+
+def test_a_refund_lowers_spend_and_the_order_history_once_in_serve_as_dry_run_predicts(tmp_path: Path, db: str) -> None:
+    with Sink() as sink:
+        folder = _project(tmp_path, sink.url)
+        (folder / "segments" / "high-value.yaml").write_text(SMALL_SPENDER)
+        clock = Clock()
+        start = clock.now
+        node = Node(config(tmp_path, database_url(db, tmp_path), folder), clock)
+        try:
+            for offset, topic, body, delivery in REFUNDED:
+                node.run_until(start + offset)
+                node.deliver("shopify", topic, json.dumps(body).encode(), delivery)
+                node.settle()
+            node.run_until(start + timedelta(days=3))
+            bodies = [json.loads(r["body"]) for r in sink.requests]
+            assert bodies == [
+                {"change": "segment.entered", "segment": "high-value", "who": "ada@example.com", "spent": 121.74,
+                 "orders": 1},
+                {"change": "segment.exited", "segment": "high-value", "who": "ada@example.com", "spent": 54.79,
+                 "orders": 1},
+            ]  # fmt: skip
+            with node.db.connect() as conn:
+                history = conn.execute(select(order_history.c.order_id, order_history.c.total_e4)).all()
+                refunds = conn.execute(select(refund_history.c.refund_id, refund_history.c.amount_e4)).all()
+                [value] = conn.execute(select(profiles.c.value)).scalars().all()
+            assert history == [(f"shopify:{ORDER['id']}", 547900)]  # 121.74 - 66.95, once
+            assert refunds == [(f"shopify:refund:{REFUND['id']}", 669500)]
+            assert from_dict(codec.loads(value)).spend == {"USD": Decimal("54.79")}
+            with node.db.connect() as conn:
+                ids = conn.execute(select(runs.c.id).where(runs.c.flow_id == "tell")).scalars().all()
+                found = [SqlRuns(conn, None, None).get(run_id) for run_id in ids]
+            served = sorted(_change(r.started_at, _event(r.trigger)) for r in found if r is not None)
+        finally:
+            node.close()
+
+    entries = []
+    for n, (offset, topic, body, _) in enumerate(REFUNDED):
+        event = tmp_path / f"event-{n}.json"
+        event.write_text(json.dumps(body))
+        entries.append(
+            {"at": f"{int(offset.total_seconds())}s", "event": str(event), "source": "shopify", "topic": topic}
+        )
+    timeline = tmp_path / "timeline.yaml"
+    timeline.write_text(json.dumps(entries))
+    played = play([folder], [], timeline, None, None, start.isoformat(), "3d")
+    predicted = sorted(_change(r.started_at, _event(r.trigger)) for r in played.result.runs if r.flow_id == "tell")
+    assert predicted == served and [c[1] for c in served] == ["segment.entered", "segment.exited"]

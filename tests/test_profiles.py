@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from flowrun.events import Event
-from flowrun.profile.record import MAX_NAMES, Profile, order_row, ordered, seen
+from flowrun.profile.record import MAX_NAMES, Profile, net_of, order_row, ordered, refund_row, refunded, seen
 from flowrun.profile.view import OrdersView, moment, profile_view
 from flowrun.runtime.memory_profiles import MemoryOrders
 
@@ -86,3 +86,44 @@ def test_periods_are_midnight_to_midnight_in_the_shop_zone_across_dst() -> None:
     assert orders.count(since="yesterday", until="today") == 2  # 00:01 Sunday and Sunday noon
     assert str(orders.revenue(since="yesterday", until="today")) == "EUR 3.00"
     assert orders.count(since="7d") == 3 and orders.count(customer="email:nobody@x.com") == 0
+
+
+def _refund(amount: object, currency: str = "USD", refund_id: object = "r-1") -> Event:
+    refund = {"id": refund_id, "order_id": "1", "amount": amount, "currency": currency}
+    return Event("refund.created", "shopify", f"e-{refund_id}", T0, {"refund": refund, "order": {"id": "1"}})
+
+
+def test_a_refund_lowers_the_order_spend_and_its_window_never_below_zero() -> None:
+    for forged in ("NaN", "-5", "1e999999", "0", None):
+        assert refund_row(_refund(forged)) is None, forged
+    assert refund_row(_refund("1", refund_id=None)) is None
+    order = order_row(_order({"id": "1", "total_price": "30.00", "currency": "USD"}), T0 - timedelta(days=5))
+    assert order is not None
+    p = ordered(Profile("email:a@x.com"), order)
+    refund = refund_row(_refund("12.5"))
+    assert refund is not None and refund.refund_id == "shopify:refund:r-1" and refund.order_id == "shopify:1"
+    after = net_of(order, refund)
+    assert after is not None and after.total == Decimal("17.50")
+    lowered = refunded(p, order, after)
+    view = profile_view(lowered, p.key, T0)
+    assert view["spend"] == {"USD": Decimal("17.50")} and view["spend_30d"] == {"USD": Decimal("17.50")}
+    assert view["orders_count"] == 1  # still an order
+    too_much = refund_row(_refund("99"))
+    assert too_much is not None and net_of(order, too_much).total == 0  # type: ignore[union-attr]
+    assert net_of(order, refund_row(_refund("5", "EUR"))) is None  # type: ignore[arg-type]
+
+
+def test_the_memory_history_takes_each_refund_once() -> None:
+    history = MemoryOrders()
+    order = order_row(_order({"id": "1", "total_price": "30.00", "currency": "USD"}), T0)
+    assert order is not None and history.add(order)
+    refund = refund_row(_refund("10"))
+    assert refund is not None
+    netted = history.refund(refund)
+    assert netted is not None and netted[1].total == Decimal("20.00")
+    assert history.refund(refund) is None  # the store's retry
+    assert history.revenue(None, None) == {"USD": Decimal("20.00")} and history.count(None, None) == 1
+    unknown = refund_row(
+        Event("refund.created", "shopify", "x", T0, {"refund": {"id": "r-9", "order_id": "2", "amount": "1"}})
+    )
+    assert unknown is not None and history.refund(unknown) is None

@@ -18,6 +18,7 @@ from flowrun.events.values import money
 from flowrun.guardrails import subscription_change
 
 ORDER_TYPES = ("order.created", "order.paid")
+REFUND_TYPES = ("refund.created",)
 CHECKOUT_TYPES = ("checkout.created", "checkout.updated")
 ENGAGED_TYPES = ("message.opened", "message.clicked")
 KEEP_RECENT = timedelta(days=400)  # orders kept in the profile for rolling windows (longest: a year)
@@ -40,6 +41,16 @@ class OrderRow:
     products: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """Money given back on an order, once per refund id."""
+
+    refund_id: str
+    order_id: str
+    amount: Decimal
+    currency: str  # "" when the store did not say: the order's
 
 
 @dataclass(frozen=True)
@@ -74,11 +85,9 @@ class Profile:
 def order_row(event: Event, at: datetime) -> OrderRow | None:
     """The history row an order event makes (None: no id or no total to count)."""
     order = event.data.get("order") or {}
-    total = money(order.get("total_price"))
-    if order.get("id") in (None, "") or total is None or not total.is_finite() or not 0 <= total < MAX_TOTAL:
-        return None  # no id, no total, or a forged one (NaN, negative, 1e999999)
-    if total.as_tuple().exponent < -4:  # type: ignore[operator]
-        total = total.quantize(CENTS_E4)  # what the history keeps exactly (ten-thousandths)
+    total = _exact(money(order.get("total_price")))
+    if order.get("id") in (None, "") or total is None:
+        return None
     lines = [line for line in (order.get("line_items") or []) if isinstance(line, Mapping)][:MAX_NAMES]
     return OrderRow(
         f"{event.source}:{order['id']}",
@@ -90,6 +99,37 @@ def order_row(event: Event, at: datetime) -> OrderRow | None:
         _names(str(line.get("product_type") or line.get("type") or "") for line in lines),
         _names(str(c) for line in lines for c in (line.get("categories") or []) if isinstance(c, str)),
     )
+
+
+def refund_row(event: Event) -> RefundRow | None:
+    """The refund an event carries (None: no id, no order, or no amount to take back)."""
+    refund = event.data.get("refund") or {}
+    amount = _exact(money(refund.get("amount")))
+    if refund.get("id") in (None, "") or refund.get("order_id") in (None, "") or amount is None or not amount:
+        return None
+    currency = str(refund.get("currency") or "").upper()[:8]
+    return RefundRow(f"{event.source}:refund:{refund['id']}", f"{event.source}:{refund['order_id']}", amount, currency)
+
+
+def net_of(order: OrderRow, refund: RefundRow) -> OrderRow | None:
+    """The order with the refund taken off (never below zero); None when the refund is in
+    another currency than the order's: nothing converts between them."""
+    if refund.currency and refund.currency != order.currency:
+        return None
+    return replace(order, total=max(Decimal(0), order.total - refund.amount))
+
+
+def refunded(profile: Profile, before: OrderRow, after: OrderRow) -> Profile:
+    """Spend, and the order in the rolling windows, lowered by what the refund took back."""
+    taken = before.total - after.total
+    spend = dict(profile.spend)
+    if before.currency in spend:
+        spend[before.currency] = max(Decimal(0), spend[before.currency] - taken)
+    entry = (before.at, before.currency, before.total)
+    recent = list(profile.recent)
+    if entry in recent:
+        recent[recent.index(entry)] = (before.at, before.currency, after.total)
+    return profile.evolve(spend=spend, recent=tuple(recent))
 
 
 def seen(profile: Profile, event: Event, now: datetime) -> Profile:
@@ -146,6 +186,16 @@ def _consent(event: Event) -> dict[str, bool]:
         channel = str((event.data.get("message") or {}).get("channel") or "email")
         return {channel if channel in ("email", "sms", "push") else "email": False}
     return {}
+
+
+def _exact(amount: Decimal | None) -> Decimal | None:
+    """An amount as the history keeps it (ten-thousandths, exactly); None for a forged one
+    (NaN, negative, 1e999999)."""
+    if amount is None or not amount.is_finite() or not 0 <= amount < MAX_TOTAL:
+        return None
+    if amount.as_tuple().exponent < -4:  # type: ignore[operator]
+        return amount.quantize(CENTS_E4)
+    return amount
 
 
 def _names(values: Any) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
-from flowrun.profile.record import OrderRow, Profile
+from flowrun.profile.record import OrderRow, Profile, RefundRow, net_of
 
 
 class MemoryProfiles:
@@ -26,6 +26,7 @@ class MemoryOrders:
 
     def __init__(self) -> None:
         self.rows: dict[str, OrderRow] = {}
+        self.refunds: set[str] = set()
         self._times: list[tuple[datetime, str]] = []
         self._by_customer: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
 
@@ -37,6 +38,17 @@ class MemoryOrders:
         if row.customer_key:
             bisect.insort(self._by_customer[row.customer_key], (row.at, row.order_id))
         return True
+
+    def refund(self, row: RefundRow) -> tuple[OrderRow, OrderRow] | None:
+        if row.refund_id in self.refunds:
+            return None
+        self.refunds.add(row.refund_id)
+        before = self.rows.get(row.order_id)
+        after = net_of(before, row) if before is not None else None
+        if before is None or after is None:
+            return None
+        self.rows[row.order_id] = after
+        return before, after
 
     def _between(self, since: datetime | None, until: datetime | None, customer_key: str | None) -> list[OrderRow]:
         keys = self._by_customer.get(customer_key, []) if customer_key else self._times

@@ -18,7 +18,18 @@ from flowrun.engine.facts import FACTS
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.guardrails import CONSENT_TYPES
-from flowrun.profile.record import CHECKOUT_TYPES, ENGAGED_TYPES, ORDER_TYPES, Profile, order_row, ordered, seen
+from flowrun.profile.record import (
+    CHECKOUT_TYPES,
+    ENGAGED_TYPES,
+    ORDER_TYPES,
+    REFUND_TYPES,
+    Profile,
+    order_row,
+    ordered,
+    refund_row,
+    refunded,
+    seen,
+)
 from flowrun.profile.view import LazyProfile, OrdersView, profile_view
 from flowrun.runtime.flows import FlowSet
 from flowrun.runtime.protocols import UnitOfWork
@@ -30,6 +41,7 @@ SEGMENT_TYPES = ("segment.entered", "segment.exited")
 READS = frozenset(
     {
         *ORDER_TYPES,
+        *REFUND_TYPES,
         *CHECKOUT_TYPES,
         *ENGAGED_TYPES,
         *CONSENT_TYPES,
@@ -64,12 +76,21 @@ class Memory:
         who = event.customer_key
         row = order_row(event, now) if event.type in ORDER_TYPES else None
         new_order = row is not None and uow.orders.add(row)
+        refund = refund_row(event) if event.type in REFUND_TYPES else None
+        netted = uow.orders.refund(refund) if refund is not None else None
+        events: list[Event] = []
+        owner = netted[0].customer_key if netted is not None else None
+        if netted is not None and owner and owner != who:  # the order's customer, whoever the refund names
+            events = self.settle(uow, refunded(uow.profiles.get(owner) or Profile(owner), *netted), now)
+            netted = None
         if not who:
-            return []
+            return events
         profile = seen(uow.profiles.get(who) or Profile(who), event, now)
         if new_order and row is not None:
             profile = ordered(profile, row)
-        return self.settle(uow, profile, now)
+        if netted is not None:
+            profile = refunded(profile, *netted)
+        return events + self.settle(uow, profile, now)
 
     def fire(self, uow: UnitOfWork, check: Check, now: datetime) -> list[Event]:
         """A segment check's time came: the customer's membership again, at `now`."""

@@ -13,7 +13,7 @@ from flowrun.attribution.records import Attributed, Engagement, FigureKey, Messa
 from flowrun.engine.state import RunState
 from flowrun.events import Event
 from flowrun.loyalty import Ledger
-from flowrun.profile.record import OrderRow, Profile
+from flowrun.profile.record import OrderRow, Profile, RefundRow
 from flowrun.runtime.records import Attempt, Check, Send
 
 
@@ -99,6 +99,11 @@ class Orders(Protocol):
 
     def add(self, row: OrderRow) -> bool:
         """False when this order id is in the history already (a replay, order.paid after order.created)."""
+        ...
+
+    def refund(self, row: RefundRow) -> tuple[OrderRow, OrderRow] | None:
+        """Take a refund off its order, once per refund id: the order before and after. None for
+        a refund seen before, of an order the history lacks, or in another currency."""
         ...
 
     def count(self, since: datetime | None, until: datetime | None, customer_key: str | None = None) -> int:

@@ -22,6 +22,7 @@ from flowrun.state.schema import (
     partitions,
     profiles,
     prunes,
+    refund_history,
     runs,
     schema_version,
     segment_members,
@@ -88,6 +89,11 @@ def _v9_memory(conn: Connection) -> None:
     metadata.create_all(conn, tables=[profiles, order_history, segment_members])
 
 
+def _v10_refunds(conn: Connection) -> None:
+    """Refunds lower the order history's totals (and spend), once per refund id."""
+    metadata.create_all(conn, tables=[refund_history])
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v2,
     _v3,
@@ -97,6 +103,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v7_retention,
     _v8_attribution,
     _v9_memory,
+    _v10_refunds,
 ]
 NEWEST = len(MIGRATIONS) + 1
 MIGRATION_LOCK = 0x6D696772  # "migr": an advisory lock key apart from the leader's

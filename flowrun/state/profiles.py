@@ -8,18 +8,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from flowrun.profile.record import OrderRow, Profile, from_dict, to_dict
+from flowrun.profile.record import OrderRow, Profile, RefundRow, from_dict, net_of, to_dict
 from flowrun.runtime.records import partition_of
 from flowrun.state import codec
 from flowrun.state.database import insert_many_ignore, upsert_many
-from flowrun.state.schema import order_history, profiles, segment_members
+from flowrun.state.schema import order_history, profiles, refund_history, segment_members
 
 E4 = Decimal(10000)
 _GET = select(profiles.c.value).where(profiles.c.customer_key == bindparam("key"))
 _KNOWN = select(order_history.c.order_id).where(order_history.c.order_id == bindparam("id"))
+_ORDER = select(order_history).where(order_history.c.order_id == bindparam("id"))
+_REFUNDED = select(refund_history.c.refund_id).where(refund_history.c.refund_id == bindparam("id"))
+_NET = update(order_history).where(order_history.c.order_id == bindparam("b_id")).values(total_e4=bindparam("b_total"))
 _LEAVE = delete(segment_members).where(
     segment_members.c.segment == bindparam("b_segment"), segment_members.c.customer_key == bindparam("b_key")
 )
@@ -83,6 +86,8 @@ class SqlOrders:
         self.reader = reader
         self.added: dict[str, OrderRow] = {}
         self.checked: dict[str, bool] = {}  # prefetched: order id -> in the history
+        self.refunds: dict[str, RefundRow] = {}
+        self.lowered: dict[str, tuple[OrderRow, OrderRow]] = {}  # stored orders refunds lowered: as read, now
 
     def prefetch(self, order_ids: Iterable[str]) -> None:
         """Which of these orders the history has, in one query per 500."""
@@ -107,6 +112,37 @@ class SqlOrders:
         self.added[row.order_id] = row
         return True
 
+    def refund(self, row: RefundRow) -> tuple[OrderRow, OrderRow] | None:
+        if row.refund_id in self.refunds or self.reader.execute(_REFUNDED, {"id": row.refund_id}).first():
+            return None
+        self.refunds[row.refund_id] = row
+        before = self._order(row.order_id)
+        after = net_of(before, row) if before is not None else None
+        if before is None or after is None:
+            return None
+        if row.order_id in self.added:
+            self.added[row.order_id] = after
+        else:
+            self.lowered[row.order_id] = (self.lowered.get(row.order_id, (before, before))[0], after)
+        return before, after
+
+    def _order(self, order_id: str) -> OrderRow | None:
+        if order_id in self.added:
+            return self.added[order_id]
+        if order_id in self.lowered:
+            return self.lowered[order_id][1]
+        found = self.reader.execute(_ORDER, {"id": order_id}).mappings().first()
+        if found is None:
+            return None
+        return OrderRow(
+            order_id,
+            found["customer_key"],
+            codec._aware(found["at"]),
+            Decimal(int(found["total_e4"])) / E4,
+            found["currency"],
+            tuple(codec.loads(found["products"])),
+        )
+
     def _where(self, since: datetime | None, until: datetime | None, customer_key: str | None) -> list[Any]:
         found = []
         if since is not None:
@@ -118,13 +154,7 @@ class SqlOrders:
         return found
 
     def _pending(self, since: datetime | None, until: datetime | None, customer_key: str | None) -> list[OrderRow]:
-        return [
-            r
-            for r in self.added.values()
-            if (since is None or r.at >= since)
-            and (until is None or r.at < until)
-            and (customer_key is None or r.customer_key == customer_key)
-        ]
+        return [r for r in self.added.values() if _within(r, since, until, customer_key)]
 
     def count(self, since: datetime | None, until: datetime | None, customer_key: str | None = None) -> int:
         query = select(func.count()).select_from(order_history).where(*self._where(since, until, customer_key))
@@ -141,10 +171,20 @@ class SqlOrders:
         totals = {cur: Decimal(int(total)) / E4 for cur, total in self.reader.execute(query)}
         for row in self._pending(since, until, customer_key):
             totals[row.currency] = totals.get(row.currency, Decimal(0)) + row.total
+        for before, after in self.lowered.values():  # refunds not yet written
+            if _within(before, since, until, customer_key):
+                totals[before.currency] = totals.get(before.currency, Decimal(0)) - (before.total - after.total)
         return totals
 
     def flush(self, conn: Connection) -> None:
         insert_many_ignore(conn, order_history, [order_history_row(r) for r in self.added.values()])
+        refunds = [
+            {"refund_id": r.refund_id, "order_id": r.order_id, "amount_e4": _e4(r.amount)}
+            for r in self.refunds.values()
+        ]
+        insert_many_ignore(conn, refund_history, refunds)
+        if self.lowered:
+            conn.execute(_NET, [{"b_id": key, "b_total": _e4(after.total)} for key, (_, after) in self.lowered.items()])
 
 
 def order_history_row(row: OrderRow) -> dict[str, Any]:
@@ -153,6 +193,18 @@ def order_history_row(row: OrderRow) -> dict[str, Any]:
         "customer_key": row.customer_key,
         "at": codec.utc(row.at),
         "currency": row.currency,
-        "total_e4": int((row.total * E4).to_integral_value()),
+        "total_e4": _e4(row.total),
         "products": codec.dumps(list(row.products)),
     }
+
+
+def _e4(amount: Decimal) -> int:
+    return int((amount * E4).to_integral_value())
+
+
+def _within(row: OrderRow, since: datetime | None, until: datetime | None, customer_key: str | None) -> bool:
+    return (
+        (since is None or row.at >= since)
+        and (until is None or row.at < until)
+        and (customer_key is None or row.customer_key == customer_key)
+    )

@@ -315,6 +315,14 @@ order_history = Table(  # one row per order: what `orders.count(…)` / `orders.
     Column("products", Text, nullable=False),  # JSON list of line titles
 )
 Index("order_history_at", order_history.c.at)
+
+refund_history = Table(  # v10: the refunds taken off order_history.total_e4, each once
+    "refund_history",
+    metadata,
+    Column("refund_id", Text, primary_key=True),  # source:refund:id
+    Column("order_id", Text, nullable=False),
+    Column("amount_e4", BigInteger, nullable=False),
+)
 Index("order_history_customer", order_history.c.customer_key, order_history.c.at)
 
 segment_members = Table(  # who is in which segment now (kept from each profile's segments)
