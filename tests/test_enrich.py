@@ -20,6 +20,7 @@ from flowrun.events.normalise import normalise, parse_json
 from flowrun.events.values import ENRICHED
 from tests.conftest import ROOT
 from tests.fakestores import FakeShopify
+from tests.servekit import database_params
 
 TOKEN = "shpat_test"
 EXAMPLES = ROOT / "examples" / "events" / "shopify"
@@ -192,17 +193,23 @@ def test_only_a_plain_numeric_id_is_ever_put_into_a_query(shop: FakeShopify, ord
     assert shop.requests == []
 
 
-def test_serve_looks_a_refund_up_before_applying_it_and_it_reaches_the_goal(shop: FakeShopify, tmp_path: Any) -> None:
+@pytest.mark.parametrize("db", database_params())
+def test_serve_looks_a_refund_up_before_applying_it_and_it_reaches_the_goal(
+    shop: FakeShopify, tmp_path: Any, db: str
+) -> None:
+    """On PostgreSQL the looked-up refund also moves to its customer's partition: the instance
+    moving that customer's runs and profile applies it."""
     from flowrun.config import Secret
+    from flowrun.runtime.records import partition_of
     from flowrun.state.schema import inbox, runs
     from tests.node import Node
-    from tests.servekit import Clock, config
+    from tests.servekit import Clock, config, database_url
 
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "f.yaml").write_text(
         "flow: review\non: order.created\nuntil: refund.created\nsteps:\n  - wait: 14d\n  - log: {message: ask}\n"
     )
-    cfg = config(tmp_path, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "flows")
+    cfg = config(tmp_path, database_url(db, tmp_path), tmp_path / "flows")
     sources = {
         **cfg.sources,
         "shopify": {**cfg.sources["shopify"], "api_token": Secret(TOKEN, "T"), "api_url": shop.api},
@@ -216,8 +223,9 @@ def test_serve_looks_a_refund_up_before_applying_it_and_it_reaches_the_goal(shop
         node.settle()
         assert node.count(runs, runs.c.status == "converted") == 1  # the looked-up customer met the goal
         with node.db.connect() as conn:
-            facts = conn.execute(select(inbox.c.facts).where(inbox.c.delivery_id == "rf-1")).scalar_one()
+            facts, part = conn.execute(select(inbox.c.facts, inbox.c.part).where(inbox.c.delivery_id == "rf-1")).one()
         assert '"email":"ada@example.com"' in facts
+        assert part == (partition_of("email:ada@example.com") if db == "postgresql" else 0)
         assert [p for p, _ in _paths(shop)] == ["orders.json"]  # the order itself needed no lookup
     finally:
         node.close()

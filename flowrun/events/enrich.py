@@ -148,6 +148,12 @@ LOOKUPS: dict[str, str] = {
 }
 
 
+def with_facts(body: Any, facts: Mapping[str, Any]) -> Any:
+    """The parsed body the normaliser reads: the store's fields, and what the lookup found."""
+    found = {k: v for k, v in facts.items() if k != "failed"}
+    return {**body, ENRICHED: found} if isinstance(body, dict) and found else body
+
+
 def needs_lookup(source: str, topic: str | None) -> bool:
     """Whether `enrich` would call the store for a delivery of this topic."""
     return source == "shopify" and topic in LOOKUPS

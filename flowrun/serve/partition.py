@@ -4,16 +4,23 @@ on SQLite one instance owns every partition and deliveries are stored in partiti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
+from flowrun.events.enrich import with_facts
 from flowrun.events.normalise import normalise, parse_json
 from flowrun.runtime.records import event_key, partition_of
 
 
-def delivery_part(source: str, topic: str | None, body: bytes, delivery_id: str) -> int:
+def delivery_part(
+    source: str, topic: str | None, body: bytes, delivery_id: str, facts: Mapping[str, Any] | None = None
+) -> int:
+    """`facts`: what a lookup found (flowrun.serve.engine.lookups); a refund's body names only its
+    order, and the customer the store names moves it to that customer's partition."""
     try:
         events = normalise(
-            parse_json(body),
+            with_facts(parse_json(body), facts or {}),
             source=source,
             topic=topic if source != "custom" else None,
             delivery_id=delivery_id if source == "shopify" else None,

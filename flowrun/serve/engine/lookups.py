@@ -25,6 +25,7 @@ from flowrun.errors import LookupFailedError
 from flowrun.events.enrich import LOOKUPS, ShopifyAdmin, enrich
 from flowrun.events.normalise import parse_json
 from flowrun.events.values import ENRICHED
+from flowrun.serve.partition import delivery_part
 from flowrun.state import codec
 from flowrun.state.schema import inbox
 
@@ -39,12 +40,6 @@ def wanted(sources: Mapping[str, Any]) -> frozenset[str]:
         return frozenset()
     kinds = set(shop.get("lookups") or DEFAULT_LOOKUPS)
     return frozenset(topic for topic, kind in LOOKUPS.items() if kind in kinds)
-
-
-def with_facts(body: Any, facts: Mapping[str, Any]) -> Any:
-    """The parsed body the normaliser reads: the store's fields, and what the lookup found."""
-    found = {k: v for k, v in facts.items() if k != "failed"}
-    return {**body, ENRICHED: found} if isinstance(body, dict) and found else body
 
 
 class Lookups:
@@ -106,7 +101,7 @@ class Lookups:
         try:
             while (row := await rows.get()) is not None:
                 facts = await self._facts(admin, row)
-                await asyncio.to_thread(self._store, row["seq"], facts)
+                await asyncio.to_thread(self._store, row, facts)
                 self.done()
         finally:
             await http.aclose()
@@ -121,9 +116,12 @@ class Lookups:
             return {"failed": f"{type(exc).__name__}: {exc}"[:500]}
         return dict(body.get(ENRICHED) or {}) if isinstance(body, dict) else {}
 
-    def _store(self, seq: int, facts: dict[str, Any]) -> None:
+    def _store(self, row: Mapping[str, Any], facts: dict[str, Any]) -> None:
+        """The facts; on PostgreSQL also the partition of the customer they name, so that the
+        instance moving that customer's runs and profile applies it (this one may not own it)."""
+        values: dict[str, Any] = {"facts": codec.dumps(facts)}
+        if self.db.dialect.name == "postgresql":
+            values["part"] = delivery_part(row["source"], row["topic"], row["body"], row["delivery_id"], facts)
         with self.db.begin() as conn:
-            conn.execute(
-                update(inbox).where(inbox.c.seq == seq, inbox.c.facts.is_(None)).values(facts=codec.dumps(facts))
-            )
-        self._asked.discard(seq)
+            conn.execute(update(inbox).where(inbox.c.seq == row["seq"], inbox.c.facts.is_(None)).values(**values))
+        self._asked.discard(row["seq"])

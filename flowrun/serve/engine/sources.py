@@ -13,11 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from flowrun.errors import FlowrunError
+from flowrun.events.enrich import with_facts
 from flowrun.events.normalise import known_topics, normalise, parse_json, topic_types
 from flowrun.runtime import inputs as i
 from flowrun.runtime.records import SendStatus
 from flowrun.runtime.runtime import Runtime
-from flowrun.serve.engine.lookups import Lookups, with_facts
+from flowrun.serve.engine.lookups import Lookups
 from flowrun.serve.engine.work import Work
 from flowrun.state import codec
 from flowrun.state import inbox as inbox_rows
