@@ -3,7 +3,9 @@ dry-run, on the same timeline: the same profiles, order history and segment chan
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -12,12 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from flowrun.config import Secret
 from flowrun.dryrun.session import play
 from flowrun.profile.record import from_dict
 from flowrun.state import codec
 from flowrun.state.runs import SqlRuns
 from flowrun.state.schema import cursors, order_history, profiles, refund_history, runs, segment_members
 from tests.conftest import ROOT
+from tests.fakestores import FakeShopify
 from tests.node import Node
 from tests.servekit import Clock, Sink, config, database_params, database_url
 
@@ -124,21 +128,26 @@ def _event(event: Any) -> dict[str, Any]:
 
 
 REFUND = json.loads((ROOT / "examples/events/shopify/refunds/create.json").read_bytes())  # 66.95 of order 121.74
+# dry-run's copy carries the store's answer to the order lookup that serve makes itself
+LOOKED_UP = json.loads((ROOT / "examples/scenarios/shopify/refunds/create/enriched.json").read_bytes())
 SMALL_SPENDER = "segment: high-value\nrule:\n  spent: {over: 100, currency: USD, within: 90d}\n"
-# the order, its refund a day later (it names no customer: no API token to look the order up),
-# and the store's retry of the refund under a new delivery id
+# the order, its refund a day later (its customer looked up), and the store's retry of the
+# refund under a new delivery id
 REFUNDED = [(timedelta(0), "orders/create", ORDER, "d-order"),
             (timedelta(days=1), "refunds/create", REFUND, "d-refund"),
             (timedelta(days=2), "refunds/create", REFUND, "d-refund-again")]  # fmt: skip
 
 
 def test_a_refund_lowers_spend_and_the_order_history_once_in_serve_as_dry_run_predicts(tmp_path: Path, db: str) -> None:
-    with Sink() as sink:
+    shop = FakeShopify("shpat_refund", [ORDER])
+    with Sink() as sink, contextlib.closing(shop):
         folder = _project(tmp_path, sink.url)
         (folder / "segments" / "high-value.yaml").write_text(SMALL_SPENDER)
         clock = Clock()
         start = clock.now
-        node = Node(config(tmp_path, database_url(db, tmp_path), folder), clock)
+        cfg = config(tmp_path, database_url(db, tmp_path), folder)
+        token = {"api_token": Secret("shpat_refund", "T"), "api_url": shop.api}
+        node = Node(replace(cfg, sources={**cfg.sources, "shopify": {**cfg.sources["shopify"], **token}}), clock)
         try:
             for offset, topic, body, delivery in REFUNDED:
                 node.run_until(start + offset)
@@ -169,7 +178,7 @@ def test_a_refund_lowers_spend_and_the_order_history_once_in_serve_as_dry_run_pr
     entries = []
     for n, (offset, topic, body, _) in enumerate(REFUNDED):
         event = tmp_path / f"event-{n}.json"
-        event.write_text(json.dumps(body))
+        event.write_text(json.dumps(LOOKED_UP if body is REFUND else body))
         entries.append(
             {"at": f"{int(offset.total_seconds())}s", "event": str(event), "source": "shopify", "topic": topic}
         )

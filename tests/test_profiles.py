@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from flowrun.events import Event
-from flowrun.profile.record import MAX_NAMES, Profile, net_of, order_row, ordered, refund_row, refunded, seen
+from flowrun.profile.record import (
+    MAX_NAMES,
+    Profile,
+    RefundRow,
+    net_of,
+    order_row,
+    ordered,
+    refund_row,
+    refunded,
+    seen,
+)
 from flowrun.profile.view import OrdersView, moment, profile_view
 from flowrun.runtime.memory_profiles import MemoryOrders
 
@@ -88,19 +98,23 @@ def test_periods_are_midnight_to_midnight_in_the_shop_zone_across_dst() -> None:
     assert orders.count(since="7d") == 3 and orders.count(customer="email:nobody@x.com") == 0
 
 
-def _refund(amount: object, currency: str = "USD", refund_id: object = "r-1") -> Event:
-    refund = {"id": refund_id, "order_id": "1", "amount": amount, "currency": currency}
-    return Event("refund.created", "shopify", f"e-{refund_id}", T0, {"refund": refund, "order": {"id": "1"}})
+def _refund(amount: object, currency: str = "USD", refund_id: object = "r-1", order_id: str = "1") -> Event:
+    refund = {"id": refund_id, "order_id": order_id, "amount": amount, "currency": currency}
+    return Event("refund.created", "shopify", f"e-{refund_id}", T0, {"refund": refund, "order": {"id": order_id}})
+
+
+def _refund_row(event: Event, who: str = "email:a@x.com") -> RefundRow | None:
+    return refund_row(event, who)
 
 
 def test_a_refund_lowers_the_order_spend_and_its_window_never_below_zero() -> None:
     for forged in ("NaN", "-5", "1e999999", "0", None):
-        assert refund_row(_refund(forged)) is None, forged
-    assert refund_row(_refund("1", refund_id=None)) is None
+        assert _refund_row(_refund(forged)) is None, forged
+    assert _refund_row(_refund("1", refund_id=None)) is None
     order = order_row(_order({"id": "1", "total_price": "30.00", "currency": "USD"}), T0 - timedelta(days=5))
     assert order is not None
     p = ordered(Profile("email:a@x.com"), order)
-    refund = refund_row(_refund("12.5"))
+    refund = _refund_row(_refund("12.5"))
     assert refund is not None and refund.refund_id == "shopify:refund:r-1" and refund.order_id == "shopify:1"
     after = net_of(order, refund)
     assert after is not None and after.total == Decimal("17.50")
@@ -108,22 +122,36 @@ def test_a_refund_lowers_the_order_spend_and_its_window_never_below_zero() -> No
     view = profile_view(lowered, p.key, T0)
     assert view["spend"] == {"USD": Decimal("17.50")} and view["spend_30d"] == {"USD": Decimal("17.50")}
     assert view["orders_count"] == 1  # still an order
-    too_much = refund_row(_refund("99"))
+    too_much = _refund_row(_refund("99"))
     assert too_much is not None and net_of(order, too_much).total == 0  # type: ignore[union-attr]
-    assert net_of(order, refund_row(_refund("5", "EUR"))) is None  # type: ignore[arg-type]
+    assert net_of(order, _refund_row(_refund("5", "EUR"))) is None  # type: ignore[arg-type]
 
 
 def test_the_memory_history_takes_each_refund_once() -> None:
     history = MemoryOrders()
     order = order_row(_order({"id": "1", "total_price": "30.00", "currency": "USD"}), T0)
     assert order is not None and history.add(order)
-    refund = refund_row(_refund("10"))
+    refund = _refund_row(_refund("10"))
     assert refund is not None
     netted = history.refund(refund)
     assert netted is not None and netted[1].total == Decimal("20.00")
     assert history.refund(refund) is None  # the store's retry
     assert history.revenue(None, None) == {"USD": Decimal("20.00")} and history.count(None, None) == 1
-    unknown = refund_row(
-        Event("refund.created", "shopify", "x", T0, {"refund": {"id": "r-9", "order_id": "2", "amount": "1"}})
-    )
-    assert unknown is not None and history.refund(unknown) is None
+    early = _refund_row(_refund("1", refund_id="r-9", order_id="2"))
+    assert early is not None and history.refund(early) is None  # before its order: not used up
+    later = order_row(_order({"id": "2", "total_price": "3.00", "currency": "USD"}), T0)
+    assert later is not None and history.add(later)
+    assert history.refund(early) is not None  # the replay, once the order is known
+    theirs = _refund_row(_refund("1", refund_id="r-10", order_id="2"), "email:mallory@x.com")
+    assert theirs is not None and history.refund(theirs) is None  # another customer's order
+
+
+def test_a_failed_refund_transaction_gives_nothing_back() -> None:
+    from flowrun.events.normalise import normalise, parse_json
+    from tests.conftest import ROOT
+
+    body = parse_json((ROOT / "examples/events/shopify/refunds/create.json").read_bytes())
+    [done] = body["transactions"]
+    body["transactions"] = [{**done, "status": "failure", "id": 1}, done, {**done, "status": "pending", "id": 2}]
+    [event] = normalise(body, source="shopify", topic="refunds/create", received_at=T0)
+    assert event.data["refund"]["amount"] == Decimal("66.95")

@@ -192,7 +192,11 @@ def _fulfillment(body: Body) -> dict[str, Any]:
 def _refund(body: Body) -> dict[str, Any]:
     """A refund names its order but not the customer: both come from the order as looked up
     (events.enrich), so a refund reaches the goal of the customer's runs."""
-    transactions = [t for t in body.get("transactions") or [] if t.get("kind", "refund") == "refund"]
+    transactions = [  # a failed or pending attempt gave nothing back
+        t
+        for t in body.get("transactions") or []
+        if t.get("kind", "refund") == "refund" and t.get("status", "success") in ("success", None)
+    ]
     amount = sum((money(t.get("amount")) or Decimal(0) for t in transactions), Decimal(0))
     currency = next((t.get("currency") for t in transactions if t.get("currency")), None)
     looked_up = enriched(body).get("order") or {}

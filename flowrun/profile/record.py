@@ -49,6 +49,7 @@ class RefundRow:
 
     refund_id: str
     order_id: str
+    customer_key: str  # whom the refund names: the order must be theirs
     amount: Decimal
     currency: str  # "" when the store did not say: the order's
 
@@ -101,20 +102,22 @@ def order_row(event: Event, at: datetime) -> OrderRow | None:
     )
 
 
-def refund_row(event: Event) -> RefundRow | None:
+def refund_row(event: Event, customer_key: str) -> RefundRow | None:
     """The refund an event carries (None: no id, no order, or no amount to take back)."""
     refund = event.data.get("refund") or {}
     amount = _exact(money(refund.get("amount")))
     if refund.get("id") in (None, "") or refund.get("order_id") in (None, "") or amount is None or not amount:
         return None
     currency = str(refund.get("currency") or "").upper()[:8]
-    return RefundRow(f"{event.source}:refund:{refund['id']}", f"{event.source}:{refund['order_id']}", amount, currency)
+    refund_id, order_id = f"{event.source}:refund:{refund['id']}", f"{event.source}:{refund['order_id']}"
+    return RefundRow(refund_id, order_id, customer_key, amount, currency)
 
 
 def net_of(order: OrderRow, refund: RefundRow) -> OrderRow | None:
-    """The order with the refund taken off (never below zero); None when the refund is in
-    another currency than the order's: nothing converts between them."""
-    if refund.currency and refund.currency != order.currency:
+    """The order with the refund taken off (never below zero); None when the order is another
+    customer's, or the refund is in another currency than the order's (Shopify refunds in the
+    presentment currency): nothing converts between them."""
+    if order.customer_key != refund.customer_key or (refund.currency and refund.currency != order.currency):
         return None
     return replace(order, total=max(Decimal(0), order.total - refund.amount))
 

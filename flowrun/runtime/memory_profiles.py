@@ -42,11 +42,11 @@ class MemoryOrders:
     def refund(self, row: RefundRow) -> tuple[OrderRow, OrderRow] | None:
         if row.refund_id in self.refunds:
             return None
-        self.refunds.add(row.refund_id)
         before = self.rows.get(row.order_id)
         after = net_of(before, row) if before is not None else None
-        if before is None or after is None:
+        if before is None or after is None:  # not used up: a replay after the order arrives applies it
             return None
+        self.refunds.add(row.refund_id)
         self.rows[row.order_id] = after
         return before, after
 

@@ -76,21 +76,18 @@ class Memory:
         who = event.customer_key
         row = order_row(event, now) if event.type in ORDER_TYPES else None
         new_order = row is not None and uow.orders.add(row)
-        refund = refund_row(event) if event.type in REFUND_TYPES else None
+        # a refund moves money only when it names the order's customer (Shopify's, once looked
+        # up): then this unit of work holds that customer's partition, and their profile
+        refund = refund_row(event, who) if event.type in REFUND_TYPES and who else None
         netted = uow.orders.refund(refund) if refund is not None else None
-        events: list[Event] = []
-        owner = netted[0].customer_key if netted is not None else None
-        if netted is not None and owner and owner != who:  # the order's customer, whoever the refund names
-            events = self.settle(uow, refunded(uow.profiles.get(owner) or Profile(owner), *netted), now)
-            netted = None
         if not who:
-            return events
+            return []
         profile = seen(uow.profiles.get(who) or Profile(who), event, now)
         if new_order and row is not None:
             profile = ordered(profile, row)
         if netted is not None:
             profile = refunded(profile, *netted)
-        return events + self.settle(uow, profile, now)
+        return self.settle(uow, profile, now)
 
     def fire(self, uow: UnitOfWork, check: Check, now: datetime) -> list[Event]:
         """A segment check's time came: the customer's membership again, at `now`."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import BigInteger, bindparam, case, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from flowrun.profile.record import OrderRow, Profile, RefundRow, from_dict, net_of, to_dict
@@ -22,7 +22,13 @@ _GET = select(profiles.c.value).where(profiles.c.customer_key == bindparam("key"
 _KNOWN = select(order_history.c.order_id).where(order_history.c.order_id == bindparam("id"))
 _ORDER = select(order_history).where(order_history.c.order_id == bindparam("id"))
 _REFUNDED = select(refund_history.c.refund_id).where(refund_history.c.refund_id == bindparam("id"))
-_NET = update(order_history).where(order_history.c.order_id == bindparam("b_id")).values(total_e4=bindparam("b_total"))
+# relative, so that a refund written meanwhile by another unit of work is not overwritten
+_TAKEN: Any = bindparam("b_taken", type_=BigInteger)
+_NET = (
+    update(order_history)
+    .where(order_history.c.order_id == bindparam("b_id"))
+    .values(total_e4=case((order_history.c.total_e4 > _TAKEN, order_history.c.total_e4 - _TAKEN), else_=0))
+)
 _LEAVE = delete(segment_members).where(
     segment_members.c.segment == bindparam("b_segment"), segment_members.c.customer_key == bindparam("b_key")
 )
@@ -115,11 +121,11 @@ class SqlOrders:
     def refund(self, row: RefundRow) -> tuple[OrderRow, OrderRow] | None:
         if row.refund_id in self.refunds or self.reader.execute(_REFUNDED, {"id": row.refund_id}).first():
             return None
-        self.refunds[row.refund_id] = row
         before = self._order(row.order_id)
         after = net_of(before, row) if before is not None else None
-        if before is None or after is None:
+        if before is None or after is None:  # not used up: a replay after the order arrives applies it
             return None
+        self.refunds[row.refund_id] = row
         if row.order_id in self.added:
             self.added[row.order_id] = after
         else:
@@ -184,7 +190,10 @@ class SqlOrders:
         ]
         insert_many_ignore(conn, refund_history, refunds)
         if self.lowered:
-            conn.execute(_NET, [{"b_id": key, "b_total": _e4(after.total)} for key, (_, after) in self.lowered.items()])
+            taken = [
+                {"b_id": key, "b_taken": _e4(first.total - now.total)} for key, (first, now) in self.lowered.items()
+            ]
+            conn.execute(_NET, taken)
 
 
 def order_history_row(row: OrderRow) -> dict[str, Any]:
