@@ -76,6 +76,15 @@ def _serve(tmp_path: Path, db: str, folder: Path) -> tuple[Node, list[tuple[Any,
     return node, changes
 
 
+def _told(orders: int, entered_spent: float, exited_spent: float) -> list[dict[str, Any]]:
+    """What the `tell` flow posts when ada@example.com enters high-value, then leaves it."""
+    who = {"segment": "high-value", "who": "ada@example.com", "orders": orders}
+    return [
+        {"change": "segment.entered", **who, "spent": entered_spent},
+        {"change": "segment.exited", **who, "spent": exited_spent},
+    ]
+
+
 def _change(at: Any, event: dict[str, Any]) -> tuple[Any, ...]:
     return (at, event["type"], event["data"]["segment"]["name"], event["customer_key"])
 
@@ -90,13 +99,7 @@ def test_serve_keeps_profiles_history_and_segment_changes_as_dry_run_predicts(tm
                 (start + timedelta(days=10), "segment.entered", "high-value", "email:ada@example.com"),
                 (start + timedelta(days=90), "segment.exited", "high-value", "email:ada@example.com"),
             ]
-            bodies = [json.loads(r["body"]) for r in sink.requests]
-            assert bodies == [
-                {"change": "segment.entered", "segment": "high-value", "who": "ada@example.com", "spent": 550.5,
-                 "orders": 2},
-                {"change": "segment.exited", "segment": "high-value", "who": "ada@example.com", "spent": 250.5,
-                 "orders": 2},
-            ]  # fmt: skip
+            assert [json.loads(r["body"]) for r in sink.requests] == _told(2, 550.5, 250.5)
             with node.db.connect() as conn:
                 history = conn.execute(select(order_history.c.order_id, order_history.c.total_e4)).all()
                 [value] = conn.execute(select(profiles.c.value)).scalars().all()
@@ -154,13 +157,7 @@ def test_a_refund_lowers_spend_and_the_order_history_once_in_serve_as_dry_run_pr
                 node.deliver("shopify", topic, json.dumps(body).encode(), delivery)
                 node.settle()
             node.run_until(start + timedelta(days=3))
-            bodies = [json.loads(r["body"]) for r in sink.requests]
-            assert bodies == [
-                {"change": "segment.entered", "segment": "high-value", "who": "ada@example.com", "spent": 121.74,
-                 "orders": 1},
-                {"change": "segment.exited", "segment": "high-value", "who": "ada@example.com", "spent": 54.79,
-                 "orders": 1},
-            ]  # fmt: skip
+            assert [json.loads(r["body"]) for r in sink.requests] == _told(1, 121.74, 54.79)
             with node.db.connect() as conn:
                 history = conn.execute(select(order_history.c.order_id, order_history.c.total_e4)).all()
                 refunds = conn.execute(select(refund_history.c.refund_id, refund_history.c.amount_e4)).all()
