@@ -10,15 +10,9 @@ prune (22.7 ms with the spool). A spool that refuses a write answers those webho
 direct write would overtake the rows it still holds. What follows describes the direct write,
 which PostgreSQL and an in-memory database use.
 
-When SQLite's write lock is free, the batch is written right there on the event loop: a
-commit of a few dozen rows takes about a millisecond. When the lock is held (the engine's
-batch, another process), nothing waits on the loop: the batch goes to the writer thread,
-which queues for the lock. Handing every batch to the thread cost about 120 µs of CPU per
-webhook more on this machine (the thread and the loop trading the GIL at each SQLite call),
-and ingest with the engine stopped went from about 2,200 to 2,800-3,000 requests/s. The
-loop's connection leaves WAL checkpoints (megabytes copied, then an fsync) to the writer
-thread, which runs a passive one every CHECKPOINT_BYTES of bodies the loop commits: the engine's
-commits checkpoint too, but a store sending only topics nothing reads gives it none.
+On SQLite the batch is written on the event loop when the write lock is free, else by the
+writer thread (flowrun.serve.sqlite_inbox), which also checkpoints the WAL every
+CHECKPOINT_BYTES of bodies committed.
 
 A row the database refuses takes only itself down: a batch that fails for a reason other
 than a passing one (locked, busy) is written again row by row, and the row that still fails
@@ -53,7 +47,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from flowrun.serve.health import Heartbeat
 from flowrun.serve.partition import delivery_part
-from flowrun.state.inbox import insert_rows, insert_rows_sqlite, pend_set_aside
+from flowrun.serve.sqlite_inbox import LoopConnection, checkpoint, write_waiting
+from flowrun.state.inbox import insert_rows, pend_set_aside
 from flowrun.state.spool import Spool, drain
 from flowrun.state.sqlite_writer import WriterTimeout
 
@@ -108,7 +103,7 @@ class InboxWriter:
         self._unread = aside.unread
         self._asides: deque[SetAside] = deque()
         self._turns: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
-        self._fast: Any = None  # the loop's own connection, which never waits for the lock
+        self._fast = LoopConnection(engine) if engine.dialect.name == "sqlite" and spool is None else None
         self._pending: deque[_Item] = deque()
         self._signal = threading.Event()
         self._retry_in = 0.0  # after failed moves out of the spool: the wait before the next (doubling)
@@ -132,7 +127,6 @@ class InboxWriter:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         if self._fast is not None:
-            self._fast.invalidate()  # its pragmas differ: do not hand it back to the pool
             self._fast.close()
 
     def set_aside(self, aside: SetAside) -> None:
@@ -201,26 +195,7 @@ class InboxWriter:
         database says busy): then the thread waits for it instead of the event loop."""
         if self.spool is not None:
             return self.spool.put(rows)
-        if self.engine.dialect.name != "sqlite":
-            return None
-        if self._fast is None:
-            self._fast = self.engine.raw_connection()
-            self._fast.dbapi_connection.execute("PRAGMA busy_timeout=0")
-            self._fast.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-        dbapi: Any = self._fast.dbapi_connection
-        if not dbapi.try_begin_immediate():
-            return None
-        try:
-            stored = insert_rows_sqlite(dbapi, self.engine.dialect, self._stamp(rows))
-            dbapi.commit()
-        except sqlite3.OperationalError as exc:  # e.g. busy: the thread tries again, waiting
-            log.warning("inbox write failed, handing it to the writer thread: %s", exc)
-            dbapi.rollback()
-            return None
-        except BaseException:
-            dbapi.rollback()
-            raise
-        return stored
+        return self._fast.try_write(self._stamp(rows)) if self._fast is not None else None
 
     def _run(self) -> None:
         try:
@@ -254,7 +229,7 @@ class InboxWriter:
                 more = self._drain(self.spool)
             if self._unchecked >= CHECKPOINT_BYTES:
                 self._unchecked = 0
-                self._checkpoint()
+                self.checkpoints += checkpoint(self.engine)
                 if self.spool is not None:
                     try:
                         self.spool.checkpoint()
@@ -294,17 +269,6 @@ class InboxWriter:
         if woken and self.on_commit is not None:
             self.on_commit()
         return more
-
-    def _checkpoint(self) -> None:
-        """PASSIVE: copies what it can and waits for nobody (no writer lock, no reader)."""
-        raw = self.engine.raw_connection()  # autocommit: not inside a transaction (nor the writer lock)
-        try:
-            raw.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-            self.checkpoints += 1
-        except (OperationalError, sqlite3.OperationalError) as exc:
-            log.warning("WAL checkpoint failed, the next one will copy more: %s", exc)
-        finally:
-            raw.close()
 
     def _take_over(self, aside: SetAside, read_now: frozenset[tuple[str, str]]) -> list[bool]:
         with self.engine.begin() as conn:
@@ -358,24 +322,10 @@ class InboxWriter:
             self.on_commit()
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[bool]:
-        if self.engine.dialect.name != "sqlite":
-            with self.engine.begin() as conn:
-                return insert_rows(conn, self._stamp(rows))
-        # SQLite: straight on the driver connection, four statements a batch (BEGIN IMMEDIATE,
-        # lookup, INSERT, COMMIT); the SQLAlchemy layer around them cost more than the writes.
-        raw = self.engine.raw_connection()
-        try:
-            dbapi: Any = raw.dbapi_connection
-            dbapi.begin_immediate()  # the same writer locks as every SQLAlchemy transaction
-            try:
-                stored = insert_rows_sqlite(dbapi, self.engine.dialect, self._stamp(rows))
-                dbapi.commit()
-            except BaseException:
-                dbapi.rollback()
-                raise
-            return stored
-        finally:
-            raw.close()
+        if self.engine.dialect.name == "sqlite":
+            return write_waiting(self.engine, self._stamp(rows))
+        with self.engine.begin() as conn:
+            return insert_rows(conn, self._stamp(rows))
 
     @staticmethod
     def _answer(batch: list[_Item], stored: list[bool] | None) -> None:

@@ -37,16 +37,15 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError
 
 from flowrun.state.cursors import get_cursor, set_cursor
 from flowrun.state.database import reading
 from flowrun.state.schema import inbox
-from flowrun.state.sqlite_writer import WriterTimeout
 
 log = logging.getLogger("flowrun.spool")
-PASSING = (OperationalError, sqlite3.OperationalError, WriterTimeout)  # locked, busy, full: tried again later
-# what the database says is wrong with a row itself; any other error is retried, never refused
+# what the database says is wrong with a row itself; any other error (locked, busy, full) is
+# raised to the caller, which tries again later: never refused
 REFUSING = (
     IntegrityError,
     DataError,
@@ -156,22 +155,27 @@ class Spool:
         """The last spooled row the inbox holds, as of `conn`'s snapshot."""
         return int(get_cursor(conn, self.cursor) or 0)
 
-    def take(self, after: int, limit: int, max_bytes: int | None = None) -> list[tuple[int, dict[str, Any]]]:
-        """Spooled rows after `after`, oldest first: `limit` of them, or fewer whose bodies
-        add up to `max_bytes` (then the last one is the row that reached it)."""
+    def take(
+        self, after: int, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """Spooled rows after `after`, oldest first: `limit` of them, or fewer whose bodies add
+        up to `max_bytes` (BATCH_BYTES; the last one is the row that reached it); and whether
+        it stopped short of the end."""
         names = ", ".join(FIELDS)
         query = f"SELECT seq, {names} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
-        found = self._reader.execute(query, (after, limit))
-        out, size, budget = [], 0, BATCH_BYTES if max_bytes is None else max_bytes
+        found = self._reader.execute(query, (after, limit + 1))
+        out: list[tuple[int, dict[str, Any]]] = []
+        size, budget, more = 0, BATCH_BYTES if max_bytes is None else max_bytes, False
         for seq, *values in found:  # stepped one row at a time: the rest are not read
+            if len(out) == limit or size >= budget:
+                more = True
+                break
             row = dict(zip(FIELDS, values, strict=True))
             row["received_at"] = datetime.fromisoformat(row["received_at"])
             out.append((seq, row))
             size += len(row["body"])
-            if size >= budget:
-                break
         found.close()
-        return out
+        return out, more
 
     def refuse(self, seq: int, error: str, at: datetime) -> None:
         """Keep a spooled row the inbox will not take, before the mark passes it."""
@@ -226,18 +230,13 @@ Write = Callable[[Connection, list[dict[str, Any]]], None]
 def drain(spool: Spool, write: Write, limit: int) -> tuple[int, bool]:
     """Move the oldest `limit` spooled rows into the inbox in one transaction of the state
     database (`write` inserts them in it); how many were handled (moved or refused), and
-    whether more may be waiting. Raises what is `PASSING`, having moved nothing, and any error
-    that is not `REFUSING`."""
+    whether more are waiting. Raises any error that is not `REFUSING` (the caller tries again)."""
     with reading(spool.state) as conn, conn.begin():
         after = spool.mark(conn)
-    batch = spool.take(after, limit + 1)
-    more = len(batch) > limit or sum(len(row["body"]) for _, row in batch) >= BATCH_BYTES  # stopped by bytes
-    batch = batch[:limit]
+    batch, more = spool.take(after, limit)
     if batch:
         try:
             _move(spool, write, batch)
-        except PASSING:
-            raise
         except REFUSING as exc:
             log.warning("the inbox refused a batch of %d spooled rows (%s); moving them one by one", len(batch), exc)
             for one in batch:
@@ -255,8 +254,6 @@ def _move_or_refuse(spool: Spool, write: Write, one: tuple[int, dict[str, Any]])
     seq, row = one
     try:
         _move(spool, write, [one])
-    except PASSING:
-        raise
     except REFUSING as exc:
         log.error("the inbox refused %s/%r, kept in the spool: %s", row["source"], row["delivery_id"][:80], exc)
         spool.refuse(seq, f"{type(exc).__name__}: {exc}"[:2000], datetime.now(UTC))
